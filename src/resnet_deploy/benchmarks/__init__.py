@@ -1,0 +1,1 @@
+"""Latency, parity, reports and the CI gate."""

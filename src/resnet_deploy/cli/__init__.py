@@ -1,0 +1,1 @@
+"""Thin Typer layers: parse options, call the pipeline, print, map errors to exit codes."""

@@ -1,0 +1,132 @@
+"""Options and error handling shared by both CLIs."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from resnet_deploy.console import console
+from resnet_deploy.errors import DeployError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Turn DeployError into one red line and its exit code; keep tracebacks for real bugs."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DeployError as exc:
+            console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[red]interrupted[/] (nothing half-written was kept)")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+Model = Annotated[
+    str,
+    typer.Argument(
+        help="resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2"
+    ),
+]
+Weights = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        help="'none' (seeded random init), a torchvision weights name (DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2) "
+        "or a checkpoint file. Default: what this workspace used last, else 'none'.",
+    ),
+]
+NumClasses = Annotated[int | None, typer.Option(help="Classes in fc; default: what the checkpoint's fc.weight says.")]
+Trust = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Allow a checkpoint holding pickled objects (a whole nn.Module). Only for files you trust.",
+    ),
+]
+Workspace = Annotated[Path, typer.Option("--workspace", help="Where artifacts/<model>/ lives.")]
+Dynamic = Annotated[bool, typer.Option("--dynamic", help="Dynamic batch, height and width.")]
+MinShape = Annotated[
+    str | None, typer.Option("--min-shape", help="Smallest input NxCxHxW (with --dynamic), e.g. 1x3x64x64.")
+]
+OptShape = Annotated[str | None, typer.Option("--opt-shape", help="Typical input NxCxHxW, e.g. 1x3x224x224.")]
+MaxShape = Annotated[
+    str | None, typer.Option("--max-shape", help="Largest input NxCxHxW (with --dynamic), e.g. 8x3x448x448.")
+]
+Resize = Annotated[
+    int | None, typer.Option(help="Resize the shorter side to this (default: the weights' transform, 256).")
+]
+Crop = Annotated[int | None, typer.Option(help="Center crop size (default: the weights' transform, 224).")]
+Mean = Annotated[str | None, typer.Option(help="Normalization mean, 3 numbers: 0.485,0.456,0.406")]
+Std = Annotated[str | None, typer.Option(help="Normalization std, 3 numbers: 0.229,0.224,0.225")]
+
+
+def main_wrapper(app: typer.Typer) -> Callable[[], None]:
+    def main() -> None:
+        app(prog_name=Path(sys.argv[0]).name)
+
+    return main
+
+
+def model_options(
+    model: str,
+    weights: str | None,
+    num_classes: int | None,
+    trust: bool,
+    resize: int | None = None,
+    crop: int | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+) -> Any:
+    from resnet_deploy.pipeline import ModelOptions
+    from resnet_deploy.preprocess import parse_floats3
+
+    return ModelOptions(
+        architecture=model,
+        weights=weights,
+        num_classes=num_classes,
+        trust_checkpoint=trust,
+        resize=resize,
+        crop=crop,
+        mean=parse_floats3(mean, None) if mean else None,  # type: ignore[arg-type]
+        std=parse_floats3(std, None) if std else None,  # type: ignore[arg-type]
+    )
+
+
+def shape_range(dynamic: bool, crop: int, min_shape: str | None, opt_shape: str | None, max_shape: str | None) -> Any:
+    from resnet_deploy.shapes import make_range
+
+    return make_range(dynamic, crop, min_shape, opt_shape, max_shape)
+
+
+def print_written(pipeline: Any, keys: list[str]) -> None:
+    """The closing summary: what was written where."""
+    from rich.table import Table
+
+    table = Table(title=f"{pipeline.ws.dir}", title_justify="left", show_edge=False)
+    for col in ("artifact", "file", "precision", "size", "worst rel L2"):
+        table.add_column(col)
+    for key in keys:
+        entry = pipeline.ws.artifacts[key]
+        path = pipeline.ws.dir / entry["path"]
+        worst = entry.get("verification", {}).get("worst_rel_l2")
+        table.add_row(
+            key,
+            str(path),
+            entry.get("precision", ""),
+            f"{path.stat().st_size / 1e6:.1f} MB",
+            f"{worst:.1e}" if isinstance(worst, float) else "-",
+        )
+    console.print(table)
+    console.print(f"manifest: {pipeline.ws.manifest_path}")

@@ -1,0 +1,42 @@
+"""Progress and messages on stderr, so stdout stays clean for --json and friends."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True, highlight=False)
+
+
+@contextlib.contextmanager
+def step(message: str) -> Iterator[None]:
+    """A spinner while the step runs, then `✓ message (time)`; on error the spinner just goes away."""
+    start = time.perf_counter()
+    with console.status(message + " ..."):
+        yield
+    console.print(f"[green]✓[/] {message} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+
+def info(message: str) -> None:
+    console.print(message)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {message}")
+
+
+def progress() -> Progress:
+    """A bar for loops over images or iterations."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

@@ -1,0 +1,88 @@
+"""ONNX export with the dynamo exporter: one self-contained file, dynamic batch/height/width."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.errors import VerificationError
+from resnet_deploy.shapes import ShapeRange
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 18
+
+
+def example_input(shape_range: ShapeRange) -> Any:
+    """An example at the opt size; batch >= 2 when dynamic so the exporter does not specialize batch 1."""
+    import torch
+
+    n, c, h, w = shape_range.opt
+    if shape_range.dynamic and n == 1 and shape_range.max[0] >= 2:
+        n = 2
+    return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def dynamic_shapes(shape_range: ShapeRange) -> dict[str, dict[int, Any]] | None:
+    from torch.export import Dim
+
+    if not shape_range.dynamic:
+        return None
+    dims: dict[int, Any] = {}
+    for axis, name in ((0, "batch"), (2, "height"), (3, "width")):
+        if shape_range.min[axis] != shape_range.max[axis]:
+            dims[axis] = Dim(name, min=1)
+    return {"x": dims}
+
+
+def export_onnx(model: Any, path: Path, shape_range: ShapeRange, opset: int = DEFAULT_OPSET) -> None:
+    """Write `model` to `path` as one ONNX file (weights inline), checked by onnx.checker."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example_input(shape_range),),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes(shape_range),
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    program.save(str(path), external_data=False)
+    check_onnx(path)
+
+
+def check_onnx(path: Path) -> Any:
+    """onnx.checker plus strict shape inference; returns the inferred model."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        return onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
+    except Exception as exc:
+        raise VerificationError(f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:200]}") from None
+
+
+def onnx_precision(path: Path) -> str:
+    """fp32, fp16 or int8, read from the graph (Q/DQ nodes -> int8, fp16 initializers -> fp16)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    if {"QuantizeLinear", "DequantizeLinear"} & ops or "QLinearConv" in ops:
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def input_dims(path: Path) -> list[int | str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]

@@ -1,0 +1,302 @@
+"""Build or load a torchvision ResNet, from random init, torchvision weights or a user checkpoint.
+
+Also makes old fixed-pool ResNets size-agnostic (`make_pool_adaptive`), since dynamic height/width
+is the point of exporting them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.errors import UsageError
+from resnet_deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from resnet_deploy.workspace import sha256_file
+
+ARCHITECTURES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+)
+TORCHVISION_WEIGHTS = ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class ModelSource:
+    """What the exported artifacts were made from, recorded in the manifest."""
+
+    architecture: str
+    weights: str = "none"
+    weights_sha256: str | None = None
+    num_classes: int = 1000
+    seed: int = 0
+    classes: list[str] | None = None
+    preprocess: Preprocess = field(default_factory=Preprocess)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "num_classes": self.num_classes,
+            "seed": self.seed if self.weights == "none" else None,
+            "classes": self.classes,
+        }
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines the model's numbers (class names do not)."""
+        d = self.to_dict()
+        d.pop("classes")
+        return d
+
+
+def resolve_architecture(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    if key in ARCHITECTURES:
+        return key
+    close = difflib.get_close_matches(key, ARCHITECTURES, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'?" if close else "choose one of: " + ", ".join(ARCHITECTURES)
+    raise UsageError(f"unknown architecture '{name}'", hint)
+
+
+def load_model(
+    architecture: str,
+    weights: str = "none",
+    num_classes: int | None = None,
+    trust_checkpoint: bool = False,
+    seed: int = 0,
+) -> tuple[Any, ModelSource]:
+    """Return (eval-mode model with adaptive pooling, its ModelSource).
+
+    `weights` is `none` (seeded random init), a torchvision weights name, or a checkpoint file.
+    """
+    import torch
+    import torchvision
+
+    arch = resolve_architecture(architecture)
+    if num_classes is not None and num_classes <= 0:
+        raise UsageError(f"--num-classes must be positive, got {num_classes}")
+    spec = weights.strip()
+
+    if spec.lower() == "none":
+        torch.manual_seed(seed)
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes or 1000)
+        source = ModelSource(arch, "none", None, num_classes or 1000, seed)
+    elif spec.upper() in TORCHVISION_WEIGHTS and not Path(spec).exists():
+        model, source = _torchvision_pretrained(arch, spec.upper(), num_classes)
+    else:
+        model, source = _from_checkpoint(arch, Path(spec), num_classes, trust_checkpoint)
+
+    make_pool_adaptive(model)
+    model.eval()
+    return model, source
+
+
+def _torchvision_pretrained(arch: str, name: str, num_classes: int | None) -> tuple[Any, ModelSource]:
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(arch)
+    try:
+        w = enum.DEFAULT if name == "DEFAULT" else enum[name]
+    except KeyError:
+        have = ", ".join(m.name for m in enum)
+        raise UsageError(f"{arch} has no torchvision weights '{name}'", f"available: {have}") from None
+    if num_classes not in (None, 1000):
+        raise UsageError(
+            f"torchvision weights {w.name} have 1000 classes, not {num_classes}",
+            "drop --num-classes, or fine-tune and pass your checkpoint with --weights FILE",
+        )
+    try:
+        model = torchvision.models.get_model(arch, weights=w)
+    except Exception as exc:
+        raise UsageError(
+            f"could not get torchvision weights {arch}.{w.name}: {type(exc).__name__}: {str(exc)[:120]}",
+            f"this machine may be offline: download {w.url} into torch's hub cache "
+            "(~/.cache/torch/hub/checkpoints) or pass --weights FILE",
+        ) from None
+    t = w.transforms()
+    pre = Preprocess(int(t.resize_size[0]), int(t.crop_size[0]), tuple(t.mean), tuple(t.std))  # type: ignore[arg-type]
+    source = ModelSource(arch, f"torchvision:{w.name}", None, 1000, 0, list(w.meta["categories"]), pre)
+    return model, source
+
+
+def _read_checkpoint(path: Path, trust: bool) -> Any:
+    import pickle
+
+    import torch
+
+    if not path.exists():
+        raise UsageError(
+            f"weights file {path} does not exist", "pass an existing file, 'none', or a torchvision weights name"
+        )
+    if path.is_dir():
+        raise UsageError(f"weights path {path} is a folder", "pass the checkpoint file inside it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if not trust and "weights_only" in str(exc):
+            raise UsageError(
+                f"{path.name} holds pickled Python objects (for example a whole nn.Module), not just tensors",
+                "save model.state_dict() instead, or pass --trust-checkpoint if you trust where the file came from",
+            ) from None
+        raise UsageError(f"cannot read weights file {path}: it is not a PyTorch checkpoint", "check the file") from None
+    except Exception as exc:
+        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise UsageError(
+            f"cannot read weights file {path}: {msg}", "check that it is a complete torch.save() file"
+        ) from None
+
+
+def extract_state_dict(obj: Any) -> dict[str, Any]:
+    """Accept a plain state_dict, {'model_state_dict'|'state_dict'|'model': ...}, DataParallel prefixes."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in CHECKPOINT_KEYS:
+            if key in obj and isinstance(obj[key], Mapping | torch.nn.Module):
+                inner = obj[key]
+                obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
+                break
+    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UsageError(
+            "the checkpoint holds no state_dict",
+            "save model.state_dict(), or a dict with 'model_state_dict' or 'state_dict'",
+        )
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        for prefix in STRIP_PREFIXES:
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool) -> tuple[Any, ModelSource]:
+    import torch
+    import torchvision
+
+    obj = _read_checkpoint(path, trust)
+    sha = sha256_file(path)
+    if trust and isinstance(obj, torch.nn.Module):
+        model = obj
+        fc = getattr(model, "fc", None)
+        n = int(fc.out_features) if isinstance(fc, torch.nn.Linear) else (num_classes or 1000)
+        return model, ModelSource(arch, str(path), sha, n, 0)
+
+    state = extract_state_dict(obj)
+    fc_w = state.get("fc.weight")
+    ckpt_classes = int(fc_w.shape[0]) if isinstance(fc_w, torch.Tensor) and fc_w.ndim == 2 else None
+    if num_classes is None:
+        num_classes = ckpt_classes or 1000
+    elif ckpt_classes is not None and ckpt_classes != num_classes:
+        raise UsageError(
+            f"--num-classes {num_classes} but the checkpoint's fc.weight has {ckpt_classes} classes",
+            f"drop --num-classes or pass {ckpt_classes}",
+        )
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    check_state_dict_fits(model, state, arch, path.name)
+    model.load_state_dict(state, strict=True)
+    classes = None
+    if isinstance(obj, Mapping):
+        names = obj.get("classes") or obj.get("class_names")
+        if isinstance(names, list | tuple) and len(names) == num_classes and all(isinstance(c, str) for c in names):
+            classes = list(names)
+    return model, ModelSource(arch, str(path), sha, num_classes, 0, classes)
+
+
+def check_state_dict_fits(model: Any, state: Mapping[str, Any], arch: str, label: str) -> None:
+    """Name the keys and shapes that do not fit, instead of torch's wall of text."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(getattr(v, "shape", ())) for k, v in state.items()}
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    wrong = [k for k in expected if k in got and expected[k] != got[k]]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} shape mismatches (first: {k} is {list(got[k])}, {arch} needs {list(expected[k])})")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+    if "fc.weight" in wrong and expected["fc.weight"][1] != got["fc.weight"][1]:
+        hint = (
+            f"its fc takes {got['fc.weight'][1]} features, not {expected['fc.weight'][1]}: the head was sized "
+            "for one input resolution and cannot be made dynamic"
+        )
+    else:
+        close = [a for a in ARCHITECTURES if a != arch]
+        hint = "check the architecture name matches the checkpoint (one of: " + ", ".join(close[:4]) + ", ...)"
+    raise UsageError(f"checkpoint {label} does not fit {arch}: " + "; ".join(parts), hint)
+
+
+def make_pool_adaptive(model: Any) -> bool:
+    """Replace a fixed `nn.AvgPool2d` before `fc` with `AdaptiveAvgPool2d((1, 1))`; True if changed.
+
+    At the size the old code was written for (7x7 map at 224x224) a 7x7 average is the global
+    average, so outputs are identical there, and every other size now works. A head sized for a
+    larger pooled map (fc.in_features = C*h*w) cannot be made size-agnostic and is refused.
+    """
+    import torch.nn as nn
+
+    pool = getattr(model, "avgpool", None)
+    fc = getattr(model, "fc", None)
+    if pool is None or not isinstance(fc, nn.Linear):
+        raise UsageError(
+            f"{type(model).__name__} has no `avgpool` + `fc` head",
+            "pass a torchvision-style ResNet (its pooling in .avgpool, classifier in .fc)",
+        )
+    channels = _feature_channels(model)
+    if channels is not None and fc.in_features != channels:
+        raise UsageError(
+            f"fc takes {fc.in_features} features but the network makes {channels} channels: the head was sized "
+            f"for one input resolution ({fc.in_features // channels if fc.in_features % channels == 0 else '?'} "
+            "pooled positions)",
+            "such a model only runs at that size: export it without --dynamic, or retrain its fc on globally pooled features",
+        )
+    if isinstance(pool, nn.AdaptiveAvgPool2d):
+        size = pool.output_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if size != (1, 1):
+            raise UsageError(
+                f"avgpool outputs {size[0]}x{size[1]}, so fc was sized for that grid",
+                "use AdaptiveAvgPool2d((1, 1)) with an fc over the channels to make the model dynamic",
+            )
+        return False
+    if isinstance(pool, nn.AvgPool2d | nn.AdaptiveMaxPool2d | nn.MaxPool2d):
+        if not isinstance(pool, nn.AvgPool2d):
+            raise UsageError(f"unsupported pooling before fc: {pool}", "use average pooling")
+        model.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        return True
+    raise UsageError(f"unsupported pooling before fc: {type(pool).__name__}", "use AdaptiveAvgPool2d((1, 1))")
+
+
+def _feature_channels(model: Any) -> int | None:
+    """Channels entering the head: the last BatchNorm of the last stage of a torchvision ResNet."""
+    import torch.nn as nn
+
+    last = getattr(model, "layer4", None)
+    if last is None:
+        return None
+    bns = [m for m in last.modules() if isinstance(m, nn.BatchNorm2d)]
+    return int(bns[-1].num_features) if bns else None
+
+
+def default_preprocess(source: ModelSource) -> Preprocess:
+    return source.preprocess if source.preprocess else Preprocess(256, 224, IMAGENET_MEAN, IMAGENET_STD)

@@ -1,0 +1,240 @@
+"""A model plus its workspace: make each artifact once, verify it, record it, reuse it while fresh.
+
+The CLIs and `resnet-bench compare` go through here, so "export", "find in the workspace" and
+"rebuild when stale" behave the same whichever command asked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy import console
+from resnet_deploy.models import ModelSource, load_model
+from resnet_deploy.preprocess import Preprocess
+from resnet_deploy.runtimes.base import Artifact, create
+from resnet_deploy.shapes import ShapeRange, make_range
+from resnet_deploy.workspace import Workspace, atomic_path, check_writable, sha256_json
+
+DEFAULT_MODEL = "resnet50"
+DEFAULT_WORKSPACE = Path("artifacts")
+
+
+@dataclass
+class ModelOptions:
+    """What identifies the model. `weights=None` means: what the workspace used last, else random init."""
+
+    architecture: str = DEFAULT_MODEL
+    weights: str | None = None
+    num_classes: int | None = None
+    trust_checkpoint: bool = False
+    seed: int = 0
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+def tool_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("resnet-deploy", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+class Pipeline:
+    def __init__(
+        self,
+        options: ModelOptions,
+        workspace: Path = DEFAULT_WORKSPACE,
+        name: str | None = None,
+        shape_range: ShapeRange | None = None,
+    ) -> None:
+        from resnet_deploy.models import resolve_architecture
+
+        arch = resolve_architecture(options.architecture)
+        check_writable(workspace)
+        self.ws = Workspace(workspace, name or arch)
+        previous = self.ws.manifest.get("model") or {}
+        if options.weights is None:
+            same_arch = previous.get("architecture") == arch
+            options.weights = previous.get("weights", "none") if same_arch else "none"
+            if options.weights.startswith("torchvision:"):
+                options.weights = options.weights.split(":", 1)[1]
+        self.options = options
+        with console.step(f"load {arch} (weights: {options.weights})"):
+            self.model, self.source = load_model(
+                arch, options.weights, options.num_classes, options.trust_checkpoint, options.seed
+            )
+        base = self.source.preprocess
+        self.preprocess = Preprocess(
+            options.resize or base.resize,
+            options.crop or base.crop,
+            options.mean or base.mean,
+            options.std or base.std,
+        )
+        if shape_range is None:
+            recorded = self.ws.manifest.get("input")
+            shape_range = ShapeRange.from_dict(recorded) if recorded else make_range(True, self.preprocess.crop)
+        self.shape_range = shape_range
+        self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
+        self.ws.manifest["input"] = {
+            "name": "input",
+            "layout": "NCHW",
+            "dims": ["batch", 3, "height", "width"] if shape_range.dynamic else list(shape_range.opt),
+            **shape_range.to_dict(),
+        }
+        self.ws.save()
+
+    # -- identity -------------------------------------------------------------------------------
+
+    @property
+    def source_info(self) -> ModelSource:
+        return self.source
+
+    def model_hash(self) -> str:
+        return sha256_json(self.source.fingerprint())
+
+    def fingerprint(self, **extra: Any) -> dict[str, Any]:
+        """What every artifact of this model depends on, plus the artifact's own inputs."""
+        return {"model": self.source.fingerprint(), "input": self.shape_range.to_dict(), **extra}
+
+    def reference(self) -> Artifact:
+        """The PyTorch FP32 eager model: the reference every artifact is compared against."""
+        return Artifact("pytorch", None, "fp32", None, "pytorch", model=self.model)
+
+    # -- building -------------------------------------------------------------------------------
+
+    def build(
+        self,
+        key: str,
+        filename: str,
+        fmt: str,
+        precision: str,
+        fingerprint: dict[str, Any],
+        write: Callable[[Path], None],
+        check: Callable[[Artifact], dict[str, Any]],
+        **info: Any,
+    ) -> Artifact:
+        """Reuse `key` if fresh; else write to a temp file, `check` it, and only then move it in place.
+
+        A failed write or check leaves nothing behind (and the previous file, if any, untouched).
+        """
+        entry = self.ws.fresh(key, fingerprint)
+        if entry is not None:
+            console.info(f"[dim]reusing {self.ws.dir / entry['path']} (inputs unchanged)[/]")
+            return self.artifact(key)
+        if key in self.ws.artifacts:
+            console.info(f"[dim]{key} is stale (its inputs changed): rebuilding[/]")
+        target = self.ws.path(filename)
+        with atomic_path(target) as tmp:
+            with console.step(f"export {key} -> {target}"):
+                write(tmp)
+            details = check(Artifact(fmt, tmp, precision, self.shape_range, key))
+        self.ws.record(
+            key,
+            target,
+            fingerprint,
+            format=fmt,
+            precision=precision,
+            model_sha256=self.model_hash(),
+            input=self.shape_range.to_dict(),
+            tools=tool_versions(),
+            **details,
+            **info,
+        )
+        return self.artifact(key)
+
+    def verify_against_model(self, runtime_name: str, max_rel_l2: float | None = None) -> Callable[[Artifact], dict]:
+        """A `check` for `build`: run the artifact at min/opt/max/odd shapes against PyTorch."""
+        from resnet_deploy.export.verify import FP32_REL_L2, verify
+
+        def check(artifact: Artifact) -> dict[str, Any]:
+            with console.step(
+                f"verify {artifact.key} against PyTorch at {len(self.shape_range.verification_shapes())} shapes"
+            ):
+                runtime = create(runtime_name, artifact, "cpu")
+                result = verify(
+                    self.model,
+                    runtime,
+                    self.shape_range.verification_shapes(),
+                    max_rel_l2 or FP32_REL_L2,
+                    artifact.key or "",
+                )
+                runtime.close()
+            console.info(f"  {result.summary()}")
+            return {"verification": result.to_dict()}
+
+        return check
+
+    def onnx(self, opset: int | None = None) -> Artifact:
+        from resnet_deploy.export.onnx import DEFAULT_OPSET, export_onnx
+
+        opset = opset or DEFAULT_OPSET
+        return self.build(
+            "onnx-fp32",
+            f"{self.ws.name}.onnx",
+            "onnx",
+            "fp32",
+            self.fingerprint(format="onnx", opset=opset),
+            lambda p: export_onnx(self.model, p, self.shape_range, opset),
+            self.verify_against_model("onnxruntime-cpu"),
+            opset=opset,
+        )
+
+    def torchscript(self) -> Artifact:
+        from resnet_deploy.export.torchscript import export_torchscript
+
+        return self.build(
+            "torchscript",
+            f"{self.ws.name}.ts",
+            "torchscript",
+            "fp32",
+            self.fingerprint(format="torchscript"),
+            lambda p: export_torchscript(self.model, p, self.shape_range),
+            self.verify_against_model("torchscript"),
+        )
+
+    def program(self) -> Artifact:
+        from resnet_deploy.export.program import export_program
+
+        return self.build(
+            "program",
+            f"{self.ws.name}.pt2",
+            "program",
+            "fp32",
+            self.fingerprint(format="program"),
+            lambda p: export_program(self.model, p, self.shape_range),
+            self.verify_against_model("torch-export"),
+        )
+
+    # -- reading the workspace ------------------------------------------------------------------
+
+    def artifact(self, key: str) -> Artifact:
+        entry = self.ws.artifacts[key]
+        rng = ShapeRange.from_dict(entry["input"]) if entry.get("input") else None
+        return Artifact(entry["format"], self.ws.dir / entry["path"], entry.get("precision", "fp32"), rng, key, entry)
+
+    def current_artifacts(self) -> list[Artifact]:
+        """Artifacts made from this very model whose files are intact; stale ones are named and skipped."""
+        out = []
+        for key, entry in self.ws.artifacts.items():
+            path = self.ws.dir / entry["path"]
+            if entry.get("model_sha256") != self.model_hash():
+                console.warn(f"skipping {path.name}: made from other weights than {self.options.weights}")
+            elif not path.exists():
+                console.warn(f"skipping {key}: {path} is missing")
+            else:
+                out.append(self.artifact(key))
+        return out
+
+    def summary(self) -> str:
+        return json.dumps({k: v["path"] for k, v in self.ws.artifacts.items()})

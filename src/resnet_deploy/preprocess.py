@@ -1,0 +1,184 @@
+"""The one place images become tensors, for calibration, parity and verification alike.
+
+Using the same code for calibration and for the parity images matters: INT8 ranges computed on
+differently preprocessed data are wrong ranges, and that error would look like a quantization loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from resnet_deploy.errors import UsageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+TENSOR_SUFFIXES = frozenset({".npy", ".npz"})
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """torchvision's ImageNet eval transform: resize shorter side, center crop, normalize."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.resize <= 0 or self.crop <= 0:
+            raise UsageError("--resize and --crop must be positive")
+        if self.crop > self.resize:
+            raise UsageError(f"--crop {self.crop} is larger than --resize {self.resize}", "crop at most the resize")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            raise UsageError("--mean and --std take three numbers, std positive", "e.g. --std 0.229,0.224,0.225")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(int(d["resize"]), int(d["crop"]), tuple(d["mean"]), tuple(d["std"]))  # type: ignore[arg-type]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def __call__(self, image) -> np.ndarray:
+        """PIL image -> float32 CHW array."""
+        from PIL import Image
+
+        image = image.convert("RGB")
+        w, h = image.size
+        scale = self.resize / min(w, h)
+        # torchvision's Resize(int) rounds the long side down (int()), bilinear with antialias.
+        new_w, new_h = (self.resize, int(h * scale)) if w <= h else (int(w * scale), self.resize)
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+        left = int(round((new_w - self.crop) / 2.0))
+        top = int(round((new_h - self.crop) / 2.0))
+        image = image.crop((left, top, left + self.crop, top + self.crop))
+        arr = np.asarray(image, dtype=np.float32) / 255.0
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def parse_floats3(text: str | None, default: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Parse `0.485,0.456,0.406` for --mean/--std."""
+    if text is None:
+        return default
+    try:
+        vals = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise UsageError(f"invalid value '{text}'", "give three comma-separated numbers") from None
+    if len(vals) != 3:
+        raise UsageError(f"invalid value '{text}': need 3 numbers, got {len(vals)}")
+    return vals  # type: ignore[return-value]
+
+
+def find_inputs(folder: Path) -> list[Path]:
+    """Every image or preprocessed tensor file below `folder`, sorted so choices are deterministic."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UsageError(f"image folder {folder} does not exist", "pass a folder of .jpg/.png images")
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder", "pass a folder of .jpg/.png images")
+    suffixes = IMAGE_SUFFIXES | TENSOR_SUFFIXES
+    return sorted(
+        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+
+
+def load_file(path: Path, pre: Preprocess) -> np.ndarray:
+    """One file -> (N, 3, H, W) float32. Raises ValueError/OSError when unreadable."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arrays = [np.load(path, allow_pickle=False)]
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = [npz[k] for k in npz.files]
+    else:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            img.load()
+            return pre(img)[None]
+    out = []
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float32)
+        if a.ndim == 3:
+            a = a[None]
+        if a.ndim != 4 or a.shape[1] != 3:
+            raise ValueError(f"tensor of shape {a.shape}, expected (3,H,W) or (N,3,H,W)")
+        if not np.isfinite(a).all():
+            raise ValueError("tensor holds NaN or inf")
+        out.append(a)
+    return np.concatenate(out)
+
+
+@dataclass
+class ImageSet:
+    """Preprocessed images plus what was skipped and why, so callers can report it."""
+
+    tensors: np.ndarray
+    paths: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.tensors.shape[0])
+
+    def fingerprint(self) -> str:
+        """Hash of the pixel data actually used: same files, same preprocessing -> same hash."""
+        h = hashlib.sha256()
+        h.update(str(self.tensors.shape).encode())
+        h.update(np.ascontiguousarray(self.tensors).tobytes())
+        return h.hexdigest()
+
+
+def select(paths: Sequence[Path], limit: int | None) -> list[Path]:
+    """A deterministic, evenly spread subset (not the first N, which may all be one class folder)."""
+    paths = list(paths)
+    if limit is None or limit >= len(paths):
+        return paths
+    if limit <= 0:
+        raise UsageError("--calib-size must be positive")
+    idx = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+    return [paths[i] for i in sorted(set(idx.tolist()))]
+
+
+def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: str = "image") -> ImageSet:
+    """Load a folder recursively; unreadable files are skipped and listed, none usable is an error."""
+    folder = Path(folder)
+    candidates = find_inputs(folder)
+    if not candidates:
+        raise UsageError(
+            f"{what} folder {folder} holds no .jpg/.jpeg/.png/.bmp/.webp/.npy/.npz files",
+            "put images from your deployment domain in it (500 or more for INT8 calibration)",
+        )
+    tensors: list[np.ndarray] = []
+    used: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in select(candidates, limit):
+        try:
+            arr = load_file(path, pre)
+        except Exception as exc:
+            skipped.append((path, f"{type(exc).__name__}: {exc}".splitlines()[0][:160]))
+            continue
+        if arr.shape[2:] != (pre.crop, pre.crop):
+            if path.suffix.lower() in TENSOR_SUFFIXES:
+                skipped.append((path, f"tensor is {arr.shape[2]}x{arr.shape[3]}, preprocessing crops {pre.crop}"))
+                continue
+        tensors.append(arr)
+        used.append(path)
+    if not tensors:
+        first = f"; first: {skipped[0][0].name}: {skipped[0][1]}" if skipped else ""
+        raise UsageError(
+            f"no usable {what} in {folder}: all {len(skipped)} files are unreadable{first}",
+            "replace them with readable .jpg/.png images",
+        )
+    return ImageSet(np.concatenate(tensors).astype(np.float32, copy=False), used, skipped)

@@ -1,0 +1,282 @@
+"""The runtime interface every backend implements, and the registry that picks backends.
+
+Like Polygraphy's runners: one small class per backend, all behind `run(batch) -> logits`, so the
+benchmark and parity code never branch on the backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy.errors import MissingDependencyError, UsageError
+from resnet_deploy.shapes import ShapeRange, format_shape
+
+FORMATS = ("pytorch", "torchscript", "program", "onnx", "engine")
+SUFFIX_FORMATS = {
+    ".onnx": "onnx",
+    ".ts": "torchscript",
+    ".torchscript": "torchscript",
+    ".jit": "torchscript",
+    ".pt": "torchscript",
+    ".pt2": "program",
+    ".engine": "engine",
+    ".plan": "engine",
+    ".trt": "engine",
+}
+
+
+@dataclass
+class Artifact:
+    """Something a runtime can run: a file (or, for eager PyTorch, the module itself)."""
+
+    format: str
+    path: Path | None = None
+    precision: str = "fp32"
+    input_range: ShapeRange | None = None
+    key: str | None = None
+    entry: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the nn.Module for format "pytorch"
+
+    @property
+    def label(self) -> str:
+        return self.path.name if self.path else (self.key or self.format)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Artifact:
+        """An artifact given on the command line: format from the suffix, precision from the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"artifact {path} does not exist", "pass an .onnx, .pt/.ts, .pt2 or .engine file")
+        fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise UsageError(
+                f"cannot tell the format of {path.name}",
+                "use .onnx, .ts/.pt (TorchScript), .pt2 (torch.export) or .engine/.plan (TensorRT)",
+            )
+        precision = "fp32"
+        if fmt == "onnx":
+            from resnet_deploy.export.onnx import onnx_precision
+
+            precision = onnx_precision(path)
+        return cls(fmt, path, precision)
+
+
+class Runtime(ABC):
+    """Runs NCHW float32 batches and returns float32 logits."""
+
+    name: str = "runtime"
+    precision: str = "fp32"
+    device: str = "cpu"
+    artifact: Artifact | None = None
+    #: shapes this runtime accepts; None = any 4-D float32 NCHW batch with 3 channels
+    input_range: ShapeRange | None = None
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Host in, host out. Copies to and from the device count in timings taken through this."""
+
+    def run_device(self, batch: Any) -> Any:
+        """Device-resident path (torch tensor in, torch tensor out) so GPU timings can exclude copies.
+
+        Backends that can bind device memory override it; the default goes through host memory.
+        """
+        import torch
+
+        out = self.run(batch.detach().cpu().numpy())
+        return torch.from_numpy(out).to(batch.device)
+
+    def synchronize(self) -> None:
+        """Block until queued device work is done (no-op on the CPU)."""
+
+    def check_input(self, batch: np.ndarray | Any) -> None:
+        shape = tuple(batch.shape)
+        if len(shape) != 4 or shape[1] != 3:
+            raise UsageError(f"input {format_shape(shape)} is not an NCHW batch with 3 channels")
+        if self.input_range is not None:
+            self.input_range.check(shape, self.describe())
+
+    def describe(self) -> str:
+        what = self.artifact.label if self.artifact else self.name
+        return f"{what} on {self.name}"
+
+    def close(self) -> None:
+        """Free sessions/contexts early; garbage collection would do it later."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.precision} {self.device}>"
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """A backend in the registry: which artifact formats and devices it takes, how to make it."""
+
+    name: str
+    formats: tuple[str, ...]
+    devices: tuple[str, ...]
+    factory: str  # "module:function", imported lazily so missing optional packages cost nothing
+    requires: tuple[str, ...] = ()  # importable modules it needs
+    description: str = ""
+
+    def unavailable_reason(self, device: str = "cpu") -> str | None:
+        """None if it can run here, else why not (shown to the user)."""
+        kind = device.split(":")[0]
+        if kind not in self.devices:
+            return f"{self.name} does not run on {kind}"
+        for mod in self.requires:
+            if importlib.util.find_spec(mod) is None:
+                return f"{self.name} needs the Python package '{mod}'"
+        checker = _CHECKS.get(self.name)
+        return checker(device) if checker else None
+
+    def create(self, artifact: Artifact, device: str = "cpu", **options: Any) -> Runtime:
+        reason = self.unavailable_reason(device)
+        if reason:
+            raise MissingDependencyError(f"cannot run {artifact.label}: {reason}", _INSTALL_HINTS.get(self.name))
+        module, func = self.factory.split(":")
+        options.setdefault("name", self.name)
+        return getattr(importlib.import_module(module), func)(artifact, device=device, **options)
+
+
+def _cuda_reason(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    try:
+        import torch
+    except ImportError:
+        return "CUDA timing needs torch"
+    return None if torch.cuda.is_available() else "no CUDA GPU is visible to torch"
+
+
+def _ort_reason(provider: str) -> Callable[[str], str | None]:
+    def check(device: str) -> str | None:
+        import onnxruntime as ort
+
+        if provider not in ort.get_available_providers():
+            return f"ONNX Runtime here has no {provider} (it has {', '.join(ort.get_available_providers())})"
+        return None
+
+    return check
+
+
+def _tensorrt_reason(device: str) -> str | None:
+    from resnet_deploy.export.tensorrt import tensorrt_unavailable_reason
+
+    return tensorrt_unavailable_reason()
+
+
+_CHECKS: dict[str, Callable[[str], str | None]] = {
+    "torch-eager": _cuda_reason,
+    "torchscript": _cuda_reason,
+    "torch-export": _cuda_reason,
+    "onnxruntime-cuda": _ort_reason("CUDAExecutionProvider"),
+    "onnxruntime-tensorrt": _ort_reason("TensorrtExecutionProvider"),
+    "tensorrt": _tensorrt_reason,
+}
+_INSTALL_HINTS = {
+    "onnxruntime-cpu": "pip install onnxruntime",
+    "onnxruntime-cuda": "pip install onnxruntime-gpu (instead of onnxruntime) on a machine with CUDA",
+    "onnxruntime-tensorrt": "pip install onnxruntime-gpu and TensorRT on a machine with CUDA",
+    "tensorrt": "pip install 'resnet-deploy[tensorrt]' on a machine with an NVIDIA GPU",
+}
+
+_REGISTRY: dict[str, RuntimeSpec] = {}
+
+
+def register(spec: RuntimeSpec) -> RuntimeSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def registry() -> dict[str, RuntimeSpec]:
+    return dict(_REGISTRY)
+
+
+def runtimes_for(fmt: str, device: str = "cpu", names: list[str] | None = None) -> list[RuntimeSpec]:
+    """The registered runtimes that take `fmt` and can run on `device` here."""
+    out = []
+    for spec in _REGISTRY.values():
+        if fmt in spec.formats and (names is None or spec.name in names):
+            if spec.unavailable_reason(device) is None:
+                out.append(spec)
+    return out
+
+
+def create(name: str, artifact: Artifact, device: str = "cpu", **options: Any) -> Runtime:
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown runtime '{name}'", "choose from: " + ", ".join(_REGISTRY))
+    return _REGISTRY[name].create(artifact, device, **options)
+
+
+register(
+    RuntimeSpec(
+        "torch-eager",
+        ("pytorch",),
+        ("cpu", "cuda"),
+        "resnet_deploy.runtimes.torch:TorchEagerRuntime",
+        ("torch",),
+        "PyTorch eager",
+    )
+)
+register(
+    RuntimeSpec(
+        "torchscript",
+        ("torchscript",),
+        ("cpu", "cuda"),
+        "resnet_deploy.runtimes.torch:TorchScriptRuntime",
+        ("torch",),
+        "TorchScript",
+    )
+)
+register(
+    RuntimeSpec(
+        "torch-export",
+        ("program",),
+        ("cpu", "cuda"),
+        "resnet_deploy.runtimes.torch:TorchExportRuntime",
+        ("torch",),
+        "torch.export .pt2",
+    )
+)
+register(
+    RuntimeSpec(
+        "onnxruntime-cpu",
+        ("onnx",),
+        ("cpu",),
+        "resnet_deploy.runtimes.onnxruntime:OnnxRuntime",
+        ("onnxruntime",),
+        "ONNX Runtime, CPU provider",
+    )
+)
+register(
+    RuntimeSpec(
+        "onnxruntime-cuda",
+        ("onnx",),
+        ("cuda",),
+        "resnet_deploy.runtimes.onnxruntime:OnnxRuntime",
+        ("onnxruntime",),
+        "ONNX Runtime, CUDA provider",
+    )
+)
+register(
+    RuntimeSpec(
+        "onnxruntime-tensorrt",
+        ("onnx",),
+        ("cuda",),
+        "resnet_deploy.runtimes.onnxruntime:OnnxRuntime",
+        ("onnxruntime",),
+        "ONNX Runtime, TensorRT provider",
+    )
+)
+register(
+    RuntimeSpec(
+        "tensorrt", ("engine",), ("cuda",), "resnet_deploy.runtimes.tensorrt:TensorRTRuntime", (), "TensorRT engine"
+    )
+)

@@ -1,0 +1,107 @@
+"""ONNX Runtime with one explicitly chosen execution provider.
+
+ONNX Runtime quietly falls back to the CPU when a provider fails to load; a benchmark labelled
+"cuda" that ran on the CPU is worse than no benchmark, so the session's providers are checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy.errors import MissingDependencyError, UsageError
+from resnet_deploy.runtimes.base import Artifact, Runtime
+from resnet_deploy.shapes import format_shape
+
+PROVIDERS = {
+    "onnxruntime-cpu": "CPUExecutionProvider",
+    "onnxruntime-cuda": "CUDAExecutionProvider",
+    "onnxruntime-tensorrt": "TensorrtExecutionProvider",
+}
+
+
+class OnnxRuntime(Runtime):
+    def __init__(
+        self,
+        artifact: Artifact,
+        device: str = "cpu",
+        name: str | None = None,
+        threads: int | None = None,
+        **_: Any,
+    ) -> None:
+        import onnxruntime as ort
+
+        if name is None:
+            name = "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"
+        self.name = name
+        self.provider = PROVIDERS[name]
+        self.device = "cpu" if self.provider == "CPUExecutionProvider" else (device if ":" in device else "cuda:0")
+        self.artifact = artifact
+        self.precision = artifact.precision
+        self.threads = threads
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        providers: list[Any] = [self.provider]
+        if self.provider != "CPUExecutionProvider":
+            dev_id = int(self.device.split(":")[1]) if ":" in self.device else 0
+            providers = [(self.provider, {"device_id": dev_id})]
+        try:
+            self.session = ort.InferenceSession(str(artifact.path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise UsageError(f"ONNX Runtime cannot load {artifact.label}: {str(exc).splitlines()[0][:200]}") from None
+        if self.provider not in self.session.get_providers():
+            raise MissingDependencyError(
+                f"ONNX Runtime could not start {self.provider} for {artifact.label} "
+                f"(session has {self.session.get_providers()})",
+                "check the CUDA/cuDNN libraries match your onnxruntime-gpu build",
+            )
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dims = list(inp.shape)  # ints for static dims, names for dynamic ones
+        self.output_name = self.session.get_outputs()[0].name
+        self.input_range = artifact.input_range if self.provider == "TensorrtExecutionProvider" else None
+
+    def check_input(self, batch: Any) -> None:
+        super().check_input(batch)
+        shape = tuple(batch.shape)
+        for d, want in zip(shape, self.input_dims, strict=False):
+            if isinstance(want, int) and want != d:
+                accepted = "x".join(str(x) if isinstance(x, int) else "?" for x in self.input_dims)
+                raise UsageError(
+                    f"input {format_shape(shape)} does not fit {self.artifact.label}, which accepts {accepted}",
+                    "re-export with --dynamic to accept other batch sizes and image sizes",
+                )
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.check_input(batch)
+        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+    def run_device(self, batch: Any) -> Any:
+        """Bind torch CUDA tensors directly (IO binding) so no host copy is timed."""
+        import torch
+
+        if self.device == "cpu" or not batch.is_cuda:
+            return super().run_device(batch)
+        self.check_input(batch)
+        batch = batch.contiguous()
+        binding = self.session.io_binding()
+        dev_id = batch.device.index or 0
+        binding.bind_input(self.input_name, "cuda", dev_id, np.float32, list(batch.shape), batch.data_ptr())
+        n_out = self.session.get_outputs()[0].shape[1]
+        if not isinstance(n_out, int):
+            binding.bind_output(self.output_name, "cuda", dev_id)
+            self.session.run_with_iobinding(binding)
+            return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(batch.device)
+        out = torch.empty((batch.shape[0], n_out), dtype=torch.float32, device=batch.device)
+        binding.bind_output(self.output_name, "cuda", dev_id, np.float32, list(out.shape), out.data_ptr())
+        torch.cuda.current_stream(batch.device).synchronize()
+        self.session.run_with_iobinding(binding)
+        return out
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

@@ -1,0 +1,155 @@
+"""The workspace: `artifacts/<model>/` with every artifact and a manifest describing it.
+
+An artifact entry stores a fingerprint of everything that determined it (weights hash, shapes,
+opset, source ONNX hash, calibration set hash, ...). Same fingerprint and same file hash: reuse.
+Anything different: rebuild. That is what keeps a stale artifact from being silently reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.errors import UsageError
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds.
+
+    An interrupted or failing writer therefore leaves either the old file or nothing, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, with the fix, rather than after minutes of export."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"workspace {folder} is not a folder ({existing} is a file)", "pass another --workspace")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"workspace {folder} is not writable", "pass a writable --workspace DIR")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(
+            f"workspace {folder} is not writable: {exc.strerror}", "pass a writable --workspace DIR"
+        ) from None
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Workspace:
+    """One model's folder and manifest. Artifact keys look like `onnx-fp32`, `onnx-int8-tensorrt`."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.root = Path(root)
+        self.name = name
+        self.dir = self.root / name
+        self.manifest_path = self.dir / MANIFEST
+        self.manifest: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"schema": SCHEMA, "model": None, "input": None, "preprocess": None, "artifacts": {}}
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(
+                f"cannot read {self.manifest_path}: {exc}", "delete it; the next export rebuilds it"
+            ) from None
+        data.setdefault("artifacts", {})
+        return data
+
+    def save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
+
+    def path(self, filename: str) -> Path:
+        return self.dir / filename
+
+    @property
+    def artifacts(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["artifacts"]
+
+    def set_source(self, model: dict[str, Any], preprocess: dict[str, Any]) -> None:
+        """Record the source model; a different model makes every artifact stale (kept until rebuilt)."""
+        self.manifest["model"] = model
+        self.manifest["preprocess"] = preprocess
+
+    def fresh(self, key: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        """The entry for `key` if its inputs match `fingerprint` and its file is intact, else None."""
+        entry = self.artifacts.get(key)
+        if not entry or entry.get("inputs") != json.loads(json.dumps(fingerprint, default=str)):
+            return None
+        file = self.dir / entry["path"]
+        if not file.exists() or sha256_file(file) != entry.get("sha256"):
+            return None
+        return entry
+
+    def record(self, key: str, file: Path, fingerprint: dict[str, Any], **info: Any) -> dict[str, Any]:
+        file = Path(file)
+        rel = file.relative_to(self.dir) if file.is_absolute() else file
+        entry = {
+            "path": rel.as_posix(),
+            "sha256": sha256_file(self.dir / rel),
+            "created": now(),
+            "inputs": json.loads(json.dumps(fingerprint, default=str)),
+            **info,
+        }
+        self.artifacts[key] = entry
+        self.save()
+        return entry
+
+    def artifact_path(self, key: str) -> Path | None:
+        entry = self.artifacts.get(key)
+        return self.dir / entry["path"] if entry else None
