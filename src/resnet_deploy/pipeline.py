@@ -38,6 +38,19 @@ class ModelOptions:
     std: tuple[float, float, float] | None = None
 
 
+@dataclass
+class ShapeRequest:
+    """Shape options as typed; resolved once the model's crop size is known (it sets the default opt)."""
+
+    dynamic: bool = True
+    min_shape: str | None = None
+    opt_shape: str | None = None
+    max_shape: str | None = None
+
+    def resolve(self, crop: int) -> ShapeRange:
+        return make_range(self.dynamic, crop, self.min_shape, self.opt_shape, self.max_shape)
+
+
 def tool_versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -56,8 +69,9 @@ class Pipeline:
         options: ModelOptions,
         workspace: Path = DEFAULT_WORKSPACE,
         name: str | None = None,
-        shape_range: ShapeRange | None = None,
+        shapes: ShapeRequest | ShapeRange | None = None,
     ) -> None:
+        """`shapes=None`: the range this workspace recorded last, else dynamic defaults."""
         from resnet_deploy.models import resolve_architecture
 
         arch = resolve_architecture(options.architecture)
@@ -81,7 +95,11 @@ class Pipeline:
             options.mean or base.mean,
             options.std or base.std,
         )
-        if shape_range is None:
+        if isinstance(shapes, ShapeRequest):
+            shape_range = shapes.resolve(self.preprocess.crop)
+        elif isinstance(shapes, ShapeRange):
+            shape_range = shapes
+        else:
             recorded = self.ws.manifest.get("input")
             shape_range = ShapeRange.from_dict(recorded) if recorded else make_range(True, self.preprocess.crop)
         self.shape_range = shape_range

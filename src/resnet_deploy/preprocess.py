@@ -59,8 +59,8 @@ class Preprocess:
         # torchvision's Resize(int) rounds the long side down (int()), bilinear with antialias.
         new_w, new_h = (self.resize, int(h * scale)) if w <= h else (int(w * scale), self.resize)
         image = image.resize((new_w, new_h), Image.BILINEAR)
-        left = int(round((new_w - self.crop) / 2.0))
-        top = int(round((new_h - self.crop) / 2.0))
+        left = round((new_w - self.crop) / 2.0)
+        top = round((new_h - self.crop) / 2.0)
         image = image.crop((left, top, left + self.crop, top + self.crop))
         arr = np.asarray(image, dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)

@@ -104,10 +104,31 @@ def model_options(
     )
 
 
-def shape_range(dynamic: bool, crop: int, min_shape: str | None, opt_shape: str | None, max_shape: str | None) -> Any:
-    from resnet_deploy.shapes import make_range
+def open_pipeline(
+    model: str,
+    weights: str | None,
+    num_classes: int | None,
+    trust: bool,
+    workspace: Path,
+    dynamic: bool | None = None,
+    min_shape: str | None = None,
+    opt_shape: str | None = None,
+    max_shape: str | None = None,
+    resize: int | None = None,
+    crop: int | None = None,
+    mean: str | None = None,
+    std: str | None = None,
+) -> Any:
+    """Load the model into its workspace. `dynamic=None` with no shapes: the workspace's recorded range."""
+    from resnet_deploy.models import resolve_architecture
+    from resnet_deploy.pipeline import Pipeline, ShapeRequest
 
-    return make_range(dynamic, crop, min_shape, opt_shape, max_shape)
+    resolve_architecture(model)  # a misspelt name is reported before anything slow happens
+    options = model_options(model, weights, num_classes, trust, resize, crop, mean, std)
+    shapes = None
+    if dynamic is not None or min_shape or opt_shape or max_shape:
+        shapes = ShapeRequest(bool(dynamic), min_shape, opt_shape, max_shape)
+    return Pipeline(options, workspace, shapes=shapes)
 
 
 def print_written(pipeline: Any, keys: list[str]) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from resnet_deploy.cli import common
-from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE, Pipeline
+from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE
 
 app = typer.Typer(
     help="Export a torchvision ResNet to TorchScript, torch.export, ONNX (FP32/FP16/INT8) and TensorRT.",
@@ -15,29 +15,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _pipeline(
-    model,
-    weights,
-    num_classes,
-    trust,
-    workspace,
-    dynamic,
-    min_shape,
-    opt_shape,
-    max_shape,
-    resize=None,
-    crop=None,
-    mean=None,
-    std=None,
-):
-    options = common.model_options(model, weights, num_classes, trust, resize, crop, mean, std)
-    from resnet_deploy.models import resolve_architecture
-
-    resolve_architecture(model)  # name errors before shape errors
-    rng = common.shape_range(dynamic, crop or 224, min_shape, opt_shape, max_shape)
-    return Pipeline(options, workspace, shape_range=rng)
 
 
 @app.command()
@@ -55,7 +32,9 @@ def onnx(
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
     """Export ONNX (one self-contained file), verified with ONNX Runtime against PyTorch."""
-    pipe = _pipeline(model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape)
+    pipe = common.open_pipeline(
+        model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape
+    )
     pipe.onnx(opset)
     common.print_written(pipe, ["onnx-fp32"])
 
@@ -74,7 +53,9 @@ def torchscript(
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
     """Export TorchScript (traced), verified against PyTorch."""
-    pipe = _pipeline(model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape)
+    pipe = common.open_pipeline(
+        model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape
+    )
     pipe.torchscript()
     common.print_written(pipe, ["torchscript"])
 
@@ -93,7 +74,9 @@ def program(
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
     """Export a torch.export program (.pt2), verified against PyTorch."""
-    pipe = _pipeline(model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape)
+    pipe = common.open_pipeline(
+        model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape
+    )
     pipe.program()
     common.print_written(pipe, ["program"])
 
