@@ -1,0 +1,34 @@
+"""Shared fixtures: a trained small ResNet on real photos, and skips for GPU/TensorRT tests."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.trained import TrainedModel, build
+
+
+@pytest.fixture(scope="session")
+def trained() -> TrainedModel:
+    return build()
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    cuda = _has_cuda()
+    trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU visible to torch"))
+        if "tensorrt" in item.keywords and not (trt and cuda):
+            missing = "TensorRT" if not trt else "a CUDA GPU"
+            item.add_marker(pytest.mark.skip(reason=f"needs TensorRT and a CUDA GPU ({missing} not found)"))
