@@ -64,8 +64,11 @@ class ModelSource:
 
 def resolve_architecture(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
+    squashed = {a.replace("_", ""): a for a in ARCHITECTURES}
     if key in ARCHITECTURES:
         return key
+    if key.replace("_", "") in squashed:  # ResNet-18, resnext50-32x4d
+        return squashed[key.replace("_", "")]
     close = difflib.get_close_matches(key, ARCHITECTURES, n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'?" if close else "choose one of: " + ", ".join(ARCHITECTURES)
     raise UsageError(f"unknown architecture '{name}'", hint)

@@ -92,7 +92,7 @@ class Workspace:
     """One model's folder and manifest. Artifact keys look like `onnx-fp32`, `onnx-int8-tensorrt`."""
 
     def __init__(self, root: Path, name: str) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # manifest paths are relative to self.dir, so anchor it
         self.name = name
         self.dir = self.root / name
         self.manifest_path = self.dir / MANIFEST

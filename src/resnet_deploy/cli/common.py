@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from resnet_deploy.console import console
 from resnet_deploy.errors import DeployError
@@ -24,7 +25,7 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except DeployError as exc:
-            console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[red]interrupted[/] (nothing half-written was kept)")

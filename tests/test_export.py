@@ -1,0 +1,226 @@
+"""Exports through the CLI, as a user runs them, checked against PyTorch outside the tool too."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+from resnet_deploy.cli.export import app
+from resnet_deploy.errors import VerificationError
+from resnet_deploy.export.onnx import export_onnx
+from resnet_deploy.pipeline import ModelOptions, Pipeline
+from resnet_deploy.shapes import ShapeRange
+
+runner = CliRunner()
+CHECK_SHAPES = [(1, 3, 224, 224), (2, 3, 320, 256), (3, 3, 97, 131), (4, 3, 224, 224)]
+
+
+def rel_l2(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result, result.output + (result.stderr if result.stderr_bytes is not None else "")
+
+
+@pytest.fixture(scope="module")
+def resnet50_workspace(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("ws")
+    for fmt in ("onnx", "torchscript", "program"):
+        result, out = invoke(fmt, "resnet50", "--dynamic", "--workspace", ws)
+        assert result.exit_code == 0, out
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50().eval()
+    return ws / "resnet50", reference
+
+
+def _reference(model, shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    with torch.no_grad():
+        return x, model(x).numpy()
+
+
+def test_resnet50_onnx_is_dynamic_and_matches(resnet50_workspace):
+    folder, model = resnet50_workspace
+    path = folder / "resnet50.onnx"
+    proto = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    assert not (folder / "resnet50.onnx.data").exists()  # one self-contained file
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in CHECK_SHAPES:
+        x, ref = _reference(model, shape)
+        assert rel_l2(session.run(None, {"input": x.numpy()})[0], ref) < 1e-4, shape
+
+
+def test_resnet50_torchscript_and_program_match(resnet50_workspace):
+    folder, model = resnet50_workspace
+    scripted = torch.jit.load(str(folder / "resnet50.ts"))
+    program = torch.export.load(str(folder / "resnet50.pt2")).module()
+    for shape in CHECK_SHAPES:
+        x, ref = _reference(model, shape)
+        with torch.no_grad():
+            assert rel_l2(scripted(x).numpy(), ref) < 1e-4, shape
+            assert rel_l2(program(x).numpy(), ref) < 1e-4, shape
+
+
+def test_manifest_records_source_inputs_and_artifacts(resnet50_workspace):
+    import json
+
+    folder, _ = resnet50_workspace
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["model"]["architecture"] == "resnet50"
+    assert manifest["input"]["dims"] == ["batch", 3, "height", "width"]
+    assert manifest["preprocess"]["crop"] == 224
+    assert set(manifest["artifacts"]) == {"onnx-fp32", "torchscript", "program"}
+    for entry in manifest["artifacts"].values():
+        assert len(entry["sha256"]) == 64 and entry["tools"]["torch"]
+        assert entry["verification"]["worst_rel_l2"] < 1e-4
+    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
+
+
+def test_finetuned_checkpoint_exports_without_num_classes(tmp_path):
+    torch.manual_seed(5)
+    model = torchvision.models.resnet18()
+    model.fc = torch.nn.Linear(512, 2)
+    model.eval()
+    ckpt = tmp_path / "finetuned.pt"
+    torch.save({"model_state_dict": model.state_dict(), "optimizer": {}}, ckpt)
+    result, out = invoke("onnx", "resnet18", "--dynamic", "--weights", ckpt, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 0, out
+    session = ort.InferenceSession(str(tmp_path / "ws/resnet18/resnet18.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 224, 224), (2, 3, 97, 131)]:
+        x, ref = _reference(model, shape)
+        out_ = session.run(None, {"input": x.numpy()})[0]
+        assert out_.shape == (shape[0], 2)
+        assert rel_l2(out_, ref) < 1e-4
+
+
+def test_old_style_resnet_exports_through_api(tmp_path):
+    from resnet_deploy.models import make_pool_adaptive
+    from tests.test_models import OldResNet
+
+    torch.manual_seed(3)
+    old = OldResNet().eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        before = old(x).numpy()
+    make_pool_adaptive(old)
+    path = tmp_path / "old.onnx"
+    export_onnx(old, path, ShapeRange((1, 3, 64, 64), (1, 3, 224, 224), (2, 3, 320, 320)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert rel_l2(session.run(None, {"input": x.numpy()})[0], before) < 1e-4
+    assert session.run(None, {"input": np.random.rand(1, 3, 320, 256).astype(np.float32)})[0].shape == (1, 10)
+
+
+def test_reexport_reuses_and_changed_inputs_rebuild(tmp_path):
+    ws = tmp_path / "ws"
+    args = (
+        "onnx",
+        "resnet18",
+        "--dynamic",
+        "--max-shape",
+        "2x3x128x128",
+        "--opt-shape",
+        "1x3x96x96",
+        "--workspace",
+        ws,
+    )
+    result, out = invoke(*args)
+    assert result.exit_code == 0, out
+    path = ws / "resnet18" / "resnet18.onnx"
+    mtime = path.stat().st_mtime_ns
+    result, out = invoke(*args)
+    assert result.exit_code == 0 and "reusing" in out
+    assert path.stat().st_mtime_ns == mtime
+    result, out = invoke(*args, "--opset", "17")
+    assert result.exit_code == 0 and "stale" in out
+    assert onnx.load(str(path)).opset_import[0].version == 17
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("onnx", "resnt50"), "unknown architecture 'resnt50' (did you mean 'resnet50'?)"),
+        (("onnx", "resnet18", "--weights", "/nonexistent/w.pt"), "does not exist"),
+        (("onnx", "resnet18", "--dynamic", "--min-shape", "1x3x300x300"), "min <= opt <= max"),
+        (("onnx", "resnet18", "--opt-shape", "1x4x224x224"), "3 channels"),
+        (("onnx", "resnet18", "--dynamic", "--max-shape", "0x3x224x224"), "positive"),
+    ],
+)
+def test_bad_input_one_clear_line(tmp_path, args, message):
+    result, out = invoke(*args, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 2, out
+    assert message in out
+    assert "Traceback" not in out
+    assert not list((tmp_path / "ws").rglob("*.onnx"))
+
+
+def test_unreadable_and_mismatched_checkpoints_via_cli(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage")
+    result, out = invoke("onnx", "resnet18", "--weights", bad, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 2 and "cannot read weights file" in out
+    other = tmp_path / "r34.pt"
+    torch.save(torchvision.models.resnet34().state_dict(), other)
+    result, out = invoke("onnx", "resnet18", "--weights", other, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 2 and "does not fit resnet18" in out and "unexpected keys" in out
+
+
+def test_unwritable_workspace(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    result, out = invoke("onnx", "resnet18", "--workspace", blocker / "ws")
+    assert result.exit_code == 2 and "not a folder" in out and "Traceback" not in out
+
+
+def test_failed_verification_leaves_nothing(tmp_path):
+    pipe = Pipeline(ModelOptions("resnet18"), tmp_path)
+
+    def reject(_artifact):
+        raise VerificationError("does not match")
+
+    with pytest.raises(VerificationError):
+        pipe.build(
+            "onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(x=1), lambda p: p.write_bytes(b"x"), reject
+        )
+    assert [p.name for p in (tmp_path / "resnet18").iterdir()] == ["manifest.json"]
+    assert "onnx-fp32" not in pipe.ws.artifacts
+
+
+ALL = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ALL)
+def test_every_architecture_exports_all_formats(tmp_path, arch):
+    ws = tmp_path / "ws"
+    for fmt in ("onnx", "torchscript", "program"):
+        result, out = invoke(fmt, arch, "--dynamic", "--max-shape", "4x3x320x320", "--workspace", ws)
+        assert result.exit_code == 0, out
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch).eval()
+    session = ort.InferenceSession(str(ws / arch / f"{arch}.onnx"), providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(ws / arch / f"{arch}.ts"))
+    program = torch.export.load(str(ws / arch / f"{arch}.pt2")).module()
+    for shape in CHECK_SHAPES:
+        x, ref = _reference(model, shape)
+        with torch.no_grad():
+            assert rel_l2(session.run(None, {"input": x.numpy()})[0], ref) < 1e-4
+            assert rel_l2(scripted(x).numpy(), ref) < 1e-4
+            assert rel_l2(program(x).numpy(), ref) < 1e-4

@@ -1,0 +1,120 @@
+"""Loading models: every weights form the issue lists, and every bad input it lists."""
+
+import pytest
+import torch
+import torchvision
+
+from resnet_deploy.errors import UsageError
+from resnet_deploy.models import ARCHITECTURES, load_model, make_pool_adaptive, resolve_architecture
+
+
+def test_unknown_architecture_suggests_closest():
+    with pytest.raises(UsageError, match="did you mean 'resnet50'"):
+        resolve_architecture("resnt50")
+    assert resolve_architecture("ResNet-18") == "resnet18"
+
+
+def test_all_architectures_known_to_torchvision():
+    available = set(torchvision.models.list_models())
+    assert set(ARCHITECTURES) <= available
+
+
+def test_random_init_is_seeded():
+    a, _ = load_model("resnet18")
+    b, _ = load_model("resnet18")
+    assert torch.equal(a.fc.weight, b.fc.weight)
+
+
+def _finetuned(tmp_path, wrap):
+    torch.manual_seed(1)
+    model = torchvision.models.resnet18(num_classes=2)
+    path = tmp_path / "ft.pt"
+    torch.save(wrap(model.state_dict()), path)
+    return model.eval(), path
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"model_state_dict": sd, "epoch": 3},
+        lambda sd: {"state_dict": sd},
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+    ],
+    ids=["plain", "model_state_dict", "state_dict", "dataparallel"],
+)
+def test_checkpoint_formats_and_num_classes_from_fc(tmp_path, wrap):
+    original, path = _finetuned(tmp_path, wrap)
+    model, source = load_model("resnet18", str(path))
+    assert source.num_classes == 2
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), original(x))
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_model("resnet18", str(tmp_path / "nope.pt"))
+
+
+def test_unreadable_weights_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(UsageError, match="cannot read weights file"):
+        load_model("resnet18", str(bad))
+
+
+def test_checkpoint_for_other_architecture_names_keys(tmp_path):
+    path = tmp_path / "r50.pt"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(UsageError, match=r"does not fit resnet18: .*shape mismatches.*unexpected keys"):
+        load_model("resnet18", str(path))
+
+
+def test_num_classes_conflict(tmp_path):
+    _, path = _finetuned(tmp_path, lambda sd: sd)
+    with pytest.raises(UsageError, match="has 2 classes"):
+        load_model("resnet18", str(path), num_classes=10)
+
+
+def test_pickled_module_needs_trust(tmp_path):
+    torch.manual_seed(2)
+    whole = torchvision.models.resnet18(num_classes=3).eval()
+    path = tmp_path / "whole.pt"
+    torch.save(whole, path)
+    with pytest.raises(UsageError, match="--trust-checkpoint"):
+        load_model("resnet18", str(path))
+    model, source = load_model("resnet18", str(path), trust_checkpoint=True)
+    assert source.num_classes == 3
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), whole(x))
+
+
+class OldResNet(torchvision.models.ResNet):
+    """ResNet as written before adaptive pooling: a fixed 7x7 average only fits 224x224."""
+
+    def __init__(self):
+        super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=10)
+        self.avgpool = torch.nn.AvgPool2d(7, stride=1)
+
+
+def test_old_style_resnet_is_made_adaptive():
+    torch.manual_seed(3)
+    old = OldResNet().eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        before = old(x)
+        with pytest.raises(RuntimeError):
+            old(torch.randn(1, 3, 320, 256))
+    assert make_pool_adaptive(old) is True
+    with torch.no_grad():
+        torch.testing.assert_close(old(x), before, rtol=1e-5, atol=1e-5)
+        assert old(torch.randn(1, 3, 320, 256)).shape == (1, 10)
+
+
+def test_head_sized_for_one_resolution_is_refused():
+    model = OldResNet()
+    model.fc = torch.nn.Linear(512 * 2 * 2, 10)  # trained at 256x256 with a 7x7 pool -> 2x2 map
+    with pytest.raises(UsageError, match="sized for one input resolution"):
+        make_pool_adaptive(model)

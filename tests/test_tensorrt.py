@@ -1,0 +1,535 @@
+"""TensorRT engines: pure logic here everywhere, real engines where TensorRT and a GPU are present.
+
+Never fakes a `tensorrt` module: the API names the code uses are checked statically instead
+(parsing the modules), against names read in TensorRT's Python bindings and its 10.x / 11.x docs.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from resnet_deploy.errors import MissingDependencyError, UsageError
+from resnet_deploy.export import tensorrt as engines
+from resnet_deploy.shapes import ShapeRange
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = [REPO / "src/resnet_deploy/export/tensorrt.py", REPO / "src/resnet_deploy/runtimes/tensorrt.py"]
+AVAILABLE = engines.tensorrt_unavailable_reason() is None
+needs_no_tensorrt = pytest.mark.skipif(
+    AVAILABLE, reason="TensorRT and a GPU are present: the missing-TensorRT path is not taken"
+)
+
+RECORDED = ShapeRange((1, 3, 64, 64), (1, 3, 224, 224), (8, 3, 448, 448))
+
+
+# -- profiles --------------------------------------------------------------------------------------
+
+
+def test_profile_defaults_to_the_recorded_range():
+    assert engines.profile_shapes(recorded=RECORDED) == RECORDED
+
+
+def test_profile_flags_override_each_bound():
+    p = engines.profile_shapes("2x3x96x96", "2x3x224x224", "4x3x256x256", recorded=RECORDED)
+    assert (p.min, p.opt, p.max) == ((2, 3, 96, 96), (2, 3, 224, 224), (4, 3, 256, 256)) and p.dynamic
+    only_min = engines.profile_shapes("1x3x96x96", recorded=RECORDED)
+    assert (only_min.min, only_min.opt, only_min.max) == ((1, 3, 96, 96), RECORDED.opt, RECORDED.max)
+
+
+def test_profile_short_shapes_and_static_profile():
+    p = engines.profile_shapes("224", "224", "224", recorded=RECORDED)
+    assert p.min == p.opt == p.max == (1, 3, 224, 224) and not p.dynamic
+
+
+def test_profile_outside_the_recorded_range_is_refused():
+    with pytest.raises(UsageError, match=r"outside the range 1x3x64x64 \.\. 8x3x448x448") as e:
+        engines.profile_shapes(max_shape="16x3x448x448", recorded=RECORDED)
+    assert "resnet-export onnx" in str(e.value)
+
+
+def test_profile_of_a_static_onnx_cannot_grow():
+    static = ShapeRange.static((1, 3, 224, 224))
+    with pytest.raises(UsageError, match="is static"):
+        engines.profile_shapes(max_shape="4x3x224x224", recorded=static)
+    assert engines.profile_shapes(recorded=static) == static
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (("1x3x224x224", "1x3x128x128", None), "min <= opt <= max"),
+        (("1x3x2x", None, None), "invalid shape"),
+        ((None, None, "1x1x224x224"), "3 channels"),
+        (("1x3x0x224", None, None), "positive"),
+    ],
+)
+def test_profile_bad_flags(flags, match):
+    with pytest.raises(UsageError, match=match):
+        engines.profile_shapes(*flags, recorded=RECORDED)
+
+
+def test_profile_from_onnx_dims_keeps_fixed_axes():
+    p = engines.profile_shapes(onnx_dims=[1, 3, "height", "width"])
+    assert p.min[0] == p.opt[0] == p.max[0] == 1
+    assert p.min[2:] == (64, 64) and p.max[2:] == (448, 448)
+    static = engines.profile_shapes(onnx_dims=[2, 3, 160, 160])
+    assert static.min == static.max == (2, 3, 160, 160)
+
+
+def test_profile_contradicting_a_fixed_onnx_axis():
+    with pytest.raises(UsageError, match="fixed batch of 1"):
+        engines.profile_shapes(max_shape="4x3x224x224", onnx_dims=[1, 3, "h", "w"])
+    with pytest.raises(UsageError, match="3 dimensions"):
+        engines.profile_shapes(onnx_dims=[1, 3, 224])
+
+
+def test_profile_inputs_check_the_engine_shape():
+    rng = engines.profile_shapes(recorded=RECORDED)
+    with pytest.raises(UsageError, match=r"outside .* range 1x3x64x64 \.\. 8x3x448x448"):
+        rng.check((16, 3, 224, 224), "resnet50-fp16.engine")
+    rng.check((8, 3, 448, 448))
+
+
+# -- small parsers ---------------------------------------------------------------------------------
+
+
+def test_parse_version():
+    assert engines.parse_version("10.7.0.post1") == (10, 7, 0)
+    assert engines.parse_version("11.0.0.14") == (11, 0, 0, 14)
+    assert engines.parse_version(None) == ()
+
+
+def test_parse_bytes():
+    assert engines.parse_bytes("4G") == 4 << 30
+    assert engines.parse_bytes("512MiB") == 512 << 20
+    assert engines.parse_bytes("1024") == 1024
+    assert engines.parse_bytes(None) is None
+    with pytest.raises(UsageError, match="invalid size"):
+        engines.parse_bytes("lots")
+
+
+def test_precision_flags():
+    assert engines.precision_from_flags(False, False, None) is None
+    assert engines.precision_from_flags(True, False, None) == "fp16"
+    assert engines.precision_from_flags(False, True, Path("calibration")) == "int8"
+    with pytest.raises(UsageError, match="exclude"):
+        engines.precision_from_flags(True, True, Path("c"))
+    with pytest.raises(UsageError, match="--calib only applies"):
+        engines.precision_from_flags(False, False, Path("c"))
+    with pytest.raises(UsageError, match="--calib DIR"):
+        engines.precision_from_flags(False, True, None)
+
+
+# -- where an engine was built vs. where it runs ---------------------------------------------------
+
+BUILT = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA L4", "compute_capability": "8.9"}
+
+
+def test_same_machine_is_compatible():
+    assert engines.compatibility(BUILT, dict(BUILT)) == ([], [])
+    engines.check_compatible(BUILT, {**BUILT, "tensorrt_version": "10.7.0.post1"}, "x.engine")
+
+
+def test_other_tensorrt_version_is_refused_plainly():
+    errors, _ = engines.compatibility(BUILT, {**BUILT, "tensorrt_version": "11.0.0"})
+    assert errors and "10.7.0" in errors[0] and "11.0.0" in errors[0]
+    with pytest.raises(UsageError) as e:
+        engines.check_compatible(BUILT, {**BUILT, "tensorrt_version": "10.8.0"}, "resnet50-fp16.engine")
+    text = str(e.value)
+    assert "resnet50-fp16.engine was built elsewhere, with TensorRT 10.7.0 (this machine has TensorRT 10.8.0)" in text
+    assert "rebuild it" in text and "\n" not in text
+
+
+def test_other_compute_capability_is_refused_plainly():
+    here = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    with pytest.raises(UsageError) as e:
+        engines.check_compatible(BUILT, here, "m.engine")
+    assert "compute capability 8.9 (NVIDIA L4; this one is 9.0, NVIDIA H100 80GB HBM3)" in str(e.value)
+
+
+def test_other_gpu_same_architecture_only_warns():
+    errors, warnings = engines.compatibility(BUILT, {**BUILT, "gpu_name": "NVIDIA L40S"}, "m.engine")
+    assert errors == [] and "tuned on NVIDIA L4" in warnings[0]
+
+
+def test_unknown_build_record_warns_and_lets_tensorrt_decide():
+    errors, warnings = engines.compatibility({}, BUILT, "m.engine")
+    assert errors == [] and "no build record" in warnings[0]
+
+
+def test_sidecar_round_trip_and_manifest_entry_wins(tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"plan")
+    assert engines.read_sidecar(engine) is None
+    path = engines.write_sidecar(engine, {**BUILT, "profile": RECORDED.to_dict()})
+    assert path == tmp_path / "model.engine.json"
+    assert engines.build_record(engine)["compute_capability"] == "8.9"
+    assert engines.build_record(engine, {"tensorrt_version": "11.0.0"})["tensorrt_version"] == "11.0.0"
+    assert ShapeRange.from_dict(engines.read_sidecar(engine)["profile"]) == RECORDED
+    path.write_text("{not json")
+    assert engines.read_sidecar(engine) is None
+
+
+# -- without TensorRT ------------------------------------------------------------------------------
+
+
+def test_missing_message_is_one_line_with_the_fix_and_the_onnx():
+    err = engines.missing_tensorrt_error(
+        "TensorRT is not installed (no Python package 'tensorrt') and no CUDA GPU is visible",
+        Path("artifacts/resnet50/resnet50-int8-tensorrt.onnx"),
+        "int8",
+    )
+    text = str(err)
+    assert err.exit_code == 3 and "\n" not in text
+    assert "TensorRT is not installed" in text and "pip install" in text and "NVIDIA GPU" in text
+    assert "INT8 ONNX" in text and "artifacts/resnet50/resnet50-int8-tensorrt.onnx" in text and "ONNX Runtime" in text
+    assert "[" not in err.hint  # rich would swallow "[tensorrt]" as markup
+    gpu_only = engines.missing_tensorrt_error("no CUDA GPU is visible")
+    assert "pip install" not in gpu_only.hint and "NVIDIA GPU" in gpu_only.hint
+
+
+@needs_no_tensorrt
+def test_reason_and_runtime_refusal_here(tmp_path):
+    from resnet_deploy.runtimes.base import Artifact, create, runtimes_for
+
+    reason = engines.tensorrt_unavailable_reason()
+    assert reason and ("TensorRT" in reason or "GPU" in reason)
+    assert all(spec.name != "tensorrt" for spec in runtimes_for("engine", "cuda"))
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    with pytest.raises(MissingDependencyError, match=r"cannot run m\.engine"):
+        create("tensorrt", Artifact.from_file(engine), "cuda:0")
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+SMALL = ["resnet18", "--crop", "64", "--resize", "72"]
+
+
+@pytest.fixture(scope="module")
+def small_workspace(tmp_path_factory) -> Path:
+    """A workspace whose recorded range is small (1x3x64x64 .. 2x3x96x96), so exports take seconds."""
+    from resnet_deploy.pipeline import ModelOptions, Pipeline, ShapeRequest
+
+    root = tmp_path_factory.mktemp("trt-ws")
+    Pipeline(
+        ModelOptions("resnet18", "none", crop=64, resize=72),
+        root,
+        shapes=ShapeRequest(True, "1x3x64x64", None, "2x3x96x96"),
+    )
+    return root
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_deploy.cli.export", "trt", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out
+    lines = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+@needs_no_tensorrt
+def test_cli_without_tensorrt_makes_the_onnx_then_says_what_is_missing(small_workspace):
+    proc = _cli(*SMALL, "--workspace", str(small_workspace), cwd=small_workspace)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    line = _one_error_line(proc)
+    onnx = small_workspace / "resnet18" / "resnet18.onnx"
+    assert onnx.is_file()
+    assert "cannot build a TensorRT engine here" in line and "pip install" in line
+    assert f"FP32 ONNX the engine is built from is ready at {onnx}" in line and "ONNX Runtime" in line
+    manifest = json.loads((small_workspace / "resnet18" / "manifest.json").read_text())
+    assert "onnx-fp32" in manifest["artifacts"] and not any(k.startswith("tensorrt") for k in manifest["artifacts"])
+
+    # --onnx FILE: no model, no workspace; same message, pointing at that file
+    proc = _cli("--onnx", str(onnx), cwd=small_workspace)
+    assert proc.returncode == 3
+    assert f"ready at {onnx}" in _one_error_line(proc)
+    assert not onnx.with_suffix(".engine").exists()
+
+
+@needs_no_tensorrt
+def test_cli_int8_with_calib_exactly_as_written(small_workspace):
+    if importlib.util.find_spec("resnet_deploy.calibration.quantize") is None:
+        pytest.skip("INT8 ONNX export (resnet_deploy.calibration.quantize) is not in this tree yet")
+    proc = _cli(*SMALL, "--int8", "--calib", str(REPO / "calibration"), "--workspace", str(small_workspace), cwd=REPO)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    line = _one_error_line(proc)
+    assert "INT8 ONNX the engine is built from is ready at" in line and "pip install" in line
+    manifest = json.loads((small_workspace / "resnet18" / "manifest.json").read_text())
+    assert (small_workspace / "resnet18" / manifest["artifacts"]["onnx-int8-tensorrt"]["path"]).is_file()
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--fp16", "--int8", "--calib", "c"], "exclude each other"),
+        (["--calib", "c"], "--calib only applies with --int8"),
+        (["--int8"], "--calib DIR"),
+        (["--workspace-size", "lots"], "invalid size"),
+        (["--onnx", "missing.onnx"], "does not exist"),
+    ],
+)
+def test_cli_usage_errors_exit_2(args, match, tmp_path):
+    from resnet_deploy.cli.export import app
+
+    result = CliRunner().invoke(app, ["trt", *args, "--workspace", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert match in result.output and "Traceback" not in result.output
+
+
+def test_cli_profile_outside_the_recorded_range_exits_2_before_exporting(small_workspace):
+    from resnet_deploy.cli.export import app
+
+    result = CliRunner().invoke(app, ["trt", *SMALL, "--max-shape", "8x3x448x448", "--workspace", str(small_workspace)])
+    assert result.exit_code == 2, result.output
+    assert "outside the range 1x3x64x64 .. 2x3x96x96" in " ".join(result.output.split())
+
+
+# -- static check of the TensorRT API the code uses ------------------------------------------------
+
+#: Names confirmed in TensorRT's Python bindings (python/src/infer/pyCore.cpp, parsers/pyOnnx.cpp,
+#: 10.x) and in the 11.x Python API reference / 10.x-to-11.x migration guide.
+API = {
+    "trt": {
+        "Logger",
+        "Builder",
+        "OnnxParser",
+        "Runtime",
+        "MemoryPoolType",
+        "NetworkDefinitionCreationFlag",
+        "BuilderFlag",
+        "DataType",
+        "TensorIOMode",
+        "__version__",
+    },
+    "trt.Logger": {"WARNING"},
+    "trt.MemoryPoolType": {"WORKSPACE"},
+    "trt.TensorIOMode": {"INPUT"},
+    "trt.NetworkDefinitionCreationFlag": {"STRONGLY_TYPED"},
+    "trt.BuilderFlag": {"TF32"},
+    "builder": {"create_builder_config", "create_network", "create_optimization_profile", "build_serialized_network"},
+    "config": {
+        "set_memory_pool_limit",
+        "clear_flag",
+        "create_timing_cache",
+        "set_timing_cache",
+        "get_timing_cache",
+        "add_optimization_profile",
+    },
+    "network": {"num_inputs", "get_input"},
+    "tensor": {"name", "shape"},
+    "parser": {"parse_from_file", "num_errors", "get_error"},
+    "opt_profile": {"set_shape"},
+    "cache": {"serialize"},
+    "self._runtime": {"deserialize_cuda_engine"},
+    "engine": {
+        "num_io_tensors",
+        "get_tensor_name",
+        "get_tensor_mode",
+        "get_tensor_dtype",
+        "get_tensor_profile_shape",
+        "get_tensor_shape",
+    },
+    "self.engine": {"create_execution_context", "get_tensor_dtype", "get_tensor_shape"},
+    "self.context": {"set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3"},
+}
+#: Removed in TensorRT 11 (migration guide): allowed only inside `_legacy_*` functions.
+REMOVED_IN_11 = {
+    "FP16",
+    "INT8",
+    "BF16",
+    "FP8",
+    "EXPLICIT_BATCH",
+    "int8_calibrator",
+    "set_calibration_profile",
+    "platform_has_fast_fp16",
+    "platform_has_fast_int8",
+    "device_memory_size",
+    "get_profile_shape",
+    "set_quantization_flag",
+    "OBEY_PRECISION_CONSTRAINTS",
+    "IInt8EntropyCalibrator2",
+    "IInt8MinMaxCalibrator",
+    "IInt8Calibrator",
+    "max_workspace_size",
+    "build_engine",
+}
+LEGACY = {
+    "trt.BuilderFlag": {"FP16", "INT8"},
+    "trt.NetworkDefinitionCreationFlag": {"EXPLICIT_BATCH"},
+    "config": {"set_flag"},
+}
+
+
+def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _enclosing_function(node: ast.AST, parents: dict) -> str | None:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.FunctionDef):
+            return node.name
+    return None
+
+
+def _under_old_version_guard(node: ast.AST, parents: dict) -> bool:
+    """Inside the body of `if major < 10` (or `< 11`)."""
+    child = node
+    while child in parents:
+        parent = parents[child]
+        if isinstance(parent, ast.If) and child in parent.body:
+            test = parent.test
+            if (
+                isinstance(test, ast.Compare)
+                and isinstance(test.ops[0], ast.Lt)
+                and isinstance(test.comparators[0], ast.Constant)
+                and test.comparators[0].value in (10, 11)
+            ):
+                return True
+        child = parent
+    return False
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_tensorrt_names_exist_in_10_and_11_and_removed_ones_are_guarded(module):
+    tree = ast.parse(module.read_text())
+    parents = _parents(tree)
+    uses: list[tuple[str, str, ast.AST]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            uses.append((ast.unparse(node.value), node.attr, node))
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr" and len(node.args) >= 2:
+            if isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+                uses.append((ast.unparse(node.args[0]), node.args[1].value, node))
+    checked = 0
+    for receiver, name, node in uses:
+        in_legacy = (_enclosing_function(node, parents) or "").startswith("_legacy")
+        if name in REMOVED_IN_11:
+            assert in_legacy, f"{receiver}.{name} (removed in TensorRT 11) used outside a _legacy_ function"
+        if receiver in API:
+            allowed = API[receiver] | (LEGACY.get(receiver, set()) if in_legacy else set())
+            assert name in allowed, f"{module.name}: {receiver}.{name} is not a TensorRT 10/11 API name checked here"
+            checked += 1
+    assert checked >= 10
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "").startswith("_legacy"):
+            assert _under_old_version_guard(node, parents), f"{node.func.id} is called without a version < 10 guard"
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.LShift):
+            assert not isinstance(node.right, ast.Constant), "enum values are looked up by name, never hard-coded"
+
+
+def test_datatype_names_exist_in_10_and_11():
+    from resnet_deploy.runtimes import tensorrt as rt
+
+    assert set(rt._DTYPES) <= {"FLOAT", "HALF", "INT8", "INT32", "INT64", "BOOL", "UINT8", "BF16", "FP8", "INT4"}
+
+
+# -- real engines (TensorRT + GPU) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine_setup(trained, tmp_path_factory):
+    """The trained resnet18 in a workspace (1x3x64x64 .. 4x3x128x128) and held-out images."""
+    import torch
+
+    from resnet_deploy.preprocess import load_folder
+
+    pipe = trained.pipeline(tmp_path_factory.mktemp("engines"))
+    images = load_folder(trained.heldout_dir, trained.preprocess, limit=64).tensors
+    with torch.inference_mode():
+        reference = pipe.model(torch.from_numpy(images)).numpy()
+    return trained, pipe, images, reference
+
+
+def _run_batches(runtime, images: np.ndarray, batch: int) -> np.ndarray:
+    return np.concatenate([runtime.run(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_builds_runs_and_matches_pytorch(engine_setup, precision):
+    from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, check, compare
+    from resnet_deploy.runtimes.base import create
+
+    trained, pipe, images, reference = engine_setup
+    artifact = engines.engine_for_pipeline(pipe, precision, calib=trained.calib_dir if precision == "int8" else None)
+    assert artifact.path.is_file() and engines.sidecar_path(artifact.path).is_file()
+    entry = pipe.ws.artifacts[f"tensorrt-{precision}"]
+    for field in ("tensorrt_version", "gpu_name", "compute_capability", "profile", "source_onnx_sha256"):
+        assert entry.get(field), field
+    runtime = create("tensorrt", pipe.artifact(f"tensorrt-{precision}"), "cuda:0")
+    try:
+        metrics = compare(reference, _run_batches(runtime, images, 4))
+        assert check(metrics, DEFAULT_TOLERANCES[precision]) == [], metrics
+        # dynamic shapes: min, opt, max of the profile
+        for shape in (runtime.input_range.min, runtime.input_range.opt, runtime.input_range.max):
+            x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+            assert runtime.run(x).shape == (shape[0], trained.num_classes)
+        with pytest.raises(UsageError, match="outside"):
+            runtime.run(np.zeros((8, 3, 64, 64), np.float32))
+        import torch
+
+        out = runtime.run_device(torch.from_numpy(images[:2]).cuda())
+        assert out.is_cuda and out.shape == (2, trained.num_classes)
+    finally:
+        runtime.close()
+    # a second run reuses the engine (inputs unchanged)
+    again = engines.engine_for_pipeline(pipe, precision, calib=trained.calib_dir if precision == "int8" else None)
+    assert again.entry["sha256"] == entry["sha256"]
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_engine_built_elsewhere_is_refused_before_deserializing(engine_setup, tmp_path):
+    from resnet_deploy.runtimes.base import Artifact, create
+
+    _, pipe, _, _ = engine_setup
+    artifact = engines.engine_for_pipeline(pipe, "fp32")
+    copy = tmp_path / "copy.engine"
+    copy.write_bytes(artifact.path.read_bytes())
+    record = engines.read_sidecar(artifact.path)
+    engines.write_sidecar(copy, {**record, "tensorrt_version": "9.0.0"})
+    with pytest.raises(UsageError, match=r"built elsewhere, with TensorRT 9\.0\.0"):
+        create("tensorrt", Artifact.from_file(copy), "cuda:0")
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_engine_from_onnx_file_writes_a_sidecar(engine_setup, tmp_path):
+    from resnet_deploy.runtimes.base import Artifact, create
+
+    _, pipe, images, _ = engine_setup
+    onnx = pipe.onnx().path
+    engine = engines.engine_from_onnx(onnx, output=tmp_path / "m.engine", timing_cache=tmp_path / "t.cache")
+    record = engines.read_sidecar(engine)
+    assert record["precision"] == "fp32" and record["profile"]["max"] == [4, 3, 128, 128]
+    assert (tmp_path / "t.cache").stat().st_size > 0
+    runtime = create("tensorrt", Artifact.from_file(engine), "cuda:0")
+    try:
+        assert runtime.run(images[:4]).shape[0] == 4
+    finally:
+        runtime.close()
