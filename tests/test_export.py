@@ -137,9 +137,12 @@ def test_reexport_reuses_and_changed_inputs_rebuild(tmp_path):
     result, out = invoke(*args)
     assert result.exit_code == 0 and "reusing" in out
     assert path.stat().st_mtime_ns == mtime
-    result, out = invoke(*args, "--opset", "17")
+    result, out = invoke(*args, "--opset", "20")
     assert result.exit_code == 0 and "stale" in out
-    assert onnx.load(str(path)).opset_import[0].version == 17
+    assert onnx.load(str(path)).opset_import[0].version == 20
+    result, out = invoke(*args, "--opset", "11")  # below what torch's exporter can write
+    assert result.exit_code == 2 and "--opset 18 or higher" in out
+    assert onnx.load(str(path)).opset_import[0].version == 20  # the good file was kept
 
 
 @pytest.mark.parametrize(

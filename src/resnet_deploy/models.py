@@ -146,6 +146,11 @@ def _read_checkpoint(path: Path, trust: bool) -> Any:
         )
     if path.is_dir():
         raise UsageError(f"weights path {path} is a folder", "pass the checkpoint file inside it")
+    if not _looks_like_torch_save(path):
+        raise UsageError(
+            f"cannot read weights file {path}: it is not a torch.save() file (empty, truncated or another format)",
+            "check the file",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
@@ -160,6 +165,16 @@ def _read_checkpoint(path: Path, trust: bool) -> Any:
         raise UsageError(
             f"cannot read weights file {path}: {msg}", "check that it is a complete torch.save() file"
         ) from None
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in the legacy format, a pickle starting with 0x80)."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
 
 
 def extract_state_dict(obj: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.errors import VerificationError
+from resnet_deploy.errors import UsageError, VerificationError
 from resnet_deploy.shapes import ShapeRange
 
 INPUT_NAME = "input"
@@ -54,6 +54,13 @@ def export_onnx(model: Any, path: Path, shape_range: ShapeRange, opset: int = DE
             verbose=False,
         )
     program.save(str(path), external_data=False)
+    written = onnx_opset(path)
+    if written != opset:
+        # torch exports at its native opset and converts; a failed down-conversion keeps the native one
+        raise UsageError(
+            f"torch's exporter could not produce opset {opset} for this model (it wrote opset {written})",
+            f"use --opset {written} or higher",
+        )
     check_onnx(path)
 
 
@@ -66,6 +73,13 @@ def check_onnx(path: Path) -> Any:
         return onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
     except Exception as exc:
         raise VerificationError(f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:200]}") from None
+
+
+def onnx_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def onnx_precision(path: Path) -> str:
