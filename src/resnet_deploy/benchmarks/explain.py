@@ -1,0 +1,385 @@
+"""`--explain`: where does a failing artifact start to diverge from the PyTorch model?
+
+The reference's stage outputs come from forward hooks on the model (stem = after `maxpool`, then
+`layer1`..`layer4`, head = the logits). The artifact's come from the artifact itself:
+
+- ONNX: the dynamo exporter records each node's module path (`pkg.torch.onnx.name_scopes`); the last
+  node inside `maxpool`/`layerN` is that stage's output. FP16 conversion and Q/DQ quantization keep the
+  metadata. Without it (other exporters), the stage ends are found structurally: the Relu after the
+  last residual Add of each stage, counting blocks per stage from the model. Those tensors are added as
+  graph outputs and the model runs in ONNX Runtime.
+- torch.export `.pt2`: nodes carry `nn_module_stack`; an FX interpreter records the same boundaries.
+- TorchScript: no hooks on ScriptModules; if the file holds a ResNet's submodules (`conv1` ...
+  `layer4`, `fc`), they are run one after another, else only the head can be compared.
+- TensorRT engines: only the head (the engine hides its intermediate tensors).
+
+Errors use `parity.compare` on each stage's flattened activations; the first stage whose relative L2
+error jumps (above a per-precision floor and several times the previous stage's) is where to look.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy.benchmarks.parity import compare
+from resnet_deploy.errors import UsageError
+from resnet_deploy.runtimes.base import Artifact
+
+STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
+#: module whose output ends each stage (the head is the model output)
+STAGE_MODULES = {"stem": "maxpool", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3", "layer4": "layer4"}
+#: rel L2 at a stage below this is rounding for the precision, not divergence
+NOISE_FLOOR = {"fp32": 1e-3, "fp16": 2e-2, "int8": 0.25}
+JUMP_RATIO = 5.0
+MAX_IMAGES = 8
+
+
+def _component_re(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(^|[.\]'\"]){re.escape(name)}($|[.\['\"])")
+
+
+_STAGE_RES = {stage: _component_re(mod) for stage, mod in STAGE_MODULES.items()}
+
+
+@dataclass
+class StageError:
+    stage: str
+    rel_l2: float
+    max_abs: float
+    cosine: float
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Explanation:
+    artifact: str
+    method: str  # how the artifact's stages were read
+    stages: list[StageError] = field(default_factory=list)
+    first: str | None = None  # first stage whose error jumps
+    note: str = ""
+    floor: float = 1e-3
+
+    def verdict(self) -> str:
+        if self.first is None:
+            return f"no stage of {self.artifact} diverges beyond rel L2 {self.floor:g}" + (
+                f"; {self.note}" if self.note else ""
+            )
+        by = {s.stage: s for s in self.stages}
+        idx = [s.stage for s in self.stages].index(self.first)
+        before = self.stages[idx - 1].rel_l2 if idx > 0 else None
+        jump = (
+            f"rel L2 {before:.2e} -> {by[self.first].rel_l2:.2e}"
+            if before is not None
+            else (f"rel L2 {by[self.first].rel_l2:.2e} already")
+        )
+        where = {
+            "stem": "the stem (conv1/bn1/maxpool) or what happens to the input before it (channel order, "
+            "normalization)",
+            "head": "the head (avgpool/fc: class order, fc weights, or the output)",
+        }.get(self.first, f"{self.first}")
+        return f"{self.artifact} diverges first at {self.first} ({jump}): look at {where}" + (
+            f"; {self.note}" if self.note else ""
+        )
+
+    def text(self) -> str:
+        lines = [f"{'stage':<7} {'rel L2':>10} {'max abs':>10} {'cosine':>10}  shape"]
+        for s in self.stages:
+            mark = "  <- first jump" if s.stage == self.first else ""
+            lines.append(
+                f"{s.stage:<7} {s.rel_l2:>10.2e} {s.max_abs:>10.2e} {s.cosine:>10.6f}  "
+                f"{'x'.join(map(str, s.shape))}{mark}"
+            )
+        lines.append(self.verdict())
+        lines.append(f"(stages read by {self.method})")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "method": self.method,
+            "first": self.first,
+            "verdict": self.verdict(),
+            "stages": [s.__dict__ | {"shape": list(s.shape)} for s in self.stages],
+        }
+
+
+def first_jump(errors: Sequence[tuple[str, float]], floor: float, ratio: float = JUMP_RATIO) -> str | None:
+    """The first stage above `floor` that is `ratio` times the previous stage's error; if the error
+    only grows gradually, the first stage above `floor`; None when every stage is within `floor`."""
+    prev = 0.0
+    for stage, err in errors:
+        if not np.isfinite(err) or (err > floor and err > ratio * prev):
+            return stage
+        prev = err
+    for stage, err in errors:
+        if err > floor:
+            return stage
+    return None
+
+
+# -- the reference: forward hooks on the PyTorch model ----------------------------------------------
+
+
+def _stage_modules(model: Any) -> dict[str, Any]:
+    out = {}
+    for name, mod in model.named_modules():
+        for stage, rx in _STAGE_RES.items():
+            if stage not in out and rx.search(name) and name.split(".")[-1] == STAGE_MODULES[stage]:
+                out[stage] = mod
+    return out
+
+
+def reference_stages(model: Any, batch: np.ndarray) -> dict[str, np.ndarray]:
+    import torch
+
+    captured: dict[str, np.ndarray] = {}
+    handles = []
+    for stage, mod in _stage_modules(model).items():
+
+        def hook(_m: Any, _i: Any, out: Any, stage: str = stage) -> None:
+            captured[stage] = out.detach().float().cpu().numpy().copy()
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            captured["head"] = model(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+# -- ONNX ----------------------------------------------------------------------------------------------
+
+
+def _scopes(node: Any) -> list[str]:
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            return re.findall(r"'([^']*)'", p.value)
+    return []
+
+
+def onnx_stage_tensors(model: Any, blocks: Sequence[int] | None = None) -> tuple[dict[str, str], str]:
+    """Map stage -> tensor name in an ONNX graph, and how they were found."""
+    graph = model.graph
+    found: dict[str, str] = {}
+    for node in graph.node:  # topological order: the last node inside a module is its output
+        scopes = _scopes(node)
+        for stage, rx in _STAGE_RES.items():
+            if any(rx.search(s) for s in scopes) and node.output:
+                found[stage] = node.output[0]
+    method = "ONNX node metadata (name_scopes)"
+    if len(found) < len(STAGE_MODULES):
+        found, method = _onnx_structural(graph, blocks)
+    if graph.output:
+        found["head"] = graph.output[0].name
+    return found, method
+
+
+def _onnx_structural(graph: Any, blocks: Sequence[int] | None) -> tuple[dict[str, str], str]:
+    """Fallback: stem = first MaxPool, stage ends = Relu after the last residual Add of each stage."""
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {t.name for t in graph.initializer}
+    found: dict[str, str] = {}
+    for n in graph.node:
+        if n.op_type == "MaxPool":
+            found["stem"] = n.output[0]
+            break
+    ends = []
+    for n in graph.node:
+        if n.op_type != "Relu":
+            continue
+        src = producers.get(n.input[0])
+        while src is not None and src.op_type in ("DequantizeLinear", "QuantizeLinear", "Cast"):
+            src = producers.get(src.input[0])
+        if src is not None and src.op_type == "Add" and not any(i in inits for i in src.input):
+            ends.append(n.output[0])
+    if blocks and len(ends) == sum(blocks):
+        total = 0
+        for stage, count in zip(("layer1", "layer2", "layer3", "layer4"), blocks, strict=True):
+            total += count
+            found[stage] = ends[total - 1]
+        return found, "ONNX graph structure (residual Add -> Relu at each stage end)"
+    return {k: v for k, v in found.items() if k == "stem"}, "ONNX graph output only (stage ends not found)"
+
+
+def _onnx_elem_type(model: Any, name: str) -> int:
+    import onnx
+
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        if vi.name == name and vi.type.tensor_type.elem_type:
+            return vi.type.tensor_type.elem_type
+    return onnx.TensorProto.FLOAT
+
+
+def onnx_stages(
+    path: Path, batch: np.ndarray, blocks: Sequence[int] | None = None, provider: str = "CPUExecutionProvider"
+) -> tuple[dict[str, np.ndarray], str]:
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    tensors, method = onnx_stage_tensors(model, blocks)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    existing = {o.name for o in model.graph.output}
+    for name in tensors.values():
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, _onnx_elem_type(inferred, name), None))
+            existing.add(name)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    providers = [provider] if provider in ort.get_available_providers() else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers)
+    names = list(dict.fromkeys(tensors.values()))
+    values = session.run(names, {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)})
+    by_name = dict(zip(names, values, strict=True))
+    return {stage: np.asarray(by_name[name], np.float32) for stage, name in tensors.items()}, method
+
+
+# -- torch.export .pt2 ---------------------------------------------------------------------------------
+
+
+def program_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    import torch
+    import torch.fx
+
+    gm = torch.export.load(str(path)).module()
+    last: dict[str, Any] = {}
+    nodes = list(gm.graph.nodes)
+    for node in nodes:
+        if node.op != "call_function":
+            continue
+        stack = [
+            str(v[0]) if isinstance(v, tuple) else str(v) for v in (node.meta.get("nn_module_stack") or {}).values()
+        ]
+        for stage, rx in _STAGE_RES.items():
+            if any(rx.search(s) for s in stack):
+                last[stage] = node
+    wanted = {node.name: stage for stage, node in last.items()}
+    captured: dict[str, np.ndarray] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            out = super().run_node(n)
+            if n.name in wanted and isinstance(out, torch.Tensor):
+                captured[wanted[n.name]] = out.detach().float().cpu().numpy().copy()
+            return out
+
+    with torch.inference_mode():
+        out = Recorder(gm).run(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
+    if isinstance(out, list | tuple):
+        out = out[0]
+    captured["head"] = out.detach().float().cpu().numpy()
+    return captured, "torch.export node metadata (nn_module_stack)"
+
+
+# -- TorchScript ------------------------------------------------------------------------------------
+
+_RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
+
+
+def torchscript_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    import torch
+
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+    x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+    with torch.inference_mode():
+        head = module(x).float()
+        out = {"head": head.numpy()}
+        net = next(
+            (m for _, m in module.named_modules() if all(hasattr(m, p) for p in _RESNET_PARTS)),
+            None,
+        )
+        if net is None:
+            return out, "TorchScript output only (no ResNet submodules in the file)"
+        y = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        out["stem"] = y.numpy().copy()
+        for stage in ("layer1", "layer2", "layer3", "layer4"):
+            y = getattr(net, stage)(y)
+            out[stage] = y.numpy().copy()
+        composed = net.fc(torch.flatten(net.avgpool(y), 1)).float()
+        if not torch.allclose(composed, head, rtol=1e-4, atol=1e-4):
+            # the file's forward does something outside the ResNet (e.g. reorders the input):
+            # the piecewise stages do not see it, so do not trust them
+            return {"head": out["head"]}, (
+                "TorchScript output only (its forward differs from its ResNet submodules: "
+                "something outside the network, e.g. input handling)"
+            )
+    return out, "TorchScript submodules run one after another"
+
+
+# -- entry point ---------------------------------------------------------------------------------------
+
+
+def _blocks(model: Any) -> list[int] | None:
+    try:
+        return [len(getattr(model, f"layer{i}")) for i in range(1, 5)]
+    except (AttributeError, TypeError):
+        return None
+
+
+_PROVIDERS = {
+    "onnxruntime-cpu": "CPUExecutionProvider",
+    "onnxruntime-cuda": "CUDAExecutionProvider",
+    "onnxruntime-tensorrt": "CUDAExecutionProvider",
+}
+
+
+def explain(
+    artifact: Artifact,
+    model: Any,
+    images: np.ndarray,
+    runtime: str | None = None,
+    floor: float | None = None,
+    max_images: int = MAX_IMAGES,
+) -> Explanation:
+    """Compare the artifact's stage outputs with the model's on (up to `max_images` of) `images`."""
+    if artifact.path is None:
+        raise UsageError("--explain needs an artifact file (the PyTorch model is the reference itself)")
+    batch = np.asarray(images, np.float32)[:max_images]
+    if batch.ndim != 4 or len(batch) == 0:
+        raise UsageError("--explain needs at least one preprocessed image (N, 3, H, W)")
+    readers: dict[str, Callable[[], tuple[dict[str, np.ndarray], str]]] = {
+        "onnx": lambda: onnx_stages(
+            Path(artifact.path), batch, _blocks(model), _PROVIDERS.get(runtime or "", "CPUExecutionProvider")
+        ),
+        "program": lambda: program_stages(Path(artifact.path), batch),
+        "torchscript": lambda: torchscript_stages(Path(artifact.path), batch),
+    }
+    reader = readers.get(artifact.format)
+    if reader is None:
+        raise UsageError(
+            f"--explain cannot look inside {artifact.label} ({artifact.format})",
+            "explain the ONNX file the engine was built from instead",
+        )
+    reference = reference_stages(model, batch)
+    candidate, method = reader()
+    floor = floor if floor is not None else NOISE_FLOOR.get(artifact.precision, 1e-3)
+    result = Explanation(artifact.label, method, floor=floor)
+    for stage in STAGES:
+        if stage not in reference or stage not in candidate:
+            continue
+        ref, cand = reference[stage], candidate[stage]
+        if ref.shape != cand.shape:
+            result.stages.append(StageError(stage, float("inf"), float("inf"), float("nan"), tuple(cand.shape)))
+            result.note = f"{stage} has shape {cand.shape}, the model's is {ref.shape}"
+            continue
+        m = compare(ref.reshape(len(ref), -1), cand.reshape(len(cand), -1))
+        result.stages.append(StageError(stage, m.rel_l2, m.max_abs, m.cosine, tuple(ref.shape[1:])))
+    result.first = first_jump([(s.stage, s.rel_l2) for s in result.stages], floor)
+    if len(result.stages) == 1:
+        result.note = (result.note + "; " if result.note else "") + "only the output could be compared"
+    return result

@@ -1,0 +1,146 @@
+"""`--explain` (issue 6): the stage where a tampered artifact starts to diverge from the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resnet_deploy.benchmarks import explain as ex
+from resnet_deploy.preprocess import load_folder
+from resnet_deploy.runtimes.base import Artifact
+from tests.test_gate import perturbed, swapped_classes, tampered  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def images(trained):
+    return load_folder(trained.heldout_dir, trained.preprocess, limit=8).tensors
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return trained.model
+
+
+@pytest.fixture(scope="module")
+def honest_onnx(trained, tmp_path_factory) -> Path:
+    from resnet_deploy.export.onnx import export_onnx
+    from resnet_deploy.shapes import make_range
+
+    path = tmp_path_factory.mktemp("explain") / "honest.onnx"
+    export_onnx(trained.model, path, make_range(True, trained.crop))
+    return path
+
+
+def _errors(result: ex.Explanation) -> dict[str, float]:
+    return {s.stage: s.rel_l2 for s in result.stages}
+
+
+def test_swapped_classes_point_at_the_head(model, images, tampered) -> None:  # noqa: F811
+    result = ex.explain(Artifact("onnx", tampered["swapped"]), model, images)
+    assert [s.stage for s in result.stages] == list(ex.STAGES)
+    assert "metadata" in result.method
+    errors = _errors(result)
+    assert all(errors[s] < 1e-5 for s in ex.STAGES[:-1]), errors
+    assert result.first == "head", result.text()
+    assert "diverges first at head" in result.text()
+
+
+def test_bgr_and_perturbed_weights_point_at_the_stem(model, images, tampered) -> None:  # noqa: F811
+    bgr = ex.explain(Artifact("onnx", tampered["bgr"]), model, images)
+    assert bgr.first == "stem", bgr.text()
+    assert "channel order" in bgr.verdict()
+    pert = ex.explain(Artifact("onnx", tampered["perturbed"]), model, images)
+    assert pert.first == "stem", pert.text()
+
+
+def test_honest_export_has_no_divergence(model, images, honest_onnx: Path) -> None:
+    result = ex.explain(Artifact("onnx", honest_onnx), model, images)
+    assert result.first is None, result.text()
+    assert max(_errors(result).values()) < 1e-4
+
+
+def test_structural_fallback_without_metadata(model, images, tampered, tmp_path: Path) -> None:  # noqa: F811
+    """Graphs from other exporters carry no module names: stage ends come from residual Add -> Relu."""
+    import onnx
+
+    m = onnx.load(str(tampered["swapped"]))
+    for node in m.graph.node:
+        del node.metadata_props[:]
+    path = tmp_path / "swapped-nometa.onnx"
+    onnx.save(m, str(path))
+    result = ex.explain(Artifact("onnx", path), model, images)
+    assert "structure" in result.method
+    assert [s.stage for s in result.stages] == list(ex.STAGES)
+    assert result.first == "head", result.text()
+
+
+def test_fp16_and_int8_graphs_keep_their_stages(model, images, honest_onnx: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    fp16 = tmp_path / "m.fp16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(honest_onnx)), keep_io_types=True), str(fp16))
+    r16 = ex.explain(Artifact("onnx", fp16, "fp16"), model, images)
+    assert len(r16.stages) == 6 and r16.first is None, r16.text()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter({"input": images[i : i + 1]} for i in range(len(images)))
+
+        def get_next(self):
+            return next(self.it, None)
+
+    int8 = tmp_path / "m.int8.onnx"
+    quantize_static(
+        str(honest_onnx), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    r8 = ex.explain(Artifact("onnx", int8, "int8"), model, images)
+    assert len(r8.stages) == 6, r8.text()
+    assert all(np.isfinite(s.rel_l2) for s in r8.stages)
+
+
+def test_program_and_torchscript(trained, model, images, tmp_path: Path) -> None:
+    import torch
+
+    from resnet_deploy.export.program import export_program
+    from resnet_deploy.export.torchscript import export_torchscript
+    from resnet_deploy.shapes import make_range
+
+    swapped = swapped_classes(model)
+    rng = make_range(True, trained.crop)
+    pt2 = tmp_path / "swapped.pt2"
+    export_program(swapped, pt2, rng)
+    r = ex.explain(Artifact("program", pt2), model, images)
+    assert [s.stage for s in r.stages] == list(ex.STAGES) and r.first == "head", r.text()
+
+    ts = tmp_path / "perturbed.ts"
+    export_torchscript(perturbed(model), ts, rng)
+    r = ex.explain(Artifact("torchscript", ts), model, images)
+    assert [s.stage for s in r.stages] == list(ex.STAGES) and r.first == "stem", r.text()
+
+    class Flip(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.flip(1))
+
+    wrapped = tmp_path / "bgr.ts"
+    torch.jit.trace(Flip(model), torch.from_numpy(images[:2])).save(str(wrapped))
+    r = ex.explain(Artifact("torchscript", wrapped), model, images)
+    assert [s.stage for s in r.stages] == ["head"] and r.first == "head"
+    assert "outside the network" in r.method
+
+
+def test_first_jump_rules() -> None:
+    assert ex.first_jump([("stem", 1e-7), ("layer1", 2e-7), ("head", 0.5)], 1e-3) == "head"
+    assert ex.first_jump([("stem", 0.3), ("layer1", 0.4), ("head", 0.5)], 1e-3) == "stem"
+    # gradual growth with no single jump: the first stage above the floor
+    assert ex.first_jump([("stem", 0.01), ("layer1", 0.02), ("layer2", 0.04)], 0.015) == "layer1"
+    assert ex.first_jump([("stem", 1e-7), ("head", 2e-7)], 1e-3) is None
+    assert ex.first_jump([("stem", 1e-7), ("head", float("nan"))], 1e-3) == "head"

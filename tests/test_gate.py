@@ -1,0 +1,317 @@
+"""The CI parity gate (issue 6): tolerances from defaults or a TOML file, a verdict with exit codes,
+JUnit naming the failing file, and tampered artifacts caught.
+
+The tampered ONNX files are exports of modified copies of the trained model: two classes swapped in
+`fc`, every weight perturbed by 1% of its spread, and a BGR channel flip baked in front of the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from resnet_deploy.benchmarks import gate, junit
+from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, ParityMetrics
+from resnet_deploy.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "tolerances.toml"
+
+# -- tampered models, made once per session and shared with test_explain.py ------------------------
+
+_CACHE: dict[str, dict[str, Path]] = {}
+
+
+def swapped_classes(model, a: int = 0, b: int = 1):
+    import torch
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        idx = torch.arange(m.fc.out_features)
+        idx[a], idx[b] = b, a
+        m.fc.weight.copy_(m.fc.weight[idx])
+        m.fc.bias.copy_(m.fc.bias[idx])
+    return m.eval()
+
+
+def perturbed(model, scale: float = 0.01, seed: int = 0):
+    """Every parameter plus noise of `scale` times its own standard deviation: slight, everywhere."""
+    import torch
+
+    m = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            spread = p.std() if p.numel() > 1 else p.abs()
+            p.add_(torch.randn(p.shape, generator=gen) * spread * scale)
+    return m.eval()
+
+
+def bgr(model):
+    """The network fed BGR instead of RGB: a preprocessing bug baked into the artifact."""
+    import torch
+
+    class FlipChannels(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.flip(1))
+
+    return FlipChannels(copy.deepcopy(model)).eval()
+
+
+TAMPERS = {"swapped": swapped_classes, "perturbed": perturbed, "bgr": bgr}
+
+
+def tampered_onnx(trained, folder: Path) -> dict[str, Path]:
+    """{'swapped': .../swapped.onnx, 'perturbed': ..., 'bgr': ...}, exported once per session."""
+    if "onnx" not in _CACHE:
+        from resnet_deploy.export.onnx import export_onnx
+        from resnet_deploy.shapes import make_range
+
+        folder.mkdir(parents=True, exist_ok=True)
+        model = trained.model
+        rng = make_range(True, trained.crop)
+        out = {}
+        for name, tamper in TAMPERS.items():
+            path = folder / f"{name}.onnx"
+            export_onnx(tamper(model), path, rng)
+            out[name] = path
+        _CACHE["onnx"] = out
+    return _CACHE["onnx"]
+
+
+@pytest.fixture(scope="session")
+def tampered(trained, tmp_path_factory) -> dict[str, Path]:
+    return tampered_onnx(trained, tmp_path_factory.getbasetemp() / "tampered")
+
+
+@pytest.fixture(scope="module")
+def workspace(trained, tmp_path_factory) -> Path:
+    """A workspace holding the honest ONNX export of the trained model."""
+    ws = tmp_path_factory.mktemp("gate-ws")
+    trained.pipeline(ws).onnx()
+    return ws
+
+
+# -- tolerance files -------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_parity_defaults() -> None:
+    cfg = gate.load_tolerances(None)
+    assert cfg.precisions == DEFAULT_TOLERANCES
+    assert cfg.tolerance_for("int8", "onnx-int8", "/x/resnet50.int8.onnx") == DEFAULT_TOLERANCES["int8"]
+
+
+def test_tolerance_file_overrides_per_precision_metric_and_artifact(tmp_path: Path) -> None:
+    f = tmp_path / "tol.toml"
+    f.write_text(
+        """
+[fp32]
+min_cosine = 0.9999            # only this metric changes
+
+[int8]
+min_top1_agreement = 0.9
+min_top5_overlap = 0.8         # a metric the default does not check
+
+[artifact."onnx-int8"]         # by manifest key
+min_cosine = 0.98
+
+[artifact."*.fp16.onnx"]       # by file name glob
+max_rel_l2 = false             # switched off
+"""
+    )
+    cfg = gate.load_tolerances(f)
+    fp32 = cfg.tolerance_for("fp32", "onnx-fp32", "a/resnet18.onnx")
+    assert fp32.min_cosine == 0.9999
+    assert fp32.max_rel_l2 == DEFAULT_TOLERANCES["fp32"].max_rel_l2  # untouched metrics keep the default
+    int8 = cfg.tolerance_for("int8", "onnx-int8", "a/resnet18.int8.onnx")
+    assert (int8.min_cosine, int8.min_top1_agreement, int8.min_top5_overlap) == (0.98, 0.9, 0.8)
+    assert (
+        cfg.tolerance_for("int8", "file:other.onnx", "b/other.onnx").min_cosine == DEFAULT_TOLERANCES["int8"].min_cosine
+    )
+    fp16 = cfg.tolerance_for("fp16", "onnx-fp16", "a/resnet18.fp16.onnx")
+    assert fp16.max_rel_l2 is None and fp16.min_cosine == DEFAULT_TOLERANCES["fp16"].min_cosine
+
+
+def test_example_tolerance_file_is_valid() -> None:
+    cfg = gate.load_tolerances(EXAMPLE)
+    assert set(cfg.precisions) == {"fp32", "fp16", "int8"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[fp32\nmin_cosine = 1", "not valid TOML"),
+        ("[fp32]\nmin_cosin = 0.99", "unknown metric 'min_cosin'"),
+        ("[fp32]\nmin_cosine = 'high'", "[fp32].min_cosine must be a number"),
+        ("[fp32]\nmin_top1_agreement = 1.5", "outside [0, 1]"),
+        ("[fp32]\nmax_rel_l2 = -1", "outside [0, inf]"),
+        ("[fp64]\nmin_cosine = 0.9", "unknown table [fp64]"),
+        ("fp32 = 0.9", "[fp32] must be a table"),
+        ('[artifact."x.onnx"]\nprecision = "bf16"', "is not one of fp32, fp16, int8"),
+        ("[artifact]\nmin_cosine = 0.9", "[artifact] holds min_cosine = 0.9; per-artifact bounds go in tables"),
+    ],
+)
+def test_malformed_tolerance_file_is_a_usage_error(tmp_path: Path, text: str, expected: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(UsageError) as err:
+        gate.load_tolerances(f)
+    assert err.value.exit_code == 2
+    assert str(f) in str(err.value) and expected in str(err.value), str(err.value)
+
+
+def test_missing_tolerance_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        gate.load_tolerances(tmp_path / "nope.toml")
+
+
+# -- evaluation and JUnit on synthetic rows --------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    artifact_key: str
+    artifact_path: str | None
+    runtime: str
+    precision: str
+    parity: ParityMetrics | None
+    error: str | None = None
+    device: str = "cpu"
+    batch: int = 1
+    size: tuple[int, int] = (64, 64)
+    copies_included: bool = True
+    latency: object = None
+
+
+def _metrics(cosine: float, rel_l2: float, top1: float = 1.0) -> ParityMetrics:
+    return ParityMetrics(1e-3, 1e-4, rel_l2, cosine, cosine, top1, 1.0, 32)
+
+
+def test_evaluate_exit_codes_and_junit(tmp_path: Path) -> None:
+    good = _Row("onnx-fp32", "ws/resnet18.onnx", "onnxruntime-cpu", "fp32", _metrics(1.0, 1e-7))
+    bad = _Row("onnx-int8", "ws/resnet18.int8.onnx", "onnxruntime-cpu", "int8", _metrics(0.9, 0.3, 0.5))
+    broken = _Row("onnx-fp16", "ws/resnet18.fp16.onnx", "onnxruntime-cpu", "fp16", None, error="cannot load")
+    ok = gate.evaluate([good])
+    assert ok.passed and ok.exit_code == 0 and gate.exit_code(ok, 0) == 0
+    assert gate.exit_code(ok, 2) == 2 and gate.exit_code(ok, 3) == 3
+    res = gate.evaluate([good, bad, broken])
+    assert not res.passed and res.exit_code == 1 and gate.exit_code(res, 0) == 1
+    assert [c.status for c in res.cases] == ["passed", "failed", "error"]
+    assert not gate.evaluate([]).passed  # an empty gate never passes silently
+    reference = _Row("pytorch", None, "torch-eager", "fp32", _metrics(1.0, 0.0))
+    assert not gate.evaluate([reference]).passed  # nor one that compared PyTorch with itself
+    assert gate.evaluate([reference, good]).passed
+
+    out = junit.write_junit(res, tmp_path / "reports" / "parity.xml")
+    root = ET.parse(out).getroot()
+    assert root.get("tests") == "3" and root.get("failures") == "1" and root.get("errors") == "1"
+    failure = root.find(".//testcase/failure")
+    assert failure is not None
+    msg = failure.get("message", "")
+    assert "resnet18.int8.onnx" in msg and "cosine 0.9 (must be >= 0.99)" in msg
+    assert "top1_agreement 0.5 (must be >= 0.95)" in msg
+    assert not list(out.parent.glob(".*.tmp"))  # atomic write leaves no temp file
+
+    md = gate.markdown(res)
+    assert "FAILED" in md and "`resnet18.int8.onnx`" in md and "\x1b" not in md
+    # looser per-artifact rule turns the failure into a pass
+    f = tmp_path / "loose.toml"
+    f.write_text('[artifact."*.int8.onnx"]\nmin_cosine = 0.8\nmin_top1_agreement = 0.4\n')
+    assert gate.evaluate([good, bad], gate.load_tolerances(f)).passed
+
+
+# -- the CLI on the trained model ------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def _compare(trained, workspace: Path, *extra: str):
+    from resnet_deploy.cli.bench import app
+
+    args = [
+        "compare",
+        *trained.cli_args,
+        "--workspace",
+        str(workspace),
+        "--no-build",
+        "--runtimes",
+        "onnxruntime-cpu",
+        "--images",
+        str(trained.heldout_dir),
+        "--max-images",
+        "48",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        *extra,
+    ]
+    return runner.invoke(app, args)
+
+
+def _junit_cases(path: Path) -> dict[str, ET.Element]:
+    root = ET.parse(path).getroot()
+    return {tc.get("name", ""): tc for tc in root.iter("testcase")}
+
+
+def test_gate_passes_honest_export(trained, workspace: Path, tmp_path: Path) -> None:
+    report = tmp_path / "parity.xml"
+    md = tmp_path / "summary.md"
+    res = _compare(trained, workspace, "--gate", "--junit", str(report), "--markdown", str(md))
+    assert res.exit_code == 0, res.output
+    cases = _junit_cases(report)
+    assert any("resnet18.onnx" in name for name in cases)
+    assert all(tc.find("failure") is None and tc.find("error") is None for tc in cases.values())
+    assert "passed" in md.read_text()
+
+
+def test_gate_fails_tampered_artifacts_naming_each_file(trained, workspace: Path, tampered, tmp_path: Path) -> None:
+    report = tmp_path / "parity.xml"
+    md = tmp_path / "summary.md"
+    args = [a for p in tampered.values() for a in ("--artifact", str(p))]
+    res = _compare(trained, workspace, "--gate", "--junit", str(report), "--markdown", str(md), "--explain", *args)
+    assert res.exit_code == 1, res.output
+    failures = {name: tc.find("failure") for name, tc in _junit_cases(report).items() if tc.find("failure") is not None}
+    for path in tampered.values():
+        hits = [f for name, f in failures.items() if name.startswith(path.name)]
+        assert hits, f"{path.name} did not fail the gate: {list(failures)}"
+        msg = hits[0].get("message", "")
+        assert msg.startswith(path.name) and "must be" in msg, msg
+    honest = [tc for name, tc in _junit_cases(report).items() if name.startswith("resnet18.onnx")]
+    assert honest and all(tc.find("failure") is None for tc in honest)  # the honest file still passes
+    swapped_text = failures[next(n for n in failures if n.startswith("swapped.onnx"))].text or ""
+    assert "diverges first at head" in swapped_text
+    summary = md.read_text()
+    assert "FAILED" in summary and "swapped.onnx" in summary and "diverges first at head" in summary
+
+
+def test_tolerance_file_changes_the_verdict(trained, workspace: Path, tampered, tmp_path: Path) -> None:
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[fp32]\nmax_rel_l2 = 0.0\n")  # no export reproduces PyTorch bit for bit
+    report = tmp_path / "strict.xml"
+    res = _compare(trained, workspace, "--gate", "--tolerances", str(strict), "--junit", str(report))
+    assert res.exit_code == 1, res.output
+    (fail,) = [tc.find("failure") for tc in _junit_cases(report).values() if tc.find("failure") is not None]
+    assert "resnet18.onnx: rel_l2" in fail.get("message", "") and "(must be <= 0)" in fail.get("message", "")
+
+    loose = tmp_path / "loose.toml"
+    loose.write_text('[artifact."perturbed.onnx"]\nmax_rel_l2 = 0.5\nmin_cosine = 0.9\nmin_top1_agreement = 0.8\n')
+    res = _compare(trained, workspace, "--gate", "--tolerances", str(loose), "--artifact", str(tampered["perturbed"]))
+    assert res.exit_code == 0, res.output
+
+
+def test_malformed_tolerance_file_exits_2(trained, workspace: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fp32]\nmin_cosine = 'very close'\n")
+    res = _compare(trained, workspace, "--gate", "--tolerances", str(bad))
+    assert res.exit_code == 2, res.output
+    assert "bad.toml" in res.output and "min_cosine must be a number" in res.output
