@@ -1,7 +1,9 @@
 """The one place parity metrics are computed: every artifact's logits against PyTorch FP32.
 
 Export verification, `resnet-bench compare` and the CI gate all call `compare`, so "matches" means
-the same thing everywhere.
+the same thing everywhere. `DEFAULT_TOLERANCES` (below) records the measurements its numbers come
+from; `degenerate_warning` says when the reference itself predicts too few classes for top-1
+agreement to mean anything (random weights).
 """
 
 from __future__ import annotations
@@ -109,10 +111,54 @@ def check(metrics: ParityMetrics, tolerance: Tolerance) -> list[Violation]:
     return out
 
 
-#: Defaults per precision. FP32: same math, different kernels. FP16/INT8: the bounds issue #3 asks
-#: the trained test model to meet (FP16 >= 99.5% top-1, cosine >= 0.9999; INT8 >= 97%, >= 0.995).
+#: Defaults per precision, from measurements (benchmarks/measure_parity_tolerances.py, results in
+#: benchmarks/results/parity_tolerances.json; onnxruntime 1.31 CPU, torch 2.15, 2026-11):
+#:
+#:   tests/trained.py resnet18 (11 classes, 64x64), 132 held-out crops:
+#:     FP32 ONNX/TorchScript/.pt2   rel L2 <= 1.9e-7, cosine 1.0000000, top-1 100%
+#:     FP16 ONNX                    rel L2 1.2e-4, cosine 1.0000000 (min 0.9999999), top-1 100%, top-5 99.85%
+#:     INT8 ONNX, TensorRT recipe   rel L2 9.0e-3, cosine 0.99990 (min 0.99888), top-1 99.24%, top-5 99.39%
+#:     INT8 ONNX, CPU recipe        rel L2 1.1e-2, cosine 0.99986 (min 0.99862), top-1 100%, top-5 99.39%
+#:   resnet50 (random weights, 224x224), the 11 bundled photos (`resnet-bench compare`):
+#:     FP32 rel L2 <= 6.7e-7 (export verification at 4 shapes); FP16 rel L2 5.7e-4;
+#:     INT8 rel L2 2.3e-2, cosine 0.9997 (both recipes)
+#:
+#: The bounds leave 10x or more room over the worst value measured on the continuous metrics (rel L2,
+#: 1 - cosine), because ONNX Runtime's CPU FP16/INT8 kernels are not TensorRT's (TensorRT FP16
+#: accumulates in half precision; its INT8 tactics differ), and no TensorRT was available to measure:
+#:   FP32: rel L2 1e-4 (what export verification uses; 150x the worst measured), cosine 0.99999.
+#:   FP16: rel L2 1e-2 (17x the worst measured 5.7e-4), cosine 0.9999 (1000x on 1 - cosine).
+#:   INT8: cosine 0.99 (30x the worst measured 1 - 0.9997); no rel L2 bound (scale-sensitive under
+#:         quantization; cosine carries the direction). A swapped class, perturbed weights or BGR
+#:         input break these by orders of magnitude more.
+#: Top-1 bounds (FP16 99%, INT8 95%) sit below issue #3's targets for the trained model (99.5%, 97%):
+#: on a handful of images one flipped image already costs several percent, so gate INT8 top-1 on
+#: 100+ parity images.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_rel_l2=1e-4, min_cosine=0.99999, min_top1_agreement=0.99),
     "fp16": Tolerance(max_rel_l2=1e-2, min_cosine=0.9999, min_top1_agreement=0.99),
     "int8": Tolerance(min_cosine=0.99, min_top1_agreement=0.95),
 }
+
+
+def degenerate_warning(reference: np.ndarray, num_classes: int | None = None) -> str | None:
+    """A warning when the reference predicts too few distinct classes for top-1 agreement to mean much.
+
+    Random weights predict one or two classes for every image; then an artifact that always answers
+    that class "agrees" 100%. Degenerate: one class for 2+ images, or fewer distinct classes than a
+    third of what the images could show (min(images, classes)). Cosine and relative L2 still count.
+    """
+    logits = np.asarray(reference).reshape(len(reference), -1)
+    images = int(logits.shape[0])
+    if images < 2:
+        return None
+    classes = num_classes or int(logits.shape[1])
+    distinct = distinct_predictions(logits)
+    possible = min(images, classes)
+    if distinct == 1 or distinct < possible / 3:
+        return (
+            f"the PyTorch reference predicts only {distinct} distinct class{'es' if distinct != 1 else ''} "
+            f"over {images} images (random or untrained weights?): top-1 agreement and top-5 overlap say "
+            "little here; judge parity by cosine and relative L2, or pass trained --weights"
+        )
+    return None

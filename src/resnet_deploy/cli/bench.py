@@ -1,22 +1,192 @@
-"""`resnet-bench`: compare latency and accuracy parity of every artifact (filled in by issue 5)."""
+"""`resnet-bench`: compare latency and accuracy parity of every artifact against PyTorch FP32.
+
+The command body only parses options, calls `benchmarks.compare.run_compare` and writes reports;
+the work lives in benchmarks/.
+"""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from resnet_deploy.cli import common
+from resnet_deploy.errors import UsageError
+from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE
 
 app = typer.Typer(
     help="Benchmark latency and accuracy parity of exported ResNets.",
+    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
+Runtimes = Annotated[
+    str | None,
+    typer.Option(
+        "--runtimes",
+        help="Comma-separated runtimes (torch-eager, torchscript, torch-export, onnxruntime-cpu, onnxruntime-cuda, "
+        "onnxruntime-tensorrt, tensorrt). Default: every one that can run here. Naming one that cannot is an error.",
+    ),
+]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda (cuda:N).")]
+Batch = Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes, e.g. 1,8.")]
+Size = Annotated[
+    str | None,
+    typer.Option("--size", help="Comma-separated image sizes HxW or S, e.g. 224,320x256. Default: the model's crop."),
+]
+Warmup = Annotated[int, typer.Option("--warmup", help="Untimed iterations before timing.")]
+Iters = Annotated[int, typer.Option("--iters", help="Timed iterations per row.")]
+Threads = Annotated[
+    int | None,
+    typer.Option("--threads", help="CPU threads for every runtime. Default: the cores this process may use."),
+]
+Images = Annotated[
+    Path | None,
+    typer.Option("--images", help="Folder of real images for parity. Default: ./calibration."),
+]
+MaxImages = Annotated[int, typer.Option("--max-images", help="Use at most this many parity images (evenly spread).")]
+Artifacts = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--artifact",
+        help="Also compare this .onnx/.ts/.pt2/.engine file against the model (repeatable). "
+        "With --artifact the default set is not built.",
+    ),
+]
+Build = Annotated[
+    bool,
+    typer.Option("--build/--no-build", help="Build the default artifact set when the workspace has none."),
+]
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")]
+MarkdownOut = Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")]
+CsvOut = Annotated[Path | None, typer.Option("--csv", help="Write every row as CSV.")]
+PlotOut = Annotated[Path | None, typer.Option("--plot", help="Write a PNG of latency and speedup per runtime.")]
+GateFlag = Annotated[
+    bool,
+    typer.Option(
+        "--gate", help="CI gate: exit 1 when any artifact/runtime is outside its tolerances, 0 when all pass."
+    ),
+]
+JunitOut = Annotated[
+    Path | None,
+    typer.Option("--junit", help="Write JUnit XML: one test case per artifact x runtime x shape."),
+]
+TolerancesFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--tolerances",
+        help="TOML file of parity bounds per precision, metric and artifact (see examples/tolerances.toml).",
+    ),
+]
+ExplainFlag = Annotated[
+    bool,
+    typer.Option("--explain", help="For failing artifacts, show where they diverge: stem, layer1-4 or head."),
+]
+
+
+@app.callback()
+def _main() -> None:
+    """Benchmark latency and accuracy parity of exported ResNets."""
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in _split(text)]
+    except ValueError:
+        raise UsageError(f"invalid --batch '{text}'", "give comma-separated positive integers, e.g. 1,8") from None
+    if not batches or any(b < 1 for b in batches):
+        raise UsageError(f"invalid --batch '{text}'", "give comma-separated positive integers, e.g. 1,8")
+    return batches
+
+
+def parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
+    from resnet_deploy.shapes import parse_size
+
+    sizes = [parse_size(s) for s in _split(text)]
+    return sizes or None
+
 
 @app.command()
-def compare() -> None:
-    """Benchmark every artifact in the workspace."""
-    raise typer.Exit(2)
+@common.handle_errors
+def compare(
+    model: common.Model = DEFAULT_MODEL,
+    runtimes: Runtimes = None,
+    device: Device = "cpu",
+    batch: Batch = "1",
+    size: Size = None,
+    warmup: Warmup = 5,
+    iters: Iters = 30,
+    threads: Threads = None,
+    images: Images = None,
+    max_images: MaxImages = 100,
+    artifact: Artifacts = None,
+    build: Build = True,
+    weights: common.Weights = None,
+    num_classes: common.NumClasses = None,
+    trust_checkpoint: common.Trust = False,
+    resize: common.Resize = None,
+    crop: common.Crop = None,
+    mean: common.Mean = None,
+    std: common.Std = None,
+    workspace: common.Workspace = DEFAULT_WORKSPACE,
+    json_out: JsonOut = None,
+    markdown: MarkdownOut = None,
+    csv_out: CsvOut = None,
+    plot: PlotOut = None,
+    gate: GateFlag = False,
+    junit: JunitOut = None,
+    tolerances: TolerancesFile = None,
+    explain: ExplainFlag = False,
+) -> None:
+    """Benchmark every artifact in the workspace on every runtime that can run it here, with parity.
+
+    With an empty workspace it first builds TorchScript, ONNX FP32/FP16, ONNX INT8 (from ./calibration)
+    and, with TensorRT and a GPU, engines. Exit 0 when every row ran, 2 on usage errors (including a
+    shape an artifact does not accept), 3 when a requested runtime is not available here. With --gate:
+    exit 1 when any row is outside its tolerances (--tolerances FILE, else the per-precision defaults).
+    """
+    from resnet_deploy.benchmarks import gate as parity_gate
+    from resnet_deploy.benchmarks import report
+    from resnet_deploy.benchmarks.compare import CompareOptions, run_compare, validate_options
+
+    options = CompareOptions(
+        runtimes=_split(runtimes) or None,
+        device=device,
+        batches=parse_batches(batch),
+        sizes=parse_sizes(size),
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        images=images,
+        max_images=max_images,
+        artifacts=list(artifact or []),
+        build=build,
+    )
+    validate_options(options)  # fail on bad options before the model loads
+    gate_config = parity_gate.configure(options, tolerances)  # and on a bad tolerance file
+    pipe = common.open_pipeline(
+        model, weights, num_classes, trust_checkpoint, workspace, resize=resize, crop=crop, mean=mean, std=std
+    )
+    result = run_compare(pipe, options)
+    report.print_table(result)
+    stdout_json = json_out is not None and str(json_out) == "-"
+    report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot)
+    if stdout_json:
+        sys.stdout.write(report.to_json(result))
+    code = parity_gate.finish(
+        result, pipe, gate_config, gate=gate, junit=junit, explain=explain, markdown_path=markdown
+    )
+    raise typer.Exit(code)
 
 
 main = common.main_wrapper(app)
+
+if __name__ == "__main__":
+    main()

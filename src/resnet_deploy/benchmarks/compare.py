@@ -1,0 +1,652 @@
+"""`resnet-bench compare`: every artifact x every runtime that can run it here x batch x size.
+
+For each combination one `Row` holds latency (benchmarks/latency.py) and parity against the
+PyTorch FP32 eager reference (benchmarks/parity.py), checked against the precision's tolerance.
+
+Parity inputs, explicitly:
+- The parity images (`--images`, default ./calibration) go through the model's own preprocessing
+  (resize, center crop, normalize), so at the model's crop size they are exactly what the model sees
+  in deployment. That is the main parity number.
+- At any other `--size HxW` the same crop-size tensors are bilinearly resized to HxW; the reference
+  runs on those same tensors, so the comparison is still like for like (it checks the artifact at
+  that shape, not the model's accuracy at that resolution).
+- Each row's parity is run at the row's batch size (the last chunk padded by repeating images), so a
+  batch-dependent bug shows up in the row that has it.
+- The reference logits always come from PyTorch FP32 eager on the CPU (no TF32, no autotuning).
+
+Latency is measured on random inputs (not the parity images), after warm-up, with the CPU thread
+count fixed for every runtime (torch and ONNX Runtime alike). On CUDA every runtime gets two rows:
+host arrays in and out (copies included) and device-resident CUDA tensors (copies excluded).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resnet_deploy import console
+from resnet_deploy.benchmarks.latency import LatencyStats, default_threads, measure
+from resnet_deploy.benchmarks.parity import (
+    DEFAULT_TOLERANCES,
+    ParityMetrics,
+    Tolerance,
+    Violation,
+    check,
+    compare,
+    degenerate_warning,
+    distinct_predictions,
+)
+from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
+from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, registry, runtimes_for
+
+DEFAULT_IMAGES = Path("calibration")
+DEFAULT_WARMUP = 5
+DEFAULT_ITERS = 30
+DEFAULT_MAX_IMAGES = 100
+REFERENCE_RUNTIME = "torch-eager"
+
+
+@dataclass
+class Row:
+    """One artifact on one runtime at one batch size and image size (H, W)."""
+
+    artifact_key: str
+    artifact_path: str | None
+    format: str
+    runtime: str
+    precision: str
+    device: str
+    batch: int
+    size: tuple[int, int]
+    copies_included: bool
+    latency: LatencyStats | None
+    parity: ParityMetrics | None
+    violations: list[Violation]
+    passed: bool
+    error: str | None
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, 3, self.size[0], self.size[1])
+
+    @property
+    def label(self) -> str:
+        """Short and unique within a run, e.g. `onnx-int8 · onnxruntime-cpu`."""
+        return f"{self.artifact_key} · {self.runtime}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact_key": self.artifact_key,
+            "artifact_path": self.artifact_path,
+            "format": self.format,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "device": self.device,
+            "batch": self.batch,
+            "size": list(self.size),
+            "copies_included": self.copies_included,
+            "latency": self.latency.to_dict() if self.latency else None,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "violations": [asdict(v) | {"text": str(v)} for v in self.violations],
+            "passed": self.passed,
+            "error": self.error,
+        }
+
+
+@dataclass
+class CompareOptions:
+    runtimes: list[str] | None = None  # registry names; None = every runtime available here
+    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
+    batches: list[int] = field(default_factory=lambda: [1])
+    sizes: list[tuple[int, int]] | None = None  # (H, W); None = the model's crop size
+    warmup: int = DEFAULT_WARMUP
+    iters: int = DEFAULT_ITERS
+    threads: int | None = None  # None = the cores this process may use
+    images: Path | None = None  # parity images; None = ./calibration
+    max_images: int | None = DEFAULT_MAX_IMAGES  # evenly spread subset of a large folder
+    artifacts: list[Path] = field(default_factory=list)  # extra files from anywhere
+    build: bool = True  # build the default set when the workspace has no artifacts (and no --artifact)
+    calib_dir: Path | None = None  # for the default INT8 build; None = ./calibration when it exists
+    tolerances: Mapping[str, Tolerance] | None = None  # per precision; None = DEFAULT_TOLERANCES
+    #: per-artifact override hook (issue 6): (artifact_key, artifact_path, precision) -> Tolerance or None
+    tolerance_for: Callable[[str, str | None, str], Tolerance | None] | None = None
+    progress: bool = True
+
+    def tolerance(self, key: str, path: str | None, precision: str) -> Tolerance:
+        if self.tolerance_for is not None:
+            found = self.tolerance_for(key, path, precision)
+            if found is not None:
+                return found
+        table = self.tolerances if self.tolerances is not None else DEFAULT_TOLERANCES
+        return table.get(precision) or DEFAULT_TOLERANCES.get(precision) or Tolerance()
+
+
+@dataclass
+class CompareResult:
+    rows: list[Row]
+    reference_distinct_classes: int
+    degenerate: bool
+    images: int
+    threads: int
+    device: str
+    model: dict[str, Any] = field(default_factory=dict)  # architecture, weights, num_classes
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    images_dir: str | None = None
+    parity_size: tuple[int, int] = (224, 224)
+    warmup: int = DEFAULT_WARMUP
+    iters: int = DEFAULT_ITERS
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # artifact/runtime pairs not run here, and why
+    built: list[str] = field(default_factory=list)  # artifact keys built by this run
+    seconds: float = 0.0
+    tools: dict[str, str] = field(default_factory=dict)
+    error_codes: list[int] = field(default_factory=list)  # exit codes of the rows that errored
+
+    @property
+    def errors(self) -> list[Row]:
+        return [r for r in self.rows if r.error]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row ran; else the exit code of the first row's error (2 usage, 3 missing)."""
+        return self.error_codes[0] if self.error_codes else 0
+
+    def baseline(self, row: Row) -> Row | None:
+        """PyTorch FP32 eager on the same device, batch, size and copy mode: what speedup divides by."""
+        for r in self.rows:
+            if (
+                r.runtime == REFERENCE_RUNTIME
+                and r.precision == "fp32"
+                and r.device == row.device
+                and r.batch == row.batch
+                and r.size == row.size
+                and r.copies_included == row.copies_included
+                and r.latency is not None
+            ):
+                return r
+        return None
+
+    def speedup(self, row: Row) -> float | None:
+        """Baseline mean latency / this row's mean latency (>1 = faster than PyTorch eager)."""
+        base = self.baseline(row)
+        if base is None or row.latency is None or base.latency is None or row.latency.mean_ms <= 0:
+            return None
+        return base.latency.mean_ms / row.latency.mean_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "preprocess": self.preprocess,
+            "device": self.device,
+            "threads": self.threads,
+            "warmup": self.warmup,
+            "iters": self.iters,
+            "images": self.images,
+            "images_dir": self.images_dir,
+            "parity_size": list(self.parity_size),
+            "reference": "PyTorch FP32 eager (CPU)",
+            "reference_distinct_classes": self.reference_distinct_classes,
+            "degenerate": self.degenerate,
+            "passed": self.passed,
+            "warnings": self.warnings,
+            "skipped": self.skipped,
+            "built": self.built,
+            "seconds": round(self.seconds, 2),
+            "tools": self.tools,
+            "rows": [r.to_dict() | {"speedup": self.speedup(r)} for r in self.rows],
+        }
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def normalize_device(device: str) -> str:
+    device = device.strip().lower()
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda") or (kind == "cpu" and ":" in device):
+        raise UsageError(f"unknown device '{device}'", "use --device cpu or --device cuda (or cuda:N)")
+    if kind == "cuda":
+        if ":" in device and not device.split(":")[1].isdigit():
+            raise UsageError(f"unknown device '{device}'", "use cuda or cuda:N")
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MissingDependencyError(
+                "--device cuda: no CUDA GPU is visible to torch",
+                "run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --device cpu",
+            )
+    return device
+
+
+def check_runtime_names(names: list[str] | None, device: str) -> None:
+    """Unknown names are usage errors; known ones that cannot run here fail now, never fall back."""
+    if not names:
+        return
+    specs = registry()
+    for name in names:
+        spec = specs.get(name)
+        if spec is None:
+            raise UsageError(f"unknown runtime '{name}'", "choose from: " + ", ".join(specs))
+        reason = spec.unavailable_reason(device)
+        if reason is None:
+            continue
+        kind = device.split(":")[0]
+        if kind not in spec.devices:
+            other = spec.devices[0]
+            elsewhere = _unavailable_on(spec, other)
+            if elsewhere:
+                raise MissingDependencyError(f"runtime {name} is not available here: {elsewhere}", _install_hint(name))
+            raise UsageError(f"runtime {name} runs on {other}, not {kind}", f"add --device {other}")
+        raise MissingDependencyError(f"runtime {name} is not available here: {reason}", _install_hint(name))
+
+
+def _unavailable_on(spec: RuntimeSpec, device: str) -> str | None:
+    try:
+        return spec.unavailable_reason(device)
+    except Exception as exc:  # a checker that cannot even import its package
+        return str(exc)
+
+
+def _install_hint(name: str) -> str | None:
+    from resnet_deploy.runtimes.base import _INSTALL_HINTS
+
+    return _INSTALL_HINTS.get(name)
+
+
+def validate_options(options: CompareOptions) -> str:
+    """Everything that can be checked before loading a model; returns the normalized device."""
+    device = normalize_device(options.device)
+    check_runtime_names(options.runtimes, device)
+    if not options.batches or any(b < 1 for b in options.batches):
+        raise UsageError("--batch values must be positive integers")
+    if options.iters < 1 or options.warmup < 0:
+        raise UsageError("--iters must be >= 1 and --warmup >= 0")
+    if options.threads is not None and options.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    if options.max_images is not None and options.max_images < 1:
+        raise UsageError("--max-images must be >= 1")
+    if options.images is not None and not Path(options.images).is_dir():
+        raise UsageError(f"--images {options.images} is not a folder", "pass a folder of .jpg/.png images")
+    for path in options.artifacts:
+        Artifact.from_file(Path(path))  # missing file or unknown suffix: fail now, not after the build
+    return device
+
+
+# -- building the default set ---------------------------------------------------------------------
+
+
+def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[list[str], list[str]]:
+    """TorchScript, ONNX FP32, ONNX FP16, ONNX INT8 (when calibration images exist: the TensorRT recipe,
+    plus the CPU recipe on --device cpu), TensorRT engines (when TensorRT and a GPU are here).
+    Returns (built keys, warnings)."""
+    built: list[str] = []
+    notes: list[str] = []
+
+    def add(artifact: Any) -> None:
+        if isinstance(artifact, Artifact) and artifact.key:
+            built.append(artifact.key)
+
+    console.info(f"[bold]building the default artifact set in {pipe.ws.dir}[/] (skip with --no-build)")
+    with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
+        warnings.simplefilter("ignore", FutureWarning)
+        add(pipe.torchscript())
+    add(pipe.onnx())
+    try:
+        from resnet_deploy.export.precision import onnx_fp16
+    except ImportError:
+        notes.append("FP16 ONNX export is not available in this install: skipped")
+    else:
+        add(onnx_fp16(pipe))
+    calib = calib_dir if calib_dir is not None else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
+    if calib is None:
+        notes.append("no ./calibration folder: INT8 ONNX skipped (pass --images or export it with --calib)")
+    else:
+        try:
+            from resnet_deploy.calibration.quantize import onnx_int8
+        except ImportError:
+            notes.append("INT8 quantization is not available in this install: skipped")
+        else:
+            # the TensorRT recipe (symmetric int8, what an engine is built from; its accuracy is checked here
+            # on ONNX Runtime's CPU provider) and, when benchmarking the CPU, the CPU recipe (uint8
+            # activations: the one that is fast on ONNX Runtime's x86 kernels)
+            add(onnx_int8(pipe, Path(calib), target="tensorrt"))
+            if not device.startswith("cuda"):
+                add(onnx_int8(pipe, Path(calib), target="cpu"))
+    if device.startswith("cuda"):
+        notes.extend(_build_engines(pipe, device, calib, add))
+    return built, notes
+
+
+def _build_engines(pipe: Any, device: str, calib: Path | None, add: Callable[[Any], None]) -> list[str]:
+    """One engine per ONNX precision (export.tensorrt.engine_for_pipeline reuses the ONNX just built)."""
+    try:
+        from resnet_deploy.export import tensorrt as trt_export
+    except ImportError:
+        return ["TensorRT engine building is not available in this install: skipped"]
+    reason = trt_export.tensorrt_unavailable_reason()
+    if reason:
+        return [f"TensorRT engines skipped: {reason}"]
+    dev = device if ":" in device else "cuda:0"
+    add(trt_export.engine_for_pipeline(pipe, "fp32", device=dev))
+    add(trt_export.engine_for_pipeline(pipe, "fp16", device=dev))
+    if calib is not None:
+        add(trt_export.engine_for_pipeline(pipe, "int8", calib=Path(calib), device=dev))
+    return []
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    artifact: Artifact
+    spec: RuntimeSpec
+    options: dict[str, Any]
+
+
+def _load_parity_images(pipe: Any, options: CompareOptions, warnings: list[str]) -> tuple[np.ndarray, str | None]:
+    from resnet_deploy.preprocess import load_folder
+
+    folder = options.images
+    if folder is None and DEFAULT_IMAGES.is_dir():
+        folder = DEFAULT_IMAGES
+    if folder is None:
+        warnings.append(
+            "no parity images (no ./calibration folder and no --images): parity uses 16 random-normal inputs, "
+            "which says little about INT8/FP16 accuracy; pass --images DIR of real images"
+        )
+        crop = pipe.preprocess.crop
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((16, 3, crop, crop), dtype=np.float32), None
+    images = load_folder(Path(folder), pipe.preprocess, options.max_images, "parity image")
+    for path, why in images.skipped:
+        warnings.append(f"skipped parity image {path.name}: {why}")
+    return images.tensors, str(folder)
+
+
+def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if tuple(images.shape[2:]) == tuple(size):
+        return images
+    import torch
+
+    x = torch.nn.functional.interpolate(torch.from_numpy(images), size=size, mode="bilinear", align_corners=False)
+    return x.numpy().astype(np.float32, copy=False)
+
+
+def _reference_logits(model: Any, images: np.ndarray, chunk: int = 16) -> np.ndarray:
+    import torch
+
+    model = model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), chunk):
+            out.append(model(torch.from_numpy(np.ascontiguousarray(images[i : i + chunk]))).float().numpy())
+    return np.concatenate(out)
+
+
+def _run_batched(runtime: Runtime, images: np.ndarray, batch: int) -> np.ndarray:
+    """Logits for every image, `batch` at a time; the last chunk is padded by wrapping around."""
+    n = len(images)
+    outs = []
+    for i in range(0, n, batch):
+        idx = np.arange(i, i + batch) % n
+        out = np.asarray(runtime.run(images[idx]))
+        outs.append(out[: min(batch, n - i)])
+    return np.concatenate(outs)
+
+
+def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -> list[_Job]:
+    names = options.runtimes
+    artifacts: list[Artifact] = [pipe.reference()]
+    artifacts += pipe.current_artifacts()
+    for path in options.artifacts:
+        art = Artifact.from_file(Path(path))
+        art.key = f"file:{art.path.name}" if art.path else art.key
+        artifacts.append(art)
+    jobs: list[_Job] = []
+    for art in artifacts:
+        specs = runtimes_for(art.format, device, names)
+        if not specs:
+            if names is None or any(art.format in registry()[n].formats for n in names):
+                why = _why_none(art.format, device)
+                skipped.append(f"{art.label}: {why}")
+            continue
+        for spec in specs:
+            jobs.append(_Job(art, spec, {}))
+            if spec.name == REFERENCE_RUNTIME and device.startswith("cuda"):
+                jobs.append(_Job(art, spec, {"precision": "fp16"}))
+                jobs.append(_Job(art, spec, {"channels_last": True}))
+    if names:
+        used = {j.spec.name for j in jobs}
+        for name in names:
+            if name not in used:
+                fmts = "/".join(registry()[name].formats)
+                skipped.append(f"{name}: no {fmts} artifact to run (export one, or pass --artifact FILE)")
+    return jobs
+
+
+def _why_none(fmt: str, device: str) -> str:
+    reasons = [
+        f"{s.name}: {s.unavailable_reason(device)}"
+        for s in registry().values()
+        if fmt in s.formats and s.unavailable_reason(device)
+    ]
+    return "no runtime can run it here (" + "; ".join(reasons) + ")" if reasons else f"no runtime takes {fmt}"
+
+
+def _error_text(exc: BaseException) -> tuple[str, int]:
+    if isinstance(exc, DeployError):
+        return str(exc), exc.exit_code
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}", 1
+
+
+def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
+    """Build (if asked and needed), then benchmark and parity-check every artifact x runtime x shape."""
+    import torch
+
+    from resnet_deploy.pipeline import tool_versions
+
+    start = time.perf_counter()
+    device = validate_options(options)
+    threads = options.threads or default_threads()
+    crop = pipe.preprocess.crop
+    sizes = options.sizes or [(crop, crop)]
+    batches = options.batches or [1]
+    warnings: list[str] = []
+    skipped: list[str] = []
+    built: list[str] = []
+
+    if options.build and not options.artifacts and not pipe.current_artifacts():
+        built, notes = build_default_set(pipe, device, options.calib_dir)
+        warnings += notes
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        images, images_dir = _load_parity_images(pipe, options, warnings)
+        with console.step(f"reference logits (PyTorch FP32 eager, CPU) on {len(images)} images"):
+            refs = {size: _reference_logits(pipe.model, _resize(images, size)) for size in sizes}
+        # the degenerate check is made at the crop size, on the images exactly as the model sees them
+        main_ref = refs[(crop, crop)] if (crop, crop) in refs else _reference_logits(pipe.model, images)
+        distinct = distinct_predictions(main_ref)
+        degenerate_msg = degenerate_warning(main_ref, pipe.source.num_classes)
+        if degenerate_msg:
+            warnings.append(degenerate_msg)
+
+        jobs = _jobs(pipe, options, device, skipped)
+        rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    result = CompareResult(
+        rows=[r for r, _ in rows],
+        reference_distinct_classes=distinct,
+        degenerate=degenerate_msg is not None,
+        images=len(images),
+        threads=threads,
+        device=device,
+        model=pipe.source.to_dict(),
+        preprocess=pipe.preprocess.to_dict(),
+        images_dir=images_dir,
+        parity_size=(crop, crop),
+        warmup=options.warmup,
+        iters=options.iters,
+        warnings=warnings,
+        skipped=skipped,
+        built=built,
+        tools=tool_versions(),
+        error_codes=[code for _, code in rows if code],
+    )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run_jobs(
+    jobs: list[_Job],
+    options: CompareOptions,
+    device: str,
+    threads: int,
+    sizes: list[tuple[int, int]],
+    batches: list[int],
+    images: np.ndarray,
+    refs: dict[tuple[int, int], np.ndarray],
+) -> list[tuple[Row, int]]:
+    """Every job at every size and batch; a job that cannot load or run becomes error rows."""
+    modes = [True, False] if device.startswith("cuda") else [True]  # copies included / device-resident
+    per_row = options.warmup + options.iters
+    total = len(jobs) * len(sizes) * len(batches) * len(modes) * per_row
+    out: list[tuple[Row, int]] = []
+    bar = console.progress() if options.progress else None
+    task = bar.add_task("benchmark", total=total) if bar else None
+
+    def tick() -> None:
+        if bar is not None:
+            bar.advance(task)  # type: ignore[arg-type]
+
+    def row(
+        job: _Job, runtime_name: str, precision: str, batch: int, size: tuple[int, int], copies: bool, **kw: Any
+    ) -> Row:
+        art = job.artifact
+        return Row(
+            artifact_key=art.key or art.format,
+            artifact_path=str(art.path) if art.path else None,
+            format=art.format,
+            runtime=runtime_name,
+            precision=precision,
+            device=kw.pop("dev", device),
+            batch=batch,
+            size=size,
+            copies_included=copies,
+            latency=kw.get("latency"),
+            parity=kw.get("parity"),
+            violations=kw.get("violations", []),
+            passed=kw.get("passed", False),
+            error=kw.get("error"),
+        )
+
+    if bar is not None:
+        bar.start()
+    try:
+        for job in jobs:
+            art = job.artifact
+            name = job.spec.name
+            precision = job.options.get("precision", art.precision)
+            try:
+                with warnings.catch_warnings():  # TorchScript's deprecation notice, once per load
+                    warnings.simplefilter("ignore", FutureWarning)
+                    runtime = job.spec.create(art, device, threads=threads, **job.options)
+            except Exception as exc:
+                text, code = _error_text(exc)
+                for size in sizes:
+                    for batch in batches:
+                        for copies in modes:
+                            out.append((row(job, name, precision, batch, size, copies, error=text), code))
+                            if bar is not None:
+                                bar.advance(task, per_row)  # type: ignore[arg-type]
+                continue
+            name, precision = runtime.name, runtime.precision
+            tol = options.tolerance(art.key or art.format, str(art.path) if art.path else None, precision)
+            try:
+                for size in sizes:
+                    for batch in batches:
+                        shape = (batch, 3, size[0], size[1])
+                        if bar is not None:
+                            bar.update(task, description=f"{art.label} · {name} · {batch}x{size[0]}x{size[1]}")  # type: ignore[arg-type]
+                        parity = None
+                        violations: list[Violation] = []
+                        error: tuple[str, int] | None = None
+                        try:
+                            if art.input_range is not None:
+                                art.input_range.check(shape, art.label)
+                            parity = compare(refs[size], _run_batched(runtime, _resize(images, size), batch))
+                            violations = check(parity, tol)
+                        except Exception as exc:
+                            error = _error_text(exc)
+                        for copies in modes:
+                            latency = None
+                            if error is None:
+                                try:
+                                    latency = measure(
+                                        runtime,
+                                        shape,
+                                        options.warmup,
+                                        options.iters,
+                                        device_resident=not copies,
+                                        threads=threads,
+                                        on_iteration=tick,
+                                    )
+                                except Exception as exc:
+                                    error = _error_text(exc)
+                            elif bar is not None:
+                                bar.advance(task, per_row)  # type: ignore[arg-type]
+                            r = row(
+                                job,
+                                name,
+                                precision,
+                                batch,
+                                size,
+                                copies,
+                                dev=runtime.device,
+                                latency=latency,
+                                parity=parity,
+                                violations=violations,
+                                passed=error is None and not violations,
+                                error=error[0] if error else None,
+                            )
+                            out.append((r, error[1] if error else 0))
+                            if error is None:
+                                console.info(_one_line(r))
+                            else:
+                                console.info(f"[red]✗[/] {r.label} {batch}x{size[0]}x{size[1]}: {error[0]}")
+            finally:
+                runtime.close()
+    finally:
+        if bar is not None:
+            bar.stop()
+    return out
+
+
+def _one_line(r: Row) -> str:
+    lat = r.latency
+    par = r.parity
+    mark = "[green]✓[/]" if r.passed else "[red]✗[/]"
+    bits = [f"{mark} {r.label} {r.precision} b{r.batch} {r.size[0]}x{r.size[1]}"]
+    if not r.copies_included:
+        bits.append("(device-resident)")
+    if lat:
+        bits.append(f"p50 {lat.p50_ms:.2f} ms, {lat.images_per_s:.1f} img/s")
+    if par:
+        bits.append(f"cosine {par.cosine:.6f}, top-1 {par.top1_agreement:.1%}")
+    if r.violations:
+        bits.append("[red]" + "; ".join(str(v) for v in r.violations) + "[/]")
+    return " ".join(bits)

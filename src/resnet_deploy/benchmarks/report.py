@@ -1,0 +1,308 @@
+"""Reports of a `CompareResult`: terminal table, JSON, CSV, Markdown and a PNG plot.
+
+Every format carries every row; JSON and CSV carry every latency percentile and parity metric,
+the table and Markdown the ones a reader scans for (p50, p99, images/s, speedup, cosine, top-1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.benchmarks.compare import CompareResult, Row
+from resnet_deploy.benchmarks.latency import LatencyStats
+from resnet_deploy.benchmarks.parity import ParityMetrics
+from resnet_deploy.workspace import atomic_path, atomic_write_text
+
+LATENCY_FIELDS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "images_per_s")
+PARITY_FIELDS = ("max_abs", "mean_abs", "rel_l2", "cosine", "min_cosine", "top1_agreement", "top5_overlap", "count")
+CSV_FIELDS = (
+    "artifact_key",
+    "artifact_path",
+    "format",
+    "runtime",
+    "precision",
+    "device",
+    "batch",
+    "height",
+    "width",
+    "copies_included",
+    *LATENCY_FIELDS,
+    "iterations",
+    "warmup",
+    "threads",
+    "speedup",
+    *PARITY_FIELDS,
+    "passed",
+    "violations",
+    "error",
+)
+
+
+def status(row: Row) -> str:
+    if row.error:
+        return "ERROR"
+    return "pass" if row.passed else "FAIL"
+
+
+def size_text(row: Row) -> str:
+    return f"{row.size[0]}x{row.size[1]}"
+
+
+def _f(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _cells(result: CompareResult, row: Row) -> dict[str, str]:
+    lat: LatencyStats | None = row.latency
+    par: ParityMetrics | None = row.parity
+    speed = result.speedup(row)
+    return {
+        "artifact": row.artifact_key,
+        "runtime": row.runtime,
+        "precision": row.precision,
+        "device": row.device,
+        "batch": str(row.batch),
+        "size": size_text(row),
+        "copies": "yes" if row.copies_included else "no",
+        "p50 ms": _f(lat.p50_ms if lat else None, ".2f"),
+        "p99 ms": _f(lat.p99_ms if lat else None, ".2f"),
+        "img/s": _f(lat.images_per_s if lat else None, ".1f"),
+        "speedup": "-" if speed is None else f"{speed:.2f}x",
+        "cosine": _f(par.cosine if par else None, ".6f"),
+        "top-1": "-" if par is None else f"{par.top1_agreement:.1%}",
+        "result": status(row),
+    }
+
+
+def _columns(result: CompareResult) -> list[str]:
+    cols = ["artifact", "runtime", "precision", "device", "batch", "size"]
+    if result.device.startswith("cuda"):
+        cols.append("copies")
+    return [*cols, "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "top-1", "result"]
+
+
+def notes(result: CompareResult) -> list[str]:
+    """Lines under the table: what the numbers are, warnings, failures and their reasons."""
+    out = [
+        f"reference: PyTorch FP32 eager on the CPU, {result.images} parity images"
+        + (f" from {result.images_dir}" if result.images_dir else " (random inputs)")
+        + f", parity size {result.parity_size[0]}x{result.parity_size[1]}"
+        f" ({result.reference_distinct_classes} distinct reference classes)",
+        f"latency: {result.warmup} warm-up + {result.iters} timed iterations on random inputs, "
+        f"{result.threads} CPU threads; speedup = PyTorch eager mean / mean",
+    ]
+    for row in result.rows:
+        if row.error:
+            out.append(f"error: {row.label} b{row.batch} {size_text(row)}: {row.error}")
+        elif row.violations:
+            where = row.artifact_path or row.artifact_key
+            out.append(
+                f"fail: {row.label} b{row.batch} {size_text(row)} ({where}): "
+                + "; ".join(str(v) for v in row.violations)
+            )
+    out += [f"skipped: {s}" for s in result.skipped]
+    return out
+
+
+def _warning_lines(result: CompareResult) -> list[str]:
+    return [f"warning: {w}" for w in result.warnings]
+
+
+# -- terminal -------------------------------------------------------------------------------------
+
+
+def print_table(result: CompareResult, console: Any = None) -> None:
+    from rich.table import Table
+
+    if console is None:
+        from resnet_deploy.console import console as default_console
+
+        console = default_console
+    title = f"{result.model.get('architecture', 'model')} · {result.device} · {result.threads} threads"
+    table = Table(title=title, title_justify="left", show_edge=False)
+    cols = _columns(result)
+    for col in cols:
+        numeric = col in ("batch", "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "top-1")
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
+    for row in result.rows:
+        cells = _cells(result, row)
+        style = {"pass": "green", "FAIL": "bold red", "ERROR": "red"}[cells["result"]]
+        cells["result"] = f"[{style}]{cells['result']}[/]"
+        table.add_row(*(cells[c] for c in cols))
+    if not console.is_terminal and console.width < 200:
+        # A CI log or a pipe: rich would squeeze the table into 80 columns; print it at full width.
+        from rich.console import Console
+
+        console = Console(file=console.file, width=200, highlight=False, color_system=None)
+    console.print(table)
+    for line in [*notes(result), *_warning_lines(result)]:
+        color = "yellow" if line.startswith("warning") else "red" if line.startswith(("error", "fail")) else "dim"
+        console.print(f"[{color}]{line}[/]", soft_wrap=True)
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def to_json(result: CompareResult) -> str:
+    return json.dumps(result.to_dict(), indent=2, default=str) + "\n"
+
+
+def csv_records(result: CompareResult) -> list[dict[str, Any]]:
+    out = []
+    for row in result.rows:
+        rec: dict[str, Any] = {
+            "artifact_key": row.artifact_key,
+            "artifact_path": row.artifact_path or "",
+            "format": row.format,
+            "runtime": row.runtime,
+            "precision": row.precision,
+            "device": row.device,
+            "batch": row.batch,
+            "height": row.size[0],
+            "width": row.size[1],
+            "copies_included": row.copies_included,
+            "speedup": result.speedup(row),
+            "passed": row.passed,
+            "violations": "; ".join(str(v) for v in row.violations),
+            "error": row.error or "",
+        }
+        lat = row.latency.to_dict() if row.latency else {}
+        for key in (*LATENCY_FIELDS, "iterations", "warmup", "threads"):
+            rec[key] = lat.get(key)
+        par = row.parity.to_dict() if row.parity else {}
+        for key in PARITY_FIELDS:
+            rec[key] = par.get(key)
+        out.append({k: ("" if v is None else v) for k, v in rec.items()})
+    return out
+
+
+def to_csv(result: CompareResult) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_records(result))
+    return buf.getvalue()
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(result: CompareResult) -> str:
+    """GitHub-flavoured Markdown, fit for a CI job summary ($GITHUB_STEP_SUMMARY)."""
+    failed = [r for r in result.rows if not r.passed]
+    verdict = "all rows pass" if not failed else f"{len(failed)} of {len(result.rows)} rows fail"
+    arch = result.model.get("architecture", "model")
+    weights = result.model.get("weights", "")
+    lines = [
+        f"## resnet-bench compare: {arch} ({weights})",
+        "",
+        f"**{verdict}** · device `{result.device}` · {result.threads} CPU threads · "
+        f"{result.images} parity images · {result.seconds:.0f} s",
+        "",
+    ]
+    for warning in result.warnings:
+        lines += [f"> **Warning:** {_md_escape(warning)}", ""]
+    cols = [c for c in _columns(result)]
+    cols.insert(cols.index("p50 ms") + 1, "p90 ms")
+    cols.insert(cols.index("cosine"), "rel L2")
+    cols.insert(cols.index("top-1") + 1, "top-5")
+    lines.append("| " + " | ".join(cols) + " |")
+    right = {"batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup", "rel L2", "cosine", "top-1", "top-5"}
+    lines.append("|" + "|".join("---:" if c in right else "---" for c in cols) + "|")
+    for row in result.rows:
+        cells = _cells(result, row)
+        cells["p90 ms"] = _f(row.latency.p90_ms if row.latency else None, ".2f")
+        cells["rel L2"] = _f(row.parity.rel_l2 if row.parity else None, ".2e")
+        cells["top-5"] = "-" if row.parity is None else f"{row.parity.top5_overlap:.1%}"
+        cells["artifact"] = f"`{row.artifact_key}`"
+        if cells["result"] != "pass":
+            cells["result"] = f"**{cells['result']}**"
+        lines.append("| " + " | ".join(_md_escape(cells[c]) for c in cols) + " |")
+    lines.append("")
+    for line in notes(result):
+        lines.append(f"- {_md_escape(line)}")
+    return "\n".join(lines) + "\n"
+
+
+# -- plot -----------------------------------------------------------------------------------------
+
+
+def plot(result: CompareResult, path: Path) -> None:
+    """Two panels sharing the row labels: p50 latency (bar) with p90-p99 whiskers, and speedup vs eager.
+
+    Green = parity passes, red = fails; rows that could not run are listed but have no bar.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    labels = []
+    for r in rows:
+        extra = "" if r.copies_included or not r.device.startswith("cuda") else ", no copies"
+        labels.append(f"{r.artifact_key} · {r.runtime}\n{r.precision}, b{r.batch}, {size_text(r)}{extra}")
+    n = max(1, len(rows))
+    fig, (ax_lat, ax_speed) = plt.subplots(
+        1, 2, figsize=(13, 1.2 + 0.62 * n), sharey=True, gridspec_kw={"width_ratios": [3, 2]}
+    )
+    ys = list(range(len(rows)))
+    colors = ["#2e7d32" if r.passed else "#c62828" for r in rows]
+    p50 = [r.latency.p50_ms if r.latency else 0.0 for r in rows]
+    lo = [0.0 for _ in rows]
+    hi = [(r.latency.p99_ms - r.latency.p50_ms) if r.latency else 0.0 for r in rows]
+    ax_lat.barh(ys, p50, color=colors, alpha=0.85, xerr=[lo, hi], ecolor="#555", capsize=3)
+    for y, r in zip(ys, rows, strict=True):
+        text = "could not run" if r.latency is None else f"{r.latency.p50_ms:.2f} ms"
+        ax_lat.text(p50[y] + hi[y], y, f"  {text}", va="center", fontsize=8)
+    ax_lat.set_yticks(ys, labels, fontsize=8)
+    ax_lat.invert_yaxis()
+    ax_lat.set_xlabel("latency per batch, ms (bar: p50, whisker: p99)")
+    ax_lat.set_title("Latency (lower is better)")
+    ax_lat.margins(x=0.25)
+
+    speeds = [result.speedup(r) or 0.0 for r in rows]
+    ax_speed.barh(ys, speeds, color=colors, alpha=0.85)
+    ax_speed.axvline(1.0, color="#333", lw=1, ls="--")
+    for y, s in enumerate(speeds):
+        ax_speed.text(s, y, f"  {s:.2f}x" if s else "  -", va="center", fontsize=8)
+    ax_speed.set_xlabel("speedup vs PyTorch FP32 eager (same device, batch, size)")
+    ax_speed.set_title("Speedup (higher is better)")
+    ax_speed.margins(x=0.25)
+
+    arch = result.model.get("architecture", "model")
+    fig.suptitle(
+        f"{arch} on {result.device}, {result.threads} threads · green: parity passes, red: fails",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_reports(
+    result: CompareResult,
+    json_path: Path | None = None,
+    markdown_path: Path | None = None,
+    csv_path: Path | None = None,
+    plot_path: Path | None = None,
+) -> list[Path]:
+    """Write the requested files (atomically); returns what was written."""
+    written = []
+    for path, render in ((json_path, to_json), (markdown_path, to_markdown), (csv_path, to_csv)):
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(path), render(result))
+            written.append(Path(path))
+    if plot_path is not None:
+        plot(result, Path(plot_path))
+        written.append(Path(plot_path))
+    return written

@@ -1,0 +1,319 @@
+"""`resnet-bench compare` on the small trained model: parity, reports, --artifact, clear failures.
+
+Small iteration counts and no timing assertions: these check what was run and what was reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
+from resnet_deploy.benchmarks.parity import degenerate_warning
+from resnet_deploy.cli.bench import app
+from resnet_deploy.runtimes.base import runtimes_for
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FAST = ["--iters", "2", "--warmup", "1", "--max-images", "32", "--threads", "1"]
+
+
+def invoke(args: list[str]):
+    result = CliRunner().invoke(app, ["compare", *[str(a) for a in args]])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def _optional_builds(pipe, calib_dir: Path) -> None:
+    """FP16 and INT8 ONNX when this install can make them (other modules; optional here)."""
+    try:
+        from resnet_deploy.export.precision import onnx_fp16
+    except ImportError:
+        onnx_fp16 = None
+    try:
+        from resnet_deploy.calibration.quantize import onnx_int8
+    except ImportError:
+        onnx_int8 = None
+    if onnx_fp16 is not None:
+        onnx_fp16(pipe)
+    if onnx_int8 is not None:
+        onnx_int8(pipe, calib_dir, target="tensorrt")
+        onnx_int8(pipe, calib_dir, target="cpu")
+
+
+def _optional_precisions() -> set[str]:
+    import importlib.util
+
+    found = set()
+    if importlib.util.find_spec("resnet_deploy.export.precision"):
+        found.add("fp16")
+    if importlib.util.find_spec("resnet_deploy.calibration.quantize"):
+        found.add("int8")
+    return found
+
+
+@pytest.fixture(scope="module")
+def workspace(trained, tmp_path_factory) -> Path:
+    """The trained model exported to every format this install can make (dynamic 1..4 x 64..128)."""
+    ws = tmp_path_factory.mktemp("bench-ws")
+    pipe = trained.pipeline(ws)
+    pipe.torchscript()
+    pipe.onnx()
+    pipe.program()
+    _optional_builds(pipe, trained.calib_dir)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def reports(trained, workspace, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("reports")
+    files = {"json": out / "r.json", "csv": out / "r.csv", "markdown": out / "r.md", "plot": out / "r.png"}
+    result = invoke(
+        [
+            *trained.cli_args,
+            "--workspace",
+            workspace,
+            "--images",
+            trained.heldout_dir,
+            "--batch",
+            "1,3",
+            "--size",
+            "64,96x80",
+            "--no-build",
+            *FAST,
+            "--json",
+            files["json"],
+            "--csv",
+            files["csv"],
+            "--markdown",
+            files["markdown"],
+            "--plot",
+            files["plot"],
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    return {"files": files, "data": json.loads(files["json"].read_text()), "output": result.output}
+
+
+def test_every_available_runtime_is_within_tolerance(reports: dict) -> None:
+    data = reports["data"]
+    assert not data["degenerate"], data["warnings"]
+    formats = {row["format"] for row in data["rows"]}
+    expected = {spec.name for fmt in formats for spec in runtimes_for(fmt, "cpu")}
+    assert {"torch-eager", "torchscript", "torch-export", "onnxruntime-cpu"} <= expected
+    assert {row["runtime"] for row in data["rows"]} == expected
+    for row in data["rows"]:
+        assert row["error"] is None, row
+        assert row["passed"], (row["artifact_key"], row["runtime"], row["batch"], row["size"], row["violations"])
+        assert row["parity"]["count"] == data["images"]
+    precisions = {row["precision"] for row in data["rows"]}
+    assert precisions == {"fp32"} | _optional_precisions()
+
+
+def test_rows_cover_every_combination(reports: dict) -> None:
+    rows = reports["data"]["rows"]
+    keys = {(r["artifact_key"], r["runtime"]) for r in rows}
+    combos = {(r["artifact_key"], r["runtime"], r["batch"], tuple(r["size"])) for r in rows}
+    assert len(combos) == len(rows) == len(keys) * 2 * 2
+    for r in rows:
+        assert r["latency"]["batch"] == r["batch"]
+        assert r["latency"]["threads"] == reports["data"]["threads"]
+    eager = [r for r in rows if r["runtime"] == "torch-eager"]
+    assert all(r["speedup"] == pytest.approx(1.0) for r in eager)
+
+
+def test_reports_contain_every_row_with_percentiles_and_parity(reports: dict) -> None:
+    files, rows = reports["files"], reports["data"]["rows"]
+    for row in rows:
+        for key in ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "images_per_s"):
+            assert row["latency"][key] > 0, key
+        for key in ("max_abs", "mean_abs", "rel_l2", "cosine", "min_cosine", "top1_agreement", "top5_overlap"):
+            assert np.isfinite(row["parity"][key]), key
+
+    records = list(csv.DictReader(files["csv"].open()))
+    assert len(records) == len(rows)
+    for rec, row in zip(records, rows, strict=True):
+        assert (rec["artifact_key"], rec["runtime"], int(rec["batch"])) == (
+            row["artifact_key"],
+            row["runtime"],
+            row["batch"],
+        )
+        assert float(rec["p50_ms"]) == pytest.approx(row["latency"]["p50_ms"])
+        assert float(rec["p99_ms"]) == pytest.approx(row["latency"]["p99_ms"])
+        assert float(rec["cosine"]) == pytest.approx(row["parity"]["cosine"])
+        assert float(rec["top1_agreement"]) == pytest.approx(row["parity"]["top1_agreement"])
+
+    md = files["markdown"].read_text()
+    table = [line for line in md.splitlines() if line.startswith("| `")]
+    assert len(table) == len(rows)
+    for line, row in zip(table, rows, strict=True):
+        assert f"`{row['artifact_key']}`" in line and row["runtime"] in line
+        assert f"{row['latency']['p50_ms']:.2f}" in line and f"{row['latency']['p99_ms']:.2f}" in line
+        assert f"{row['parity']['cosine']:.6f}" in line
+
+    # the terminal table too
+    assert "p50 ms" in reports["output"] and "onnxruntime-cpu" in reports["output"]
+
+
+def test_plot_is_a_valid_png(reports: dict) -> None:
+    from PIL import Image
+
+    path = reports["files"]["plot"]
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as img:
+        img.load()
+        assert img.format == "PNG" and img.width > 0 and img.height > 0
+
+
+def test_artifact_from_anywhere_each_format(trained, workspace, tmp_path) -> None:
+    elsewhere = tmp_path / "files"
+    elsewhere.mkdir()
+    wsdir = workspace / trained.architecture
+    copies = []
+    for name, suffix in (("resnet18.onnx", ".onnx"), ("resnet18.ts", ".ts"), ("resnet18.pt2", ".pt2")):
+        dst = elsewhere / f"mine{suffix}"
+        shutil.copy(wsdir / name, dst)
+        copies.append(dst)
+    out = tmp_path / "a.json"
+    args = [*trained.cli_args, "--workspace", tmp_path / "empty-ws", "--images", trained.heldout_dir, *FAST]
+    for c in copies:
+        args += ["--artifact", c]
+    result = invoke([*args, "--json", out])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    by_key = {r["artifact_key"]: r for r in rows}
+    assert set(by_key) == {"pytorch", "file:mine.onnx", "file:mine.ts", "file:mine.pt2"}  # nothing was built
+    assert by_key["file:mine.onnx"]["runtime"] == "onnxruntime-cpu"
+    assert by_key["file:mine.ts"]["runtime"] == "torchscript"
+    assert by_key["file:mine.pt2"]["runtime"] == "torch-export"
+    for r in rows:
+        assert r["passed"], r
+        assert r["artifact_path"] is None or r["artifact_path"].startswith(str(elsewhere))
+
+
+@pytest.mark.tensorrt
+def test_artifact_engine(trained, workspace, tmp_path) -> None:
+    engines = sorted((workspace / trained.architecture).glob("*.engine"))
+    if not engines:
+        pytest.skip("no engine was built in this workspace")
+    out = tmp_path / "e.json"
+    result = invoke(
+        [
+            *trained.cli_args,
+            "--workspace",
+            tmp_path / "ws",
+            "--device",
+            "cuda",
+            "--artifact",
+            engines[0],
+            *FAST,
+            "--images",
+            trained.heldout_dir,
+            "--json",
+            out,
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [r for r in json.loads(out.read_text())["rows"] if r["format"] == "engine"]
+    assert rows and all(r["passed"] for r in rows)
+
+
+def test_unavailable_provider_fails_clearly(trained, tmp_path) -> None:
+    base = [*trained.cli_args, "--workspace", tmp_path, *FAST]
+    result = invoke([*base, "--runtimes", "onnxruntime-cuda"])
+    assert result.exit_code != 0
+    assert "onnxruntime-cuda" in result.output and "not available" in result.output
+    assert "Traceback" not in result.output
+    result = invoke([*base, "--runtimes", "onnxruntime-cuda", "--device", "cuda"])
+    assert result.exit_code == 3
+    result = invoke([*base, "--runtimes", "no-such-runtime"])
+    assert result.exit_code == 2 and "unknown runtime" in result.output
+
+
+def test_size_outside_a_static_artifact_fails_clearly(trained, tmp_path) -> None:
+    ws = tmp_path / "static-ws"
+    pipe = trained.pipeline(ws, dynamic=False)
+    onnx = pipe.onnx()
+    base = [*trained.cli_args, "--workspace", ws, "--images", trained.heldout_dir, "--no-build", *FAST]
+
+    result = invoke([*base, "--size", "96", "--runtimes", "onnxruntime-cpu"])
+    assert result.exit_code == 2, result.output
+    assert "1x3x96x96" in result.output and "only accepts 1x3x64x64" in result.output
+
+    # the same file from outside the workspace (no manifest range): ONNX Runtime's own check speaks
+    out = tmp_path / "x.json"
+    result = invoke(
+        [
+            *trained.cli_args,
+            "--workspace",
+            tmp_path / "other",
+            "--images",
+            trained.heldout_dir,
+            *FAST,
+            "--artifact",
+            onnx.path,
+            "--batch",
+            "2",
+            "--json",
+            out,
+        ]
+    )
+    assert result.exit_code == 2, result.output
+    assert "does not fit" in result.output and "--dynamic" in result.output
+    rows = json.loads(out.read_text())["rows"]
+    bad = [r for r in rows if r["artifact_key"].startswith("file:")]
+    assert bad and all(r["error"] and not r["passed"] for r in bad)
+    assert all(r["passed"] for r in rows if r["artifact_key"] == "pytorch")  # the rest still ran
+
+
+def test_size_beyond_a_dynamic_range_fails_clearly(trained, workspace) -> None:
+    result = invoke(
+        [
+            *trained.cli_args,
+            "--workspace",
+            workspace,
+            "--images",
+            trained.heldout_dir,
+            "--no-build",
+            *FAST,
+            "--size",
+            "160",
+            "--runtimes",
+            "onnxruntime-cpu",
+        ]
+    )
+    assert result.exit_code == 2
+    assert "outside" in result.output and "1x3x160x160" in result.output
+
+
+def test_run_compare_in_process_and_degenerate_reference(trained, workspace) -> None:
+    pipe = trained.pipeline(workspace)
+    opts = CompareOptions(
+        runtimes=["torch-eager", "onnxruntime-cpu"],
+        images=trained.calib_dir,
+        iters=2,
+        warmup=0,
+        build=False,
+        progress=False,
+        threads=1,
+    )
+    result = run_compare(pipe, opts)
+    assert result.threads == 1 and result.device == "cpu" and result.images > 0
+    assert {r.runtime for r in result.rows} == {"torch-eager", "onnxruntime-cpu"}
+    assert result.exit_code == 0 and result.passed
+    assert not result.degenerate and result.reference_distinct_classes >= 4
+    d = result.to_dict()
+    assert d["rows"][0]["latency"]["threads"] == 1
+
+    # random weights: one class for (nearly) everything -> flagged
+    ref = np.zeros((20, 1000), np.float32)
+    ref[:, 7] = 1.0
+    assert "1 distinct class" in degenerate_warning(ref)
+    healthy = np.eye(20, 1000, dtype=np.float32)
+    assert degenerate_warning(healthy) is None
