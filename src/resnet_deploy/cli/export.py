@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,17 +27,88 @@ def onnx(
     opt_shape: common.OptShape = None,
     max_shape: common.MaxShape = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Also write an FP16 ONNX (float32 input/output kept), for TensorRT.")
+    ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write an INT8 ONNX with explicit Q/DQ, calibrated on --calib.")
+    ] = False,
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            "--calib",
+            help="Folder of calibration images (searched recursively; jpg/png/bmp/webp, or preprocessed .npy/.npz). "
+            "Use 500+ images from the deployment domain.",
+        ),
+    ] = None,
+    calib_method: Annotated[
+        str,
+        typer.Option(
+            "--calib-method",
+            help="entropy | minmax | percentile. Default percentile (99.999%): robust to outlier images, "
+            "keeps the logit scale (see docs).",
+        ),
+    ] = "percentile",
+    calib_size: Annotated[
+        int | None,
+        typer.Option("--calib-size", help="Use N images, spread evenly over the sorted files (default: all)."),
+    ] = None,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="INT8 recipe: tensorrt (symmetric int8 Q/DQ, TensorRT's rules) or cpu (U8S8, fastest on "
+            "ONNX Runtime's x86 CPU provider).",
+        ),
+    ] = "tensorrt",
+    resize: common.Resize = None,
+    crop: common.Crop = None,
+    mean: common.Mean = None,
+    std: common.Std = None,
     weights: common.Weights = None,
     num_classes: common.NumClasses = None,
     trust_checkpoint: common.Trust = False,
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
-    """Export ONNX (one self-contained file), verified with ONNX Runtime against PyTorch."""
+    """Export ONNX (one self-contained file), verified with ONNX Runtime against PyTorch; optionally FP16/INT8."""
+    from resnet_deploy.calibration.quantize import check_method, recipe
+    from resnet_deploy.errors import UsageError
+
+    if int8 and calib is None:
+        raise UsageError("--int8 needs --calib DIR, a folder of real images", "e.g. --calib ./calibration")
+    if calib is not None and not int8:
+        raise UsageError("--calib is for --int8", "add --int8, or drop --calib")
+    if int8:
+        check_method(calib_method)
+        recipe(target)  # a misspelt option is reported before anything slow happens
     pipe = common.open_pipeline(
-        model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape
+        model,
+        weights,
+        num_classes,
+        trust_checkpoint,
+        workspace,
+        dynamic,
+        min_shape,
+        opt_shape,
+        max_shape,
+        resize,
+        crop,
+        mean,
+        std,
     )
     pipe.onnx(opset)
-    common.print_written(pipe, ["onnx-fp32"])
+    keys = ["onnx-fp32"]
+    if fp16:
+        from resnet_deploy.export.precision import onnx_fp16
+
+        onnx_fp16(pipe, opset)
+        keys.append("onnx-fp16")
+    if int8:
+        from resnet_deploy.calibration.quantize import onnx_int8
+
+        onnx_int8(pipe, calib, calib_method, calib_size, target, opset)  # type: ignore[arg-type]
+        keys.append(f"onnx-int8-{target}")
+    common.print_written(pipe, keys)
 
 
 @app.command()
@@ -79,6 +151,78 @@ def program(
     )
     pipe.program()
     common.print_written(pipe, ["program"])
+
+
+from pathlib import Path as _Path  # noqa: E402 - kept with the trt command it serves
+
+
+@app.command()
+@common.handle_errors
+def trt(
+    model: common.Model = DEFAULT_MODEL,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Build from the FP16 ONNX (FP32 inputs/outputs).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Build from the INT8 Q/DQ ONNX (needs --calib).")] = False,
+    calib: Annotated[
+        _Path | None, typer.Option("--calib", help="Folder of calibration images for --int8, e.g. ./calibration.")
+    ] = None,
+    calib_method: Annotated[
+        str | None, typer.Option("--calib-method", help="INT8 calibration method (as for resnet-export onnx --int8).")
+    ] = None,
+    calib_size: Annotated[
+        int | None, typer.Option("--calib-size", help="Use at most this many calibration images.")
+    ] = None,
+    onnx_file: Annotated[
+        _Path | None,
+        typer.Option("--onnx", help="Build from this ONNX file instead of a model name (no workspace needed)."),
+    ] = None,
+    output: Annotated[
+        _Path | None, typer.Option("--output", "-o", help="Engine file for --onnx (default: beside the ONNX).")
+    ] = None,
+    min_shape: common.MinShape = None,
+    opt_shape: common.OptShape = None,
+    max_shape: common.MaxShape = None,
+    workspace_size: Annotated[
+        str | None, typer.Option("--workspace-size", help="Builder scratch memory limit, e.g. 4G or 512M.")
+    ] = None,
+    timing_cache: Annotated[
+        _Path | None,
+        typer.Option("--timing-cache", help="Timing cache file, reused and updated (default: in the workspace)."),
+    ] = None,
+    weights: common.Weights = None,
+    num_classes: common.NumClasses = None,
+    trust_checkpoint: common.Trust = False,
+    resize: common.Resize = None,
+    crop: common.Crop = None,
+    mean: common.Mean = None,
+    std: common.Std = None,
+    workspace: common.Workspace = DEFAULT_WORKSPACE,
+) -> None:
+    """Build a TensorRT engine (FP32, FP16 or INT8) from the workspace's ONNX, exporting it first if needed.
+
+    Shapes default to the range the ONNX was exported for. Without TensorRT or a GPU it still makes
+    the ONNX it would build from, then says what is missing.
+    """
+    from resnet_deploy import console
+    from resnet_deploy.errors import UsageError
+    from resnet_deploy.export import tensorrt as engines
+
+    precision = engines.precision_from_flags(fp16, int8, calib)
+    size = engines.parse_bytes(workspace_size)
+    if onnx_file is not None:
+        path = engines.engine_from_onnx(
+            onnx_file, precision, output, min_shape, opt_shape, max_shape, size, timing_cache
+        )
+        console.info(f"engine: {path}\nbuild record: {engines.sidecar_path(path)}")
+        return
+    if output is not None:
+        raise UsageError("--output only applies with --onnx", "engines built from a model go to the workspace")
+    pipe = common.open_pipeline(
+        model, weights, num_classes, trust_checkpoint, workspace, None, None, None, None, resize, crop, mean, std
+    )
+    artifact = engines.engine_for_pipeline(
+        pipe, precision or "fp32", calib, calib_method, calib_size, min_shape, opt_shape, max_shape, size, timing_cache
+    )
+    common.print_written(pipe, [artifact.key])
 
 
 main = common.main_wrapper(app)

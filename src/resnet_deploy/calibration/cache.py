@@ -1,0 +1,75 @@
+"""The calibration cache: activation ranges stored beside the model, keyed by everything they depend on.
+
+The key is the FP32 ONNX's sha256, the calibration set's hash (the preprocessed pixels actually used,
+so it covers the files, the choice of `--calib-size` and the preprocessing), the preprocessing
+itself, the method, the target and the ONNX Runtime version. All equal: the ranges are reused and
+calibration is skipped. Anything different: recomputed and overwritten, and the reason is printed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy import console
+from resnet_deploy.workspace import atomic_write_text, now, sha256_json
+
+SCHEMA = 1
+
+
+@dataclass
+class CachedRanges:
+    ranges: Any  # onnxruntime.quantization.calibrate.TensorsData
+    info: dict[str, Any]
+
+
+def _ranges_to_json(ranges: Any) -> Any:
+    from onnxruntime.quantization.calibrate import CalibrationCacheEncoder
+
+    return json.loads(json.dumps(ranges, cls=CalibrationCacheEncoder))
+
+
+class CalibrationCache:
+    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.key = json.loads(json.dumps(key, default=str))
+
+    def load(self) -> CachedRanges | None:
+        """The cached ranges if the file's key equals ours; None (and why) otherwise."""
+        from onnxruntime.quantization.calibrate import TensorsData
+
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+            stored = data["key"]
+            ranges = TensorsData.from_dict(data["ranges"])
+        except Exception as exc:
+            console.warn(f"ignoring unreadable calibration cache {self.path.name} ({type(exc).__name__}): recomputing")
+            return None
+        if data.get("schema") != SCHEMA or stored != self.key:
+            changed = sorted(k for k in set(stored) | set(self.key) if stored.get(k) != self.key.get(k))
+            console.info(
+                f"[dim]calibration cache {self.path.name} is stale ({', '.join(changed)} changed): recalibrating[/]"
+            )
+            return None
+        return CachedRanges(ranges, data.get("info", {}))
+
+    def save(self, ranges: Any, info: dict[str, Any]) -> None:
+        payload = {
+            "schema": SCHEMA,
+            "created": now(),
+            "key": self.key,
+            "key_sha256": sha256_json(self.key),
+            "info": info,
+            "ranges": _ranges_to_json(ranges),
+        }
+        atomic_write_text(self.path, json.dumps(payload, indent=1) + "\n")
+
+    def write_ort_cache(self, ranges: Any, path: Path) -> None:
+        """The same ranges in the file format `quantize_static(calibration_cache_path=...)` reads."""
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        save_tensors_data(ranges, path)

@@ -1,0 +1,86 @@
+"""Calibration images: a folder, through the model's own preprocessing, fed to ONNX Runtime's calibrators.
+
+Loading and preprocessing is `resnet_deploy.preprocess.load_folder` (the same code the parity images go
+through); this module only batches those tensors for ONNX Runtime and reports what it saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from resnet_deploy import console
+from resnet_deploy.errors import UsageError
+from resnet_deploy.preprocess import ImageSet, Preprocess, load_folder
+
+#: Below this many images the ranges are a demo, not a calibration (the README says 500 or more).
+FEW_IMAGES = 100
+
+
+def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None) -> ImageSet:
+    """Load `folder` (recursively), pick `size` files evenly spread, list what was skipped and why."""
+    if size is not None and size <= 0:
+        raise UsageError(f"--calib-size must be positive, got {size}")
+    images = load_folder(Path(folder), pre, size, what="calibration image")
+    for path, reason in images.skipped:
+        console.warn(f"calibration: skipped {path}: {reason}")
+    skipped = f", skipped {len(images.skipped)} unreadable" if images.skipped else ""
+    console.info(
+        f"calibration set: {len(images)} images from {len(images.paths)} files in {folder}{skipped} "
+        f"(preprocessing: resize {pre.resize}, crop {pre.crop})"
+    )
+    if len(images) < FEW_IMAGES:
+        console.warn(
+            f"only {len(images)} calibration image{'s' if len(images) != 1 else ''}: fine for a demo, but use 500 or more from the deployment "
+            "domain for ranges you can ship"
+        )
+    return images
+
+
+class ImageReader(CalibrationDataReader):
+    """Yields {input_name: (B, 3, H, W) float32} batches of real, preprocessed images.
+
+    `limit` batches per pass (then None), so a calibrator can be fed in chunks and never holds the
+    intermediate outputs of the whole set; `rewind()` is not needed, `start` moves on.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        input_name: str,
+        batch_size: int = 1,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
+            raise UsageError(f"calibration tensors have shape {images.shape}, expected (N,3,H,W) with N > 0")
+        self.images = np.ascontiguousarray(images, dtype=np.float32)
+        self.input_name = input_name
+        self.batch_size = max(1, int(batch_size))
+        self.on_batch = on_batch
+        self.position = 0
+        self.stop_at = len(self.images)
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def chunk(self, batches: int) -> bool:
+        """Limit the next pass to `batches` batches; False when all images were read."""
+        if self.position >= len(self.images):
+            return False
+        self.stop_at = min(len(self.images), self.position + batches * self.batch_size)
+        return True
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= self.stop_at:
+            return None
+        batch = self.images[self.position : min(self.position + self.batch_size, self.stop_at)]
+        self.position += len(batch)
+        if self.on_batch:
+            self.on_batch(len(batch))
+        return {self.input_name: batch}
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.position, self.stop_at = start_index, min(end_index, len(self.images))

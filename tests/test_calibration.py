@@ -1,0 +1,197 @@
+"""Calibration data (real images only, bad files listed and skipped) and the calibration cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from resnet_deploy.calibration.cache import CalibrationCache
+from resnet_deploy.calibration.dataset import ImageReader, load_calibration_set
+from resnet_deploy.calibration.qdq_check import check_qdq
+from resnet_deploy.calibration.quantize import calibrate, onnx_int8, recipe
+from resnet_deploy.errors import UsageError
+from resnet_deploy.preprocess import Preprocess
+from tests.test_precision import Shared, shared
+
+
+@pytest.fixture(scope="module")
+def models(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Shared:
+    return shared(trained, tmp_path_factory)
+
+
+def _corrupt(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        bad = folder / f"bad_{i}.jpg"
+        bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * (i + 1))
+        out.append(bad)
+    (folder / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    out.append(folder / "truncated.png")
+    return out
+
+
+def _copy_workspace(models: Shared, dest: Path) -> Any:
+    """A private copy of the shared workspace (FP32 ONNX reused), so edits here leave it alone."""
+    shutil.copytree(models.workspace, dest)
+    return models.trained.pipeline(dest)
+
+
+# -- the calibration folder ------------------------------------------------------------------------
+
+
+def test_empty_folder_is_an_error_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(UsageError) as err:
+        load_calibration_set(tmp_path, Preprocess(72, 64))
+    assert "holds no .jpg" in str(err.value)
+    assert "500 or more" in str(err.value)
+
+
+def test_missing_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_calibration_set(tmp_path / "nope", Preprocess(72, 64))
+
+
+def test_all_corrupt_folder_is_an_error_naming_a_file(tmp_path: Path) -> None:
+    _corrupt(tmp_path, 3)
+    with pytest.raises(UsageError) as err:
+        load_calibration_set(tmp_path, Preprocess(72, 64))
+    msg = str(err.value)
+    assert "no usable calibration image" in msg and "all 4 files are unreadable" in msg
+    assert "bad_0.jpg" in msg
+
+
+def test_one_good_image_among_corrupt_ones_is_used_and_the_rest_listed(
+    trained: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _corrupt(tmp_path / "nested" / "deeper", 3)
+    good = sorted(trained.calib_dir.glob("*.jpg"))[0]
+    shutil.copy(good, tmp_path / "nested" / good.name)
+    images = load_calibration_set(tmp_path, Preprocess(72, 64))
+    assert len(images) == 1 and images.paths == [tmp_path / "nested" / good.name]
+    assert sorted(p for p, _ in images.skipped) == sorted(bad)
+    err = capsys.readouterr().err.replace("\n", "")  # rich wraps long lines
+    assert "skipped" in err and "bad_0.jpg" in err and "only 1 calibration image:" in err
+
+
+def test_calib_size_is_a_deterministic_spread(trained: Any) -> None:
+    a = load_calibration_set(trained.calib_dir, trained.preprocess, size=10)
+    b = load_calibration_set(trained.calib_dir, trained.preprocess, size=10)
+    assert len(a) == 10 and a.paths == b.paths and a.fingerprint() == b.fingerprint()
+    labels = {p.name.split("_")[0] for p in a.paths}
+    assert len(labels) >= 8  # spread over the classes, not the first 10 files of one class
+    with pytest.raises(UsageError, match="positive"):
+        load_calibration_set(trained.calib_dir, trained.preprocess, size=0)
+
+
+def test_preprocessed_npy_tensors_are_accepted(trained: Any, tmp_path: Path) -> None:
+    images = load_calibration_set(trained.calib_dir, trained.preprocess, size=3)
+    np.save(tmp_path / "batch.npy", images.tensors)
+    np.save(tmp_path / "wrong_size.npy", np.zeros((1, 3, 32, 32), np.float32))
+    loaded = load_calibration_set(tmp_path, trained.preprocess)
+    assert len(loaded) == 3 and np.array_equal(loaded.tensors, images.tensors)
+    assert [p.name for p, _ in loaded.skipped] == ["wrong_size.npy"]
+
+
+def test_reader_feeds_every_image_once_in_chunks(trained: Any) -> None:
+    tensors = load_calibration_set(trained.calib_dir, trained.preprocess, size=11).tensors
+    seen: list[int] = []
+    reader = ImageReader(tensors, "input", batch_size=4, on_batch=seen.append)
+    batches = []
+    while reader.chunk(2):
+        while (item := reader.get_next()) is not None:
+            batches.append(item["input"])
+    assert seen == [4, 4, 3]
+    assert np.array_equal(np.concatenate(batches), tensors)
+
+
+def _fp32_only_workspace(models: Shared, dest: Path) -> Any:
+    """A new workspace holding only the shared FP32 ONNX (so no INT8 export is copied along)."""
+    pipe = models.trained.pipeline(dest)
+    shutil.copy(models.pipe.ws.path("resnet18.onnx"), pipe.ws.path("resnet18.onnx"))
+    pipe.ws.artifacts["onnx-fp32"] = dict(models.pipe.ws.artifacts["onnx-fp32"])
+    pipe.ws.save()
+    return pipe
+
+
+def test_onnx_int8_with_corrupt_folder_writes_nothing(models: Shared, tmp_path: Path) -> None:
+    _corrupt(tmp_path / "calib", 2)
+    pipe = _fp32_only_workspace(models, tmp_path / "ws")
+    with pytest.raises(UsageError, match="no usable calibration image"):
+        onnx_int8(pipe, tmp_path / "calib")
+    assert not list(pipe.ws.dir.glob("*int8*"))
+    manifest = json.loads(pipe.ws.manifest_path.read_text())
+    assert set(manifest["artifacts"]) == {"onnx-fp32"}
+
+
+def test_onnx_int8_with_one_good_image_records_the_skipped(models: Shared, tmp_path: Path) -> None:
+    calib = tmp_path / "calib"
+    _corrupt(calib, 2)
+    shutil.copy(sorted(models.trained.calib_dir.glob("*.jpg"))[5], calib / "good.jpg")
+    pipe = _fp32_only_workspace(models, tmp_path / "ws")
+    art = onnx_int8(pipe, calib)
+    cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
+    assert cal["size"] == 1
+    assert sorted(Path(p).name for p, _ in cal["skipped"]) == ["bad_0.jpg", "bad_1.jpg", "truncated.png"]
+    assert check_qdq(art.path) == []
+
+
+# -- the calibration cache -------------------------------------------------------------------------
+
+
+def test_cache_is_reused_when_nothing_changed(models: Shared, tmp_path: Path) -> None:
+    models.int8("tensorrt")
+    pipe = _copy_workspace(models, tmp_path / "ws")
+    cache_file = pipe.ws.path("resnet18.int8-tensorrt.calib.json")
+    assert cache_file.is_file()
+    key = json.loads(cache_file.read_text())["key"]
+    assert key["onnx_sha256"] == pipe.ws.artifacts["onnx-fp32"]["sha256"]
+    assert key["method"] == "percentile" and key["target"] == "tensorrt" and key["preprocess"]["crop"] == 64
+    # the INT8 file is gone: it is rebuilt, but from the cached ranges, not by calibrating again
+    pipe.ws.path("resnet18.int8-tensorrt.onnx").unlink()
+    before = cache_file.read_text()
+    onnx_int8(pipe, models.trained.calib_dir)
+    cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
+    assert cal["cache_reused"] is True
+    assert cache_file.read_text() == before
+    assert check_qdq(pipe.ws.path("resnet18.int8-tensorrt.onnx")) == []
+
+
+def test_cache_is_invalidated_by_a_different_calibration_set_or_method(models: Shared, tmp_path: Path) -> None:
+    models.int8("tensorrt")
+    pipe = _copy_workspace(models, tmp_path / "ws")
+    cache_file = pipe.ws.path("resnet18.int8-tensorrt.calib.json")
+    old_key = json.loads(cache_file.read_text())["key"]
+
+    onnx_int8(pipe, models.trained.calib_dir, size=12)  # another calibration set: recalibrate
+    cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
+    new_key = json.loads(cache_file.read_text())["key"]
+    assert cal["cache_reused"] is False and cal["size"] == 12
+    assert new_key["calibration_sha256"] != old_key["calibration_sha256"]
+
+    onnx_int8(pipe, models.trained.calib_dir, method="minmax", size=12)  # another method: recalibrate
+    assert pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]["cache_reused"] is False
+    assert json.loads(cache_file.read_text())["key"]["method"] == "minmax"
+
+
+def test_cache_key_must_match_exactly(models: Shared, tmp_path: Path) -> None:
+    """Unit level: any field of the key differing (model hash, preprocessing, ...) means no reuse."""
+    images = load_calibration_set(models.trained.calib_dir, models.trained.preprocess, size=4)
+    fp32 = models.pipe.ws.path("resnet18.onnx")
+    ranges, seconds = calibrate(fp32, images, "minmax", recipe("tensorrt"), 64)
+    assert seconds > 0 and len(list(ranges.keys())) > 20
+    key = {"onnx_sha256": "a" * 64, "calibration_sha256": images.fingerprint(), "preprocess": {"crop": 64}}
+    CalibrationCache(tmp_path / "c.json", key).save(ranges, {"seconds": seconds})
+    hit = CalibrationCache(tmp_path / "c.json", key).load()
+    assert hit is not None and set(hit.ranges.keys()) == set(ranges.keys())
+    for changed in ({"onnx_sha256": "b" * 64}, {"preprocess": {"crop": 96}}, {"method": "entropy"}):
+        assert CalibrationCache(tmp_path / "c.json", {**key, **changed}).load() is None
+    (tmp_path / "c.json").write_text("{not json")
+    assert CalibrationCache(tmp_path / "c.json", key).load() is None

@@ -1,0 +1,196 @@
+"""FP16 and INT8 ONNX of the trained test model, checked on held-out real images against PyTorch FP32.
+
+The models are made once per session (`shared`) and reused by test_calibration.py and
+test_qdq_check.py too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from resnet_deploy.benchmarks.parity import ParityMetrics, compare
+from resnet_deploy.calibration.qdq_check import check_qdq
+from resnet_deploy.calibration.quantize import onnx_int8
+from resnet_deploy.cli.export import app
+from resnet_deploy.export.onnx import onnx_precision
+from resnet_deploy.export.precision import onnx_fp16
+from resnet_deploy.export.verify import reference_logits
+from resnet_deploy.preprocess import load_folder
+from resnet_deploy.runtimes.base import Artifact, create
+
+
+@dataclass
+class Shared:
+    """One workspace with the trained model's FP32, FP16 and INT8 ONNX, plus held-out logits."""
+
+    trained: Any
+    workspace: Path
+    pipe: Any
+    heldout: np.ndarray
+    reference: np.ndarray
+    cache: dict[str, Artifact] = field(default_factory=dict)
+
+    def fp16(self) -> Artifact:
+        if "fp16" not in self.cache:
+            self.cache["fp16"] = onnx_fp16(self.pipe)
+        return self.cache["fp16"]
+
+    def int8(self, target: str = "tensorrt") -> Artifact:
+        if target not in self.cache:
+            self.cache[target] = onnx_int8(self.pipe, self.trained.calib_dir, target=target)
+        return self.cache[target]
+
+    def parity(self, artifact: Artifact) -> ParityMetrics:
+        return compare(self.reference, run_onnx(artifact.path, self.heldout))
+
+
+_SHARED: dict[str, Shared] = {}
+
+
+def shared(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Shared:
+    """Built once per session whichever test module asks first."""
+    if "s" not in _SHARED:
+        workspace = tmp_path_factory.mktemp("precision")
+        pipe = trained.pipeline(workspace)
+        pipe.onnx()
+        heldout = load_folder(trained.heldout_dir, trained.preprocess).tensors
+        _SHARED["s"] = Shared(trained, workspace, pipe, heldout, reference_logits(pipe.model, heldout))
+    return _SHARED["s"]
+
+
+def run_onnx(path: Path, images: np.ndarray, batch: int = 4) -> np.ndarray:
+    runtime = create("onnxruntime-cpu", Artifact("onnx", Path(path)), "cpu", threads=2)
+    try:
+        return np.concatenate([runtime.run(images[i : i + batch]) for i in range(0, len(images), batch)])
+    finally:
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def models(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Shared:
+    return shared(trained, tmp_path_factory)
+
+
+def test_reference_is_not_degenerate(models: Shared) -> None:
+    """Top-1 agreement only means something if the model predicts many classes."""
+    assert len(models.heldout) >= 96
+    assert len(np.unique(models.reference.argmax(1))) >= 8
+
+
+def test_fp16_matches_fp32_on_heldout_images(models: Shared) -> None:
+    art = models.fp16()
+    m = models.parity(art)
+    print(f"FP16 vs PyTorch FP32 on {m.count} held-out images: top-1 {m.top1_agreement:.4f}, cosine {m.cosine:.6f}")
+    assert m.top1_agreement >= 0.995
+    assert m.cosine >= 0.9999
+
+
+def test_fp16_file_keeps_float32_io(models: Shared) -> None:
+    art = models.fp16()
+    model = onnx.load(str(art.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    conv_weights = [t for t in model.graph.initializer if t.dims and len(t.dims) == 4]
+    assert conv_weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in conv_weights)
+    assert onnx_precision(art.path) == "fp16"
+    entry = models.pipe.ws.artifacts["onnx-fp16"]
+    assert entry["precision"] == "fp16" and entry["verification"]["worst_rel_l2"] < 2e-2
+
+
+def test_int8_tensorrt_matches_fp32_on_heldout_images(models: Shared) -> None:
+    art = models.int8("tensorrt")
+    m = models.parity(art)
+    print(
+        f"INT8 (tensorrt) vs PyTorch FP32 on {m.count} held-out images: top-1 {m.top1_agreement:.4f}, cosine {m.cosine:.6f}"
+    )
+    assert m.top1_agreement >= 0.97
+    assert m.cosine >= 0.995
+
+
+def test_int8_cpu_matches_fp32_on_heldout_images(models: Shared) -> None:
+    art = models.int8("cpu")
+    m = models.parity(art)
+    print(
+        f"INT8 (cpu) vs PyTorch FP32 on {m.count} held-out images: top-1 {m.top1_agreement:.4f}, cosine {m.cosine:.6f}"
+    )
+    assert m.top1_agreement >= 0.97
+    assert m.cosine >= 0.995
+
+
+def test_int8_recipes_differ_as_documented(models: Shared) -> None:
+    """tensorrt: int8 zero points only, TensorRT-clean; cpu: uint8 activations (which TensorRT rejects)."""
+    trt = onnx.load(str(models.int8("tensorrt").path))
+    cpu = onnx.load(str(models.int8("cpu").path))
+    trt_zp = {t.data_type for t in trt.graph.initializer if t.name.endswith("zero_point")}
+    cpu_zp = {t.data_type for t in cpu.graph.initializer if t.name.endswith("zero_point")}
+    assert trt_zp == {onnx.TensorProto.INT8}
+    assert onnx.TensorProto.UINT8 in cpu_zp
+    assert check_qdq(models.int8("tensorrt").path) == []
+    assert any(v.rule == "symmetric" or v.rule == "int8" for v in check_qdq(models.int8("cpu").path))
+    assert onnx_precision(models.int8("tensorrt").path) == "int8"
+
+
+def test_int8_manifest_records_calibration(models: Shared) -> None:
+    models.int8("tensorrt")
+    entry = models.pipe.ws.artifacts["onnx-int8-tensorrt"]
+    cal = entry["calibration"]
+    assert entry["precision"] == "int8"
+    assert cal["method"] == "percentile" and cal["target"] == "tensorrt"
+    assert cal["size"] == len(load_folder(models.trained.calib_dir, models.trained.preprocess))
+    assert len(cal["sha256"]) == 64 and cal["skipped"] == []
+    assert entry["qdq_check"] == "passed"
+    assert entry["inputs"]["calibration_sha256"] == cal["sha256"]
+    assert entry["inputs"]["source_sha256"] == models.pipe.ws.artifacts["onnx-fp32"]["sha256"]
+
+
+def test_cli_writes_fp16_and_int8_as_typed(trained: Any, tmp_path: Path) -> None:
+    """The command a user types: FP32, FP16 and INT8 (tensorrt) in one workspace, all verified."""
+    result = CliRunner().invoke(
+        app,
+        [
+            "onnx",
+            *trained.cli_args,
+            "--fp16",
+            "--int8",
+            "--calib",
+            str(trained.calib_dir),
+            "--calib-size",
+            "24",
+            "--workspace",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "resnet18"
+    for name in ("resnet18.onnx", "resnet18.fp16.onnx", "resnet18.int8-tensorrt.onnx"):
+        assert (folder / name).is_file()
+    assert check_qdq(folder / "resnet18.int8-tensorrt.onnx") == []
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {"onnx-fp32", "onnx-fp16", "onnx-int8-tensorrt"} <= set(manifest["artifacts"])
+    assert manifest["artifacts"]["onnx-int8-tensorrt"]["calibration"]["size"] == 24
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--int8"], "--int8 needs --calib"),
+        (["--calib", "."], "--calib is for --int8"),
+        (["--int8", "--calib", ".", "--calib-method", "kl"], "unknown --calib-method"),
+        (["--int8", "--calib", ".", "--target", "gpu"], "unknown --target"),
+    ],
+)
+def test_cli_rejects_bad_int8_options_early(extra: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["onnx", "resnet18", *extra, "--workspace", str(tmp_path)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "resnet18").exists()  # nothing was exported before the options were checked
