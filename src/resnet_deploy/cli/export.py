@@ -111,9 +111,9 @@ def onnx(
     common.print_written(pipe, keys)
 
 
-@app.command()
 @common.handle_errors
-def torchscript(
+def _export_torch_format(
+    ctx: typer.Context,
     model: common.Model = DEFAULT_MODEL,
     dynamic: common.Dynamic = False,
     min_shape: common.MinShape = None,
@@ -124,36 +124,16 @@ def torchscript(
     trust_checkpoint: common.Trust = False,
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
-    """Export TorchScript (traced), verified against PyTorch."""
+    """`torchscript` and `program` differ only in the exporter, so they share one command body."""
     pipe = common.open_pipeline(
         model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape
     )
-    pipe.torchscript()
-    common.print_written(pipe, ["torchscript"])
+    artifact = pipe.torchscript() if ctx.info_name == "torchscript" else pipe.program()
+    common.print_written(pipe, [artifact.key])
 
 
-@app.command()
-@common.handle_errors
-def program(
-    model: common.Model = DEFAULT_MODEL,
-    dynamic: common.Dynamic = False,
-    min_shape: common.MinShape = None,
-    opt_shape: common.OptShape = None,
-    max_shape: common.MaxShape = None,
-    weights: common.Weights = None,
-    num_classes: common.NumClasses = None,
-    trust_checkpoint: common.Trust = False,
-    workspace: common.Workspace = DEFAULT_WORKSPACE,
-) -> None:
-    """Export a torch.export program (.pt2), verified against PyTorch."""
-    pipe = common.open_pipeline(
-        model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape
-    )
-    pipe.program()
-    common.print_written(pipe, ["program"])
-
-
-from pathlib import Path as _Path  # noqa: E402 - kept with the trt command it serves
+app.command("torchscript", help="Export TorchScript (traced), verified against PyTorch.")(_export_torch_format)
+app.command("program", help="Export a torch.export program (.pt2), verified against PyTorch.")(_export_torch_format)
 
 
 @app.command()
@@ -163,7 +143,7 @@ def trt(
     fp16: Annotated[bool, typer.Option("--fp16", help="Build from the FP16 ONNX (FP32 inputs/outputs).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Build from the INT8 Q/DQ ONNX (needs --calib).")] = False,
     calib: Annotated[
-        _Path | None, typer.Option("--calib", help="Folder of calibration images for --int8, e.g. ./calibration.")
+        Path | None, typer.Option("--calib", help="Folder of calibration images for --int8, e.g. ./calibration.")
     ] = None,
     calib_method: Annotated[
         str | None, typer.Option("--calib-method", help="INT8 calibration method (as for resnet-export onnx --int8).")
@@ -172,11 +152,11 @@ def trt(
         int | None, typer.Option("--calib-size", help="Use at most this many calibration images.")
     ] = None,
     onnx_file: Annotated[
-        _Path | None,
+        Path | None,
         typer.Option("--onnx", help="Build from this ONNX file instead of a model name (no workspace needed)."),
     ] = None,
     output: Annotated[
-        _Path | None, typer.Option("--output", "-o", help="Engine file for --onnx (default: beside the ONNX).")
+        Path | None, typer.Option("--output", "-o", help="Engine file for --onnx (default: beside the ONNX).")
     ] = None,
     min_shape: common.MinShape = None,
     opt_shape: common.OptShape = None,
@@ -185,7 +165,7 @@ def trt(
         str | None, typer.Option("--workspace-size", help="Builder scratch memory limit, e.g. 4G or 512M.")
     ] = None,
     timing_cache: Annotated[
-        _Path | None,
+        Path | None,
         typer.Option("--timing-cache", help="Timing cache file, reused and updated (default: in the workspace)."),
     ] = None,
     weights: common.Weights = None,
