@@ -18,4 +18,4 @@ def export_torchscript(model: Any, path: Path, shape_range: ShapeRange) -> None:
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example_input(shape_range), check_trace=False)
-    torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path))  # deprecation warning: users asked for TorchScript on purpose

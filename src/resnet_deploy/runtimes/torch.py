@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -108,7 +109,9 @@ class TorchScriptRuntime(_TorchRuntime):
         self.precision = artifact.precision
         self.dtype = torch.float32
         try:
-            self.module = torch.jit.load(str(artifact.path), map_location=self._torch_device).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+                self.module = torch.jit.load(str(artifact.path), map_location=self._torch_device).eval()
         except Exception as exc:
             raise UsageError(
                 f"cannot load TorchScript file {artifact.label}: {str(exc).splitlines()[0][:160]}"
