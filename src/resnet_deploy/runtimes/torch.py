@@ -98,43 +98,47 @@ class TorchEagerRuntime(_TorchRuntime):
         self.module = module
 
 
-class TorchScriptRuntime(_TorchRuntime):
+class _TorchFileRuntime(_TorchRuntime):
+    """A module loaded from a file; subclasses say how to load it."""
+
+    what = "file"
+
+    def __init__(self, artifact: Artifact, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
+        import torch
+
+        self._setup(device, threads)
+        self.artifact = artifact
+        self.precision = artifact.precision
+        self.dtype = torch.float32
+        try:
+            self.module = self._load(str(artifact.path))
+        except Exception as exc:
+            raise UsageError(
+                f"cannot load {self.what} file {artifact.label}: {str(exc).splitlines()[0][:160]}"
+            ) from None
+
+    def _load(self, path: str) -> Any:
+        raise NotImplementedError
+
+
+class TorchScriptRuntime(_TorchFileRuntime):
     name = "torchscript"
+    what = "TorchScript"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
+    def _load(self, path: str) -> Any:
         import torch
 
-        self._setup(device, threads)
-        self.artifact = artifact
-        self.precision = artifact.precision
-        self.dtype = torch.float32
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-                self.module = torch.jit.load(str(artifact.path), map_location=self._torch_device).eval()
-        except Exception as exc:
-            raise UsageError(
-                f"cannot load TorchScript file {artifact.label}: {str(exc).splitlines()[0][:160]}"
-            ) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+            return torch.jit.load(path, map_location=self._torch_device).eval()
 
 
-class TorchExportRuntime(_TorchRuntime):
+class TorchExportRuntime(_TorchFileRuntime):
     name = "torch-export"
+    what = "torch.export"
 
-    def __init__(self, artifact: Artifact, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
+    def _load(self, path: str) -> Any:
         import torch
 
-        self._setup(device, threads)
-        self.artifact = artifact
-        self.precision = artifact.precision
-        self.dtype = torch.float32
-        try:
-            program = torch.export.load(str(artifact.path))
-        except Exception as exc:
-            raise UsageError(
-                f"cannot load torch.export file {artifact.label}: {str(exc).splitlines()[0][:160]}"
-            ) from None
-        module = program.module()
-        if self.device != "cpu":
-            module = module.to(self._torch_device)
-        self.module = module
+        module = torch.export.load(path).module()
+        return module.to(self._torch_device) if self.device != "cpu" else module
