@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from resnet_deploy.cli.export import app
 from resnet_deploy.errors import VerificationError
 from resnet_deploy.export.onnx import export_onnx
+from resnet_deploy.models import ARCHITECTURES
 from resnet_deploy.pipeline import ModelOptions, Pipeline
 from resnet_deploy.shapes import ShapeRange
 
@@ -195,22 +196,8 @@ def test_failed_verification_leaves_nothing(tmp_path):
     assert "onnx-fp32" not in pipe.ws.artifacts
 
 
-ALL = [
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ALL)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_architecture_exports_all_formats(tmp_path, arch):
     ws = tmp_path / "ws"
     for fmt in ("onnx", "torchscript", "program"):
