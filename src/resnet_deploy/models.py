@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.workspace import sha256_file
 
 ARCHITECTURES = (
@@ -314,7 +314,3 @@ def _feature_channels(model: Any) -> int | None:
         return None
     bns = [m for m in last.modules() if isinstance(m, nn.BatchNorm2d)]
     return int(bns[-1].num_features) if bns else None
-
-
-def default_preprocess(source: ModelSource) -> Preprocess:
-    return source.preprocess if source.preprocess else Preprocess(256, 224, IMAGENET_MEAN, IMAGENET_STD)

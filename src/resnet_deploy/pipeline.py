@@ -6,16 +6,15 @@ The CLIs and `resnet-bench compare` go through here, so "export", "find in the w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
-from resnet_deploy.models import ModelSource, load_model
+from resnet_deploy.models import load_model
 from resnet_deploy.preprocess import Preprocess
-from resnet_deploy.runtimes.base import Artifact, create
+from resnet_deploy.runtimes.base import Artifact
 from resnet_deploy.shapes import ShapeRange, make_range
 from resnet_deploy.workspace import Workspace, atomic_path, check_writable, sha256_json
 
@@ -103,6 +102,7 @@ class Pipeline:
             recorded = self.ws.manifest.get("input")
             shape_range = ShapeRange.from_dict(recorded) if recorded else make_range(True, self.preprocess.crop)
         self.shape_range = shape_range
+        self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
         self.ws.manifest["input"] = {
             "name": "input",
@@ -113,10 +113,6 @@ class Pipeline:
         self.ws.save()
 
     # -- identity -------------------------------------------------------------------------------
-
-    @property
-    def source_info(self) -> ModelSource:
-        return self.source
 
     def model_hash(self) -> str:
         return sha256_json(self.source.fingerprint())
@@ -146,8 +142,11 @@ class Pipeline:
 
         A failed write or check leaves nothing behind (and the previous file, if any, untouched).
         """
+        if self._checked.get(key) == fingerprint:
+            return self.artifact(key)  # already built or checked by this run: skip re-hashing the file
         entry = self.ws.fresh(key, fingerprint)
         if entry is not None:
+            self._checked[key] = fingerprint
             console.info(f"[dim]reusing {self.ws.dir / entry['path']} (inputs unchanged)[/]")
             return self.artifact(key)
         if key in self.ws.artifacts:
@@ -169,27 +168,16 @@ class Pipeline:
             **details,
             **info,
         )
+        self._checked[key] = fingerprint
         return self.artifact(key)
 
     def verify_against_model(self, runtime_name: str, max_rel_l2: float | None = None) -> Callable[[Artifact], dict]:
         """A `check` for `build`: run the artifact at min/opt/max/odd shapes against PyTorch."""
-        from resnet_deploy.export.verify import FP32_REL_L2, verify
+        from resnet_deploy.export.verify import FP32_REL_L2, check_artifact
 
         def check(artifact: Artifact) -> dict[str, Any]:
-            with console.step(
-                f"verify {artifact.key} against PyTorch at {len(self.shape_range.verification_shapes())} shapes"
-            ):
-                runtime = create(runtime_name, artifact, "cpu")
-                result = verify(
-                    self.model,
-                    runtime,
-                    self.shape_range.verification_shapes(),
-                    max_rel_l2 or FP32_REL_L2,
-                    artifact.key or "",
-                )
-                runtime.close()
-            console.info(f"  {result.summary()}")
-            return {"verification": result.to_dict()}
+            shapes = self.shape_range.verification_shapes()
+            return check_artifact(self.model, runtime_name, artifact, shapes, max_rel_l2 or FP32_REL_L2)
 
         return check
 
@@ -253,6 +241,3 @@ class Pipeline:
             else:
                 out.append(self.artifact(key))
         return out
-
-    def summary(self) -> str:
-        return json.dumps({k: v["path"] for k, v in self.ws.artifacts.items()})

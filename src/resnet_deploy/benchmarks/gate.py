@@ -22,7 +22,7 @@ import dataclasses
 import fnmatch
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,17 +353,6 @@ def exit_code(gate: GateResult, run_exit_code: int = 0) -> int:
     if not gate.passed:
         return EXIT_FAIL
     return run_exit_code
-
-
-def rejudge(rows: Sequence[Any], result: GateResult) -> list[Any]:
-    """Copies of dataclass `rows` whose `violations`/`passed` follow the gate's tolerances, so tables
-    and JSON show the same verdict as the exit code."""
-    out = []
-    for row, case in zip(rows, result.cases, strict=True):
-        if dataclasses.is_dataclass(row) and hasattr(row, "violations") and hasattr(row, "passed"):
-            row = dataclasses.replace(row, violations=list(case.violations), passed=case.passed)
-        out.append(row)
-    return out
 
 
 # -- Markdown for a CI job summary ---------------------------------------------------------------

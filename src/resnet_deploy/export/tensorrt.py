@@ -507,22 +507,14 @@ def _verify_engine(model: Any, profile: ShapeRange, precision: str, device: str,
 
     def check(artifact: Any) -> dict[str, Any]:
         from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES
-        from resnet_deploy.export.verify import verify
-        from resnet_deploy.runtimes.base import create
+        from resnet_deploy.export.verify import check_artifact
 
         artifact.input_range = profile
         artifact.entry = dict(env)  # built here, just now
         # INT8 on random inputs says little; parity on real images is resnet-bench compare's job.
         bound = DEFAULT_TOLERANCES[precision].max_rel_l2 if precision != "int8" else None
         shapes = profile.verification_shapes()
-        with console.step(f"verify {artifact.key} against PyTorch at {len(shapes)} shapes"):
-            runtime = create("tensorrt", artifact, device)
-            try:
-                result = verify(model, runtime, shapes, bound or float("inf"), artifact.key or "")
-            finally:
-                runtime.close()
-        console.info(f"  {result.summary()}")
-        return {"verification": result.to_dict()}
+        return check_artifact(model, "tensorrt", artifact, shapes, bound or float("inf"), device)
 
     return check
 

@@ -74,3 +74,25 @@ def verify(
             "report this with the model and the command; the artifact was not kept",
         )
     return result
+
+
+def check_artifact(
+    model: Any,
+    runtime_name: str,
+    artifact: Any,
+    shapes: Sequence[Shape],
+    max_rel_l2: float,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Run a freshly written artifact against PyTorch; the manifest info for `Pipeline.build` on success."""
+    from resnet_deploy import console
+    from resnet_deploy.runtimes.base import create
+
+    with console.step(f"verify {artifact.key} against PyTorch at {len(shapes)} shapes"):
+        runtime = create(runtime_name, artifact, device)
+        try:
+            result = verify(model, runtime, shapes, max_rel_l2, artifact.key or "")
+        finally:
+            runtime.close()
+    console.info(f"  {result.summary()}")
+    return {"verification": result.to_dict()}

@@ -19,7 +19,6 @@ import numpy as np
 from resnet_deploy.errors import MissingDependencyError, UsageError
 from resnet_deploy.shapes import ShapeRange, format_shape
 
-FORMATS = ("pytorch", "torchscript", "program", "onnx", "engine")
 SUFFIX_FORMATS = {
     ".onnx": "onnx",
     ".ts": "torchscript",
