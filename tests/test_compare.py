@@ -317,3 +317,16 @@ def test_run_compare_in_process_and_degenerate_reference(trained, workspace) -> 
     assert "1 distinct class" in degenerate_warning(ref)
     healthy = np.eye(20, 1000, dtype=np.float32)
     assert degenerate_warning(healthy) is None
+
+
+def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_path) -> None:
+    from resnet_deploy.benchmarks.compare import fit_range
+
+    pipe = trained.pipeline(tmp_path / "ws")  # 1x3x64x64 .. 4x3x128x128, opt 1x3x64x64
+    assert not fit_range(pipe, [1, 4], [(64, 64), (96, 80)])
+    assert pipe.shape_range.max == (4, 3, 128, 128)
+    assert fit_range(pipe, [1, 16], [(64, 64)])
+    rng = pipe.shape_range
+    assert (rng.min, rng.opt, rng.max) == ((1, 3, 64, 64), (1, 3, 64, 64), (16, 3, 64, 64))
+    manifest = json.loads((pipe.ws.dir / "manifest.json").read_text())
+    assert manifest["input"]["max"] == [16, 3, 64, 64]

@@ -214,3 +214,24 @@ def test_every_architecture_exports_all_formats(tmp_path, arch):
             assert rel_l2(session.run(None, {"input": x.numpy()})[0], ref) < 1e-4
             assert rel_l2(scripted(x).numpy(), ref) < 1e-4
             assert rel_l2(program(x).numpy(), ref) < 1e-4
+
+
+def test_unstrided_maxpool_is_exact_and_exports_for_any_size():
+    """The stem max-pool rewrite used where torch's export fixes the input's parity (torch 2.11)."""
+    from torch.export import Dim
+
+    from resnet_deploy.export.program import StridedMaxPool, strided_maxpool_specializes, unstride_maxpools
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    rewritten = unstride_maxpools(model)
+    assert isinstance(rewritten.maxpool, StridedMaxPool) and isinstance(model.maxpool, torch.nn.MaxPool2d)
+    dims = {"x": {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}}
+    program = torch.export.export(rewritten, (torch.randn(2, 3, 64, 64),), dynamic_shapes=dims).module()
+    for shape in [(1, 3, 64, 64), (2, 3, 97, 131), (3, 3, 65, 66), (1, 3, 224, 224)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = model(x)
+            assert torch.equal(rewritten(x), expected), shape  # a max rounds nothing: bit-identical
+            assert rel_l2(program(x).numpy(), expected.numpy()) < 1e-5, shape
+    assert isinstance(strided_maxpool_specializes(), bool)

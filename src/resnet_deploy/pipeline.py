@@ -50,6 +50,12 @@ class ShapeRequest:
         return make_range(self.dynamic, crop, self.min_shape, self.opt_shape, self.max_shape)
 
 
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def tool_versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -101,9 +107,13 @@ class Pipeline:
         else:
             recorded = self.ws.manifest.get("input")
             shape_range = ShapeRange.from_dict(recorded) if recorded else make_range(True, self.preprocess.crop)
-        self.shape_range = shape_range
         self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
+        self.set_range(shape_range)
+
+    def set_range(self, shape_range: ShapeRange) -> None:
+        """The input range every artifact built from now on is exported and verified for."""
+        self.shape_range = shape_range
         self.ws.manifest["input"] = {
             "name": "input",
             "layout": "NCHW",
@@ -217,7 +227,7 @@ class Pipeline:
             f"{self.ws.name}.pt2",
             "program",
             "fp32",
-            self.fingerprint(format="program"),
+            self.fingerprint(format="program", torch=_torch_version()),  # a .pt2 is tied to its torch
             lambda p: export_program(self.model, p, self.shape_range),
             self.verify_against_model("torch-export"),
         )

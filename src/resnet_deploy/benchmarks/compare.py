@@ -50,6 +50,13 @@ DEFAULT_WARMUP = 5
 DEFAULT_ITERS = 30
 DEFAULT_MAX_IMAGES = 100
 REFERENCE_RUNTIME = "torch-eager"
+#: eager rows added on CUDA beside IEEE FP32: TF32 (PyTorch's own default for convolutions), FP16, and
+#: FP16 in channels-last memory order (NHWC is what tensor-core convolutions want)
+CUDA_EAGER_VARIANTS: tuple[dict[str, Any], ...] = (
+    {"precision": "tf32"},
+    {"precision": "fp16"},
+    {"precision": "fp16", "channels_last": True},
+)
 
 
 @dataclass
@@ -116,6 +123,10 @@ class CompareOptions:
     tolerances: Mapping[str, Tolerance] | None = None  # per precision; None = DEFAULT_TOLERANCES
     #: per-artifact override hook (issue 6): (artifact_key, artifact_path, precision) -> Tolerance or None
     tolerance_for: Callable[[str, str | None, str], Tolerance | None] | None = None
+    floor: bool = False  # measure this device's peak rates and report each row's distance from its floor
+    #: when the default set is built and --batch/--size fall outside the pipeline's (default) range, export
+    #: for exactly the shapes asked for instead; False when the user gave the range (--min/--max-shape)
+    fit_range: bool = True
     progress: bool = True
 
     def tolerance(self, key: str, path: str | None, precision: str) -> Tolerance:
@@ -146,6 +157,9 @@ class CompareResult:
     built: list[str] = field(default_factory=list)  # artifact keys built by this run
     seconds: float = 0.0
     tools: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)  # device name, CUDA/cuDNN, Python, CPU
+    command: str | None = None  # the command line, when run from the CLI
+    floor: dict[str, Any] | None = None  # benchmarks/floor.py: ceilings, FLOPs per image, per-row floors
     error_codes: list[int] = field(default_factory=list)  # exit codes of the rows that errored
 
     @property
@@ -203,7 +217,10 @@ class CompareResult:
             "built": self.built,
             "seconds": round(self.seconds, 2),
             "tools": self.tools,
+            "environment": self.environment,
+            "command": self.command,
             "rows": [r.to_dict() | {"speedup": self.speedup(r)} for r in self.rows],
+            "floor": self.floor,
         }
 
 
@@ -327,6 +344,30 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
     return built, notes
 
 
+def fit_range(pipe: Any, batches: list[int], sizes: list[tuple[int, int]]) -> bool:
+    """Before a build: if the benchmark's shapes fall outside the dynamic range, export for them instead.
+
+    The new range spans exactly the shapes asked for and the model's crop (its opt), not the union
+    with the default 64..448 px: every export is verified at its range's max, and ResNet-50 at
+    256x3x448x448 would take minutes of CPU per format. Returns True when the range changed.
+    """
+    from resnet_deploy.shapes import ShapeRange, format_shape
+
+    rng = pipe.shape_range
+    wanted = [(b, 3, h, w) for b in batches for h, w in sizes]
+    if not rng.dynamic or all(rng.contains(s) for s in wanted):
+        return False
+    shapes = [*wanted, rng.opt]
+    lo = tuple(min(s[i] for s in shapes) for i in range(4))
+    hi = tuple(max(s[i] for s in shapes) for i in range(4))
+    pipe.set_range(ShapeRange(lo, rng.opt, hi, dynamic=True))  # type: ignore[arg-type]
+    console.info(
+        f"exporting for {format_shape(lo)} .. {format_shape(hi)} to cover --batch/--size "
+        f"(the default range is {format_shape(rng.min)} .. {format_shape(rng.max)}; set it with --min/--max-shape)"
+    )
+    return True
+
+
 def _build_engines(pipe: Any, device: str, calib: Path | None, add: Callable[[Any], None]) -> list[str]:
     """One engine per ONNX precision (export.tensorrt.engine_for_pipeline reuses the ONNX just built)."""
     try:
@@ -424,8 +465,7 @@ def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -
         for spec in specs:
             jobs.append(_Job(art, spec, {}))
             if spec.name == REFERENCE_RUNTIME and device.startswith("cuda"):
-                jobs.append(_Job(art, spec, {"precision": "fp16"}))
-                jobs.append(_Job(art, spec, {"channels_last": True}))
+                jobs.extend(_Job(art, spec, dict(variant)) for variant in CUDA_EAGER_VARIANTS)
     if names:
         used = {j.spec.name for j in jobs}
         for name in names:
@@ -467,6 +507,8 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
     built: list[str] = []
 
     if options.build and not options.artifacts and not pipe.current_artifacts():
+        if options.fit_range:
+            fit_range(pipe, batches, sizes)
         built, notes = build_default_set(pipe, device, options.calib_dir)
         warnings += notes
 
@@ -485,6 +527,7 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
 
         jobs = _jobs(pipe, options, device, skipped)
         rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
+        floor = _floor([r for r, _ in rows], pipe, device) if options.floor else None
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -505,10 +548,56 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
         skipped=skipped,
         built=built,
         tools=tool_versions(),
+        environment=environment(device),
+        floor=floor,
         error_codes=[code for _, code in rows if code],
     )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def environment(device: str) -> dict[str, Any]:
+    """What the numbers were measured on: device name, CUDA and cuDNN versions, Python, CPU."""
+    import platform
+
+    import torch
+
+    from resnet_deploy.benchmarks.floor import cpu_name
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_threads_available": default_threads(),
+    }
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        props = torch.cuda.get_device_properties(index)
+        env.update(
+            device_name=props.name,
+            compute_capability=f"{props.major}.{props.minor}",
+            device_memory_gib=round(props.total_memory / 2**30, 1),
+            multiprocessors=props.multi_processor_count,
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
+    else:
+        env["device_name"] = env["cpu"]
+    return env
+
+
+def _floor(rows: list[Row], pipe: Any, device: str) -> dict[str, Any]:
+    from resnet_deploy.benchmarks.floor import floors, measure_ceilings, parameter_count
+
+    with console.step(f"peak matrix rates and copy bandwidth of {device} (for the floor)"):
+        ceilings = measure_ceilings(device)
+    flops, per_row = floors(rows, pipe.model, ceilings, pipe.source.num_classes)
+    return {
+        "ceilings": ceilings.to_dict(),
+        "flops_per_image": flops,
+        "parameters": parameter_count(pipe.model),
+        "rows": [f.to_dict() for f in per_row],
+    }
 
 
 def _run_jobs(

@@ -34,7 +34,7 @@ EXIT_PASS = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "int8")
 #: Tolerance fields and the range a bound may take (cosine can be negative, fractions are 0..1).
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "max_rel_l2": (0.0, math.inf),

@@ -131,12 +131,15 @@ def check(metrics: ParityMetrics, tolerance: Tolerance) -> list[Violation]:
 #:   INT8: cosine 0.99 (30x the worst measured 1 - 0.9997); no rel L2 bound (scale-sensitive under
 #:         quantization; cosine carries the direction). A swapped class, perturbed weights or BGR
 #:         input break these by orders of magnitude more.
+#:   TF32 (CUDA eager only): FP16's bounds. TF32 rounds convolution operands to the same 10-bit mantissa
+#:         as FP16 but keeps FP32's range and accumulation, so it cannot be worse than FP16 here.
 #: Top-1 bounds (FP16 99%, INT8 95%) sit below issue #3's targets for the trained model (99.5%, 97%):
 #: on a handful of images one flipped image already costs several percent, so gate INT8 top-1 on
 #: 100+ parity images.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_rel_l2=1e-4, min_cosine=0.99999, min_top1_agreement=0.99),
     "fp16": Tolerance(max_rel_l2=1e-2, min_cosine=0.9999, min_top1_agreement=0.99),
+    "tf32": Tolerance(max_rel_l2=1e-2, min_cosine=0.9999, min_top1_agreement=0.99),
     "int8": Tolerance(min_cosine=0.99, min_top1_agreement=0.95),
 }
 

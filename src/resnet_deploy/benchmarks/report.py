@@ -108,6 +108,23 @@ def notes(result: CompareResult) -> list[str]:
     return out
 
 
+def floor_lines(result: CompareResult) -> list[str]:
+    """Terminal summary of the floor: the ceilings and the row closest to its floor."""
+    if not result.floor:
+        return []
+    ceil = result.floor["ceilings"]
+    rates = ", ".join(f"{k} {v:.1f}" for k, v in ceil["tflops"].items())
+    out = [f"floor: {ceil['device_name']} measured {rates} TFLOP/s, copy {ceil['copy_gb_s']:.0f} GB/s"]
+    ranked = sorted((f for f in result.floor["rows"] if f["x_floor"]), key=lambda f: f["x_floor"])
+    if ranked:
+        best = ranked[0]
+        out.append(
+            f"floor: closest is {best['label']} {best['precision']} b{best['batch']} at {best['x_floor']:.1f}x "
+            f"its floor of {best['floor_ms']:.3f} ms ({best['bound']}-bound); all rows in the Markdown/JSON report"
+        )
+    return out
+
+
 def _warning_lines(result: CompareResult) -> list[str]:
     return [f"warning: {w}" for w in result.warnings]
 
@@ -139,7 +156,7 @@ def print_table(result: CompareResult, console: Any = None) -> None:
 
         console = Console(file=console.file, width=200, highlight=False, color_system=None)
     console.print(table)
-    for line in [*notes(result), *_warning_lines(result)]:
+    for line in [*notes(result), *floor_lines(result), *_warning_lines(result)]:
         color = "yellow" if line.startswith("warning") else "red" if line.startswith(("error", "fail")) else "dim"
         console.print(f"[{color}]{line}[/]", soft_wrap=True)
 
@@ -198,13 +215,27 @@ def to_markdown(result: CompareResult) -> str:
     verdict = "all rows pass" if not failed else f"{len(failed)} of {len(result.rows)} rows fail"
     arch = result.model.get("architecture", "model")
     weights = result.model.get("weights", "")
+    env = result.environment
     lines = [
         f"## resnet-bench compare: {arch} ({weights})",
         "",
-        f"**{verdict}** · device `{result.device}` · {result.threads} CPU threads · "
-        f"{result.images} parity images · {result.seconds:.0f} s",
+        f"**{verdict}** · device `{result.device}`"
+        + (f" ({env['device_name']})" if env.get("device_name") else "")
+        + f" · {result.threads} CPU threads · {result.images} parity images · {result.seconds:.0f} s",
         "",
     ]
+    if result.command:
+        lines += ["```", result.command, "```", ""]
+    versions = ", ".join(f"{k} {v}" for k, v in result.tools.items())
+    extra = ", ".join(f"{k} {env[k]}" for k in ("cuda", "cudnn", "python") if env.get(k))
+    if versions or extra:
+        lines += [f"Versions: {', '.join(x for x in (versions, extra) if x)}.", ""]
+    if result.device.startswith("cuda"):
+        lines += [
+            "Copies: each runtime has two rows. `copies` yes = host arrays in and out, the host-device copies "
+            "timed (wall clock); no = CUDA tensors in and out, timed with CUDA events, copies excluded.",
+            "",
+        ]
     for warning in result.warnings:
         lines += [f"> **Warning:** {_md_escape(warning)}", ""]
     cols = [c for c in _columns(result)]
@@ -226,7 +257,37 @@ def to_markdown(result: CompareResult) -> str:
     lines.append("")
     for line in notes(result):
         lines.append(f"- {_md_escape(line)}")
+    if result.floor:
+        lines += ["", *floor_markdown(result.floor)]
     return "\n".join(lines) + "\n"
+
+
+def floor_markdown(floor: dict[str, Any]) -> list[str]:
+    """The floor section: measured ceilings, FLOPs per image, and each row's p50 against its floor."""
+    ceil = floor["ceilings"]
+    rates = ", ".join(f"{k.upper()} {v:.1f} {'TOPS' if k == 'int8' else 'TFLOP/s'}" for k, v in ceil["tflops"].items())
+    flops = ", ".join(f"{size}: {v / 1e9:.2f} GFLOP" for size, v in floor["flops_per_image"].items())
+    lines = [
+        f"### Floor on {ceil['device_name']}",
+        "",
+        f"Measured ceilings: {rates}; copy {ceil['copy_gb_s']:.0f} GB/s ({ceil['method']}).",
+        f"FLOPs per image: {flops}; {floor['parameters'] / 1e6:.1f} M parameters.",
+        "Floor = max(batch x FLOPs / rate at the row's precision, bytes moved / copy bandwidth); "
+        "x floor = p50 / floor (1.0 would be perfect).",
+        "",
+        "| row | precision | batch | size | copies | p50 ms | floor ms | bound | x floor | % of peak |",
+        "|---|---|---:|---|---|---:|---:|---|---:|---:|",
+    ]
+    for f in floor["rows"]:
+        x = f["x_floor"]
+        lines.append(
+            f"| {_md_escape(f['label'])} | {f['precision']} | {f['batch']} | {f['size'][0]}x{f['size'][1]} | "
+            f"{'yes' if f['copies_included'] else 'no'} | {f['p50_ms']:.3f} | {_f(f['floor_ms'], '.3f')} | "
+            f"{f['bound']} | {_f(x, '.1f')} | {'-' if not x else f'{100 / x:.1f}%'} |"
+        )
+    notes_ = sorted({f["note"] for f in floor["rows"] if f["note"]})
+    lines += ["", *[f"- {n}" for n in notes_]] if notes_ else []
+    return lines
 
 
 # -- plot -----------------------------------------------------------------------------------------
@@ -236,6 +297,7 @@ def plot(result: CompareResult, path: Path) -> None:
     """Two panels sharing the row labels: p50 latency (bar) with p90-p99 whiskers, and speedup vs eager.
 
     Green = parity passes, red = fails; rows that could not run are listed but have no bar.
+    With several batch sizes, a bar per row would be unreadable: see `_plot_by_batch`.
     """
     import matplotlib
 
@@ -243,6 +305,9 @@ def plot(result: CompareResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = result.rows
+    if len({r.batch for r in rows}) > 1:
+        _plot_by_batch(result, Path(path), plt)
+        return
     labels = []
     for r in rows:
         extra = "" if r.copies_included or not r.device.startswith("cuda") else ", no copies"
@@ -282,6 +347,59 @@ def plot(result: CompareResult, path: Path) -> None:
     )
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_by_batch(result: CompareResult, path: Path, plt: Any) -> None:
+    """One line per artifact x runtime: p50 latency and images/s against batch size (log axes).
+
+    On CUDA the device-resident rows are drawn (copies excluded: what the runtime itself does); a hollow
+    marker means parity failed at that batch.
+    """
+    rows = [r for r in result.rows if r.latency is not None]
+    if result.device.startswith("cuda") and any(not r.copies_included for r in rows):
+        rows = [r for r in rows if not r.copies_included]
+    sizes = sorted({r.size for r in rows})
+    fig, axes = plt.subplots(len(sizes) or 1, 2, figsize=(13, 4.8 * max(1, len(sizes))), squeeze=False)
+    for (ax_lat, ax_tput), size in zip(axes, sizes, strict=False):
+        lines: dict[str, list[Row]] = {}
+        for r in rows:
+            if r.size == size:
+                lines.setdefault(f"{r.artifact_key} · {r.runtime} ({r.precision})", []).append(r)
+        if len(lines) > 10:
+            for ax in (ax_lat, ax_tput):
+                ax.set_prop_cycle(color=plt.cm.tab20.colors)
+        for label, group in lines.items():
+            group.sort(key=lambda r: r.batch)
+            xs = [r.batch for r in group]
+            for ax, ys in (
+                (ax_lat, [r.latency.p50_ms for r in group]),  # type: ignore[union-attr]
+                (ax_tput, [r.latency.images_per_s for r in group]),  # type: ignore[union-attr]
+            ):
+                ax.plot(xs, ys, marker="o", label=label)
+                failed = [(x, y) for x, y, r in zip(xs, ys, group, strict=True) if not r.passed]
+                if failed:
+                    ax.scatter(*zip(*failed, strict=True), s=90, facecolors="none", edgecolors="#c62828", zorder=3)
+        for ax, ylabel in ((ax_lat, "p50 latency per batch, ms"), (ax_tput, "images/s (batch / mean latency)")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xticks(sorted({r.batch for r in rows}))
+            ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+            ax.xaxis.set_minor_locator(plt.matplotlib.ticker.NullLocator())
+            ax.set_xlabel("batch size")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+        ax_lat.set_title(f"Latency at {size[0]}x{size[1]} (lower is better)")
+        ax_tput.set_title(f"Throughput at {size[0]}x{size[1]} (higher is better)")
+        ax_tput.legend(fontsize=7, loc="best")
+    arch = result.model.get("architecture", "model")
+    name = result.environment.get("device_name", result.device)
+    copies = ", copies excluded" if result.device.startswith("cuda") else ""
+    fig.suptitle(f"{arch} on {name}{copies} · red ring: parity failed", fontsize=11)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -81,6 +81,14 @@ TolerancesFile = Annotated[
         help="TOML file of parity bounds per precision, metric and artifact (see examples/tolerances.toml).",
     ),
 ]
+FloorFlag = Annotated[
+    bool,
+    typer.Option(
+        "--floor",
+        help="Measure this device's peak matrix rates and copy bandwidth, and report how far each row is "
+        "from its floor (FLOPs / peak rate). Adds a few seconds.",
+    ),
+]
 ExplainFlag = Annotated[
     bool,
     typer.Option("--explain", help="For failing artifacts, show where they diverge: stem, layer1-4 or head."),
@@ -136,6 +144,9 @@ def compare(
     mean: common.Mean = None,
     std: common.Std = None,
     workspace: common.Workspace = DEFAULT_WORKSPACE,
+    min_shape: common.MinShape = None,
+    opt_shape: common.OptShape = None,
+    max_shape: common.MaxShape = None,
     json_out: JsonOut = None,
     markdown: MarkdownOut = None,
     csv_out: CsvOut = None,
@@ -144,11 +155,13 @@ def compare(
     junit: JunitOut = None,
     tolerances: TolerancesFile = None,
     explain: ExplainFlag = False,
+    floor: FloorFlag = False,
 ) -> None:
     """Benchmark every artifact in the workspace on every runtime that can run it here, with parity.
 
     With an empty workspace it first builds TorchScript, ONNX FP32/FP16, ONNX INT8 (from ./calibration)
-    and, with TensorRT and a GPU, engines. Exit 0 when every row ran, 2 on usage errors (including a
+    and, with TensorRT and a GPU, engines, for the range --min/--max-shape (default 1x3x64x64 ..
+    8x3x448x448, or exactly the --batch/--size shapes when those fall outside it). Exit 0 when every row ran, 2 on usage errors (including a
     shape an artifact does not accept), 3 when a requested runtime is not available here. With --gate:
     exit 1 when any row is outside its tolerances (--tolerances FILE, else the per-precision defaults).
     """
@@ -168,13 +181,29 @@ def compare(
         max_images=max_images,
         artifacts=list(artifact or []),
         build=build,
+        floor=floor,
+        fit_range=not (min_shape or opt_shape or max_shape),
     )
     validate_options(options)  # fail on bad options before the model loads
     gate_config = parity_gate.configure(options, tolerances)  # and on a bad tolerance file
+    given = bool(min_shape or opt_shape or max_shape)
     pipe = common.open_pipeline(
-        model, weights, num_classes, trust_checkpoint, workspace, resize=resize, crop=crop, mean=mean, std=std
+        model,
+        weights,
+        num_classes,
+        trust_checkpoint,
+        workspace,
+        dynamic=True if given else None,
+        min_shape=min_shape,
+        opt_shape=opt_shape,
+        max_shape=max_shape,
+        resize=resize,
+        crop=crop,
+        mean=mean,
+        std=std,
     )
     result = run_compare(pipe, options)
+    result.command = common.command_line()
     report.print_table(result)
     stdout_json = json_out is not None and str(json_out) == "-"
     report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot)

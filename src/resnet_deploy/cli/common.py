@@ -152,3 +152,10 @@ def print_written(pipeline: Any, keys: list[str]) -> None:
         )
     console.print(table)
     console.print(f"manifest: {pipeline.ws.manifest_path}")
+
+
+def command_line() -> str:
+    """The command as typed (program name without its path), for reports that must say how they were made."""
+    import shlex
+
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])

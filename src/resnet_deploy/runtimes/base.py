@@ -165,6 +165,25 @@ def _ort_reason(provider: str) -> Callable[[str], str | None]:
     return check
 
 
+def _ort_tensorrt_reason(device: str) -> str | None:
+    """onnxruntime-gpu lists its TensorRT provider whether or not TensorRT's libraries are here."""
+    reason = _ort_reason("TensorrtExecutionProvider")(device)
+    if reason:
+        return reason
+    import ctypes
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        try:
+            importlib.import_module("tensorrt")  # loads libnvinfer from the tensorrt wheels
+        except Exception:
+            pass
+    try:
+        ctypes.CDLL("libnvinfer.so.10")
+    except OSError:
+        return "ONNX Runtime's TensorRT provider needs TensorRT 10 (libnvinfer.so.10), which cannot be loaded here"
+    return None
+
+
 def _tensorrt_reason(device: str) -> str | None:
     from resnet_deploy.export.tensorrt import tensorrt_unavailable_reason
 
@@ -176,7 +195,7 @@ _CHECKS: dict[str, Callable[[str], str | None]] = {
     "torchscript": _cuda_reason,
     "torch-export": _cuda_reason,
     "onnxruntime-cuda": _ort_reason("CUDAExecutionProvider"),
-    "onnxruntime-tensorrt": _ort_reason("TensorrtExecutionProvider"),
+    "onnxruntime-tensorrt": _ort_tensorrt_reason,
     "tensorrt": _tensorrt_reason,
 }
 _INSTALL_HINTS = {

@@ -48,8 +48,14 @@ class OnnxRuntime(Runtime):
         opts.log_severity_level = 3
         providers: list[Any] = [self.provider]
         if self.provider != "CPUExecutionProvider":
+            import torch  # noqa: F401  loads the CUDA and cuDNN libraries (the nvidia-* wheels) the provider links to
+
             dev_id = int(self.device.split(":")[1]) if ":" in self.device else 0
-            providers = [(self.provider, {"device_id": dev_id})]
+            provider_options: dict[str, Any] = {"device_id": dev_id}
+            if self.provider == "CUDAExecutionProvider":
+                # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
+                provider_options["use_tf32"] = "0"
+            providers = [(self.provider, provider_options)]
         try:
             self.session = ort.InferenceSession(str(artifact.path), sess_options=opts, providers=providers)
         except Exception as exc:
@@ -58,7 +64,8 @@ class OnnxRuntime(Runtime):
             raise MissingDependencyError(
                 f"ONNX Runtime could not start {self.provider} for {artifact.label} "
                 f"(session has {self.session.get_providers()})",
-                "check the CUDA/cuDNN libraries match your onnxruntime-gpu build",
+                "onnxruntime-gpu must be built for the CUDA major version torch uses "
+                "(python -c 'import onnxruntime.capi.build_and_package_info as i; print(i.cuda_version)')",
             )
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name

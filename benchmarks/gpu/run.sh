@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Issue 7 on a lent GPU machine (no network, torch preinstalled, ~64 MiB per transfer, /tmp kept only while
+# the machine stays warm). Runs the given phases in order; see benchmarks/gpu/README.md for the calls.
+#
+#   bash benchmarks/gpu/run.sh stage            copy the carried .gpu-parts/ort-part* to /tmp/ortw
+#   bash benchmarks/gpu/run.sh install          join the parts, install onnxruntime-gpu into /tmp/site
+#   bash benchmarks/gpu/run.sh env              GPU, driver, packages -> $OUT/env.txt
+#   bash benchmarks/gpu/run.sh tests            the whole test suite, GPU tests included -> $OUT/tests.log
+#   bash benchmarks/gpu/run.sh compare          resnet50 at batch 1,8,64,256 -> $OUT/compare-resnet50.{md,json,png}
+#   bash benchmarks/gpu/run.sh gate             the trained resnet18 gated on the GPU -> $OUT/gate-resnet18.{md,json}
+#
+# Results are written under $OUT (the device tool brings them back) or ./gpu-out when $OUT is unset.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+export RESNET_DEPLOY_TEST_CACHE=${RESNET_DEPLOY_TEST_CACHE:-/tmp/resnet-deploy-test-cache}
+PY=${PYTHON:-python3}
+ITERS=${ITERS:-50}
+WARMUP=${WARMUP:-10}
+DEVICE=${DEVICE:-cuda}          # DEVICE=cpu BATCHES=1,2 ITERS=2 WARMUP=1: a dry run of the phases anywhere
+BATCHES=${BATCHES:-1,8,64,256}
+
+ensure_installed() {
+  if ! command -v resnet-bench >/dev/null || ! "$PY" -c "import resnet_deploy" 2>/dev/null; then
+    # no network there: the image's setuptools builds the editable install, the image has every dependency
+    "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null
+  fi
+}
+
+for phase in "$@"; do
+  echo "=== $phase ($(date -u +%H:%M:%S))"
+  case "$phase" in
+    stage)
+      mkdir -p /tmp/ortw && cp .gpu-parts/ort-part* /tmp/ortw/ && ls -la /tmp/ortw
+      ;;
+    install)
+      # pip checks every member's CRC, so a missing or damaged part fails here, loudly
+      whl=/tmp/ortw/${WHEEL:-onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl}
+      cat /tmp/ortw/ort-part* >"$whl"
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$whl"
+      export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+      "$PY" -c "import onnxruntime as o; print(o.__version__, o.__file__, o.get_available_providers())"
+      ;;
+    env)
+      ensure_installed
+      {
+        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
+        nvidia-smi
+        "$PY" - <<'EOF'
+import platform, torch
+from resnet_deploy.pipeline import tool_versions
+print("python", platform.python_version(), platform.platform())
+print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())
+p = torch.cuda.get_device_properties(0)
+print("device", p.name, f"cc {p.major}.{p.minor}", f"{p.total_memory / 2**30:.1f} GiB", p.multi_processor_count, "SMs")
+print("packages", tool_versions())
+import onnxruntime as o
+print("onnxruntime", o.__version__, o.get_available_providers())
+EOF
+      } 2>&1 | tee "$OUT/env.txt"
+      ;;
+    tests)
+      ensure_installed
+      set -o pipefail
+      "$PY" -m pytest -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
+      ;;
+    compare)
+      ensure_installed
+      rm -rf /tmp/ws-resnet50
+      resnet-bench compare resnet50 --device "$DEVICE" --batch "$BATCHES" --size 224 \
+        --iters "$ITERS" --warmup "$WARMUP" --floor --workspace /tmp/ws-resnet50 \
+        --json "$OUT/compare-resnet50.json" --markdown "$OUT/compare-resnet50.md" --plot "$OUT/compare-resnet50.png"
+      ;;
+    gate)
+      ensure_installed
+      read -r ckpt heldout < <("$PY" -c "from tests.trained import build; t = build(); print(t.checkpoint, t.heldout_dir)")
+      rm -rf /tmp/ws-gate
+      resnet-bench compare resnet18 --weights "$ckpt" --resize 72 --crop 64 --images "$heldout" \
+        --device "$DEVICE" --batch "${GATE_BATCHES:-1,4,64}" --iters "$ITERS" --warmup "$WARMUP" \
+        --workspace /tmp/ws-gate --gate --floor \
+        --json "$OUT/gate-resnet18.json" --markdown "$OUT/gate-resnet18.md"
+      ;;
+    *)
+      echo "unknown phase '$phase' (stage, install, env, tests, compare, gate)" >&2
+      exit 2
+      ;;
+  esac
+done

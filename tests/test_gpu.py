@@ -1,0 +1,183 @@
+"""GPU paths on a real GPU: every CUDA runtime against the CPU reference, copies vs device-resident,
+CUDA-event timing, the measured ceilings, and `resnet-bench compare --device cuda`.
+
+Marked `gpu` (skipped without a CUDA GPU visible to torch), except the first two tests, which check on
+any machine what the CUDA runtimes promise before they touch a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, check, compare
+from resnet_deploy.errors import UsageError
+from resnet_deploy.runtimes.base import create, registry
+
+
+def test_cuda_math_sets_ieee_or_tf32_and_restores() -> None:
+    import torch
+
+    from resnet_deploy.runtimes.torch import cuda_math
+
+    conv = torch.backends.cudnn.conv if hasattr(torch.backends.cudnn, "conv") else None
+    if conv is None or not hasattr(conv, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no fp32_precision API")
+    before = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.benchmark)
+    with cuda_math(tf32=False):
+        assert conv.fp32_precision == "ieee" and torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.benchmark
+    with cuda_math(tf32=True, benchmark=False):
+        assert conv.fp32_precision == "tf32" and not torch.backends.cudnn.benchmark
+    after = (conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.benchmark)
+    assert after == before
+
+
+@pytest.mark.parametrize("options", [{"precision": "tf32"}, {"precision": "fp16"}, {"channels_last": True}])
+def test_gpu_only_eager_variants_are_refused_on_the_cpu(trained, options) -> None:
+    with pytest.raises(UsageError, match="CUDA only"):
+        create("torch-eager", trained.pipeline(Path("unused")).reference(), "cpu", **options)
+
+
+# -- on a GPU -------------------------------------------------------------------------------------
+
+CUDA_CASES = [
+    ("pytorch", "torch-eager", {}),
+    ("pytorch", "torch-eager", {"precision": "tf32"}),
+    ("pytorch", "torch-eager", {"precision": "fp16"}),
+    ("pytorch", "torch-eager", {"precision": "fp16", "channels_last": True}),
+    ("torchscript", "torchscript", {}),
+    ("program", "torch-export", {}),
+    ("onnx-fp32", "onnxruntime-cuda", {}),
+    ("onnx-fp16", "onnxruntime-cuda", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_setup(trained, tmp_path_factory):
+    """The trained model exported to every torch/ONNX format, the held-out crops, the CPU reference."""
+    from resnet_deploy.benchmarks.compare import _reference_logits
+    from resnet_deploy.export.precision import onnx_fp16
+    from resnet_deploy.preprocess import load_folder
+
+    ws = tmp_path_factory.mktemp("gpu-ws")
+    pipe = trained.pipeline(ws)
+    pipe.torchscript()
+    pipe.onnx()
+    pipe.program()
+    onnx_fp16(pipe)
+    images = load_folder(trained.heldout_dir, trained.preprocess).tensors
+    return pipe, ws, images, _reference_logits(pipe.model, images)
+
+
+def _artifact(pipe, key: str):
+    return pipe.reference() if key == "pytorch" else pipe.artifact(key)
+
+
+def _runtime(pipe, key: str, name: str, options: dict):
+    reason = registry()[name].unavailable_reason("cuda")
+    if reason:
+        pytest.skip(reason)
+    return create(name, _artifact(pipe, key), "cuda", **options)
+
+
+def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("key", "name", "options"), CUDA_CASES, ids=lambda v: str(v) if v else "-")
+def test_cuda_runtime_matches_the_cpu_reference(gpu_setup, key, name, options) -> None:
+    import torch
+
+    pipe, _, images, reference = gpu_setup
+    runtime = _runtime(pipe, key, name, options)
+    try:
+        assert runtime.device.startswith("cuda")
+        out = np.concatenate([runtime.run(images[i : i + 4]) for i in range(0, len(images) - 3, 4)])
+        metrics = compare(reference[: len(out)], out)
+        assert check(metrics, DEFAULT_TOLERANCES[runtime.precision]) == [], (runtime.name, metrics)
+        assert metrics.top1_agreement >= 0.99
+        # device-resident (torch CUDA tensors in and out, IO binding for ONNX Runtime) gives the same logits
+        x = torch.from_numpy(images[:4]).cuda()
+        on_device = runtime.run_device(x)
+        assert on_device.is_cuda and on_device.dtype == torch.float32
+        assert _rel_l2(on_device.cpu().numpy(), runtime.run(images[:4])) < 1e-3
+    finally:
+        runtime.close()
+
+
+@pytest.mark.gpu
+def test_fp32_on_cuda_is_ieee_and_tf32_is_really_tf32(gpu_setup) -> None:
+    """An FP32 row must not silently run TF32 (cuDNN's default), and a TF32 row must really use it."""
+    pipe, _, images, reference = gpu_setup
+    errors = {}
+    for precision in ("fp32", "tf32"):
+        runtime = create("torch-eager", pipe.reference(), "cuda", precision=precision)
+        try:
+            errors[precision] = _rel_l2(runtime.run(images[:32]), reference[:32])
+        finally:
+            runtime.close()
+    assert errors["fp32"] < 1e-5, errors
+    assert errors["tf32"] > 3 * errors["fp32"], errors
+
+
+@pytest.mark.gpu
+def test_device_resident_timing_uses_cuda_events_and_excludes_copies(gpu_setup) -> None:
+    from resnet_deploy.benchmarks.latency import measure
+
+    pipe, _, _, _ = gpu_setup
+    runtime = create("torch-eager", pipe.reference(), "cuda")
+    try:
+        device = measure(runtime, (4, 3, 64, 64), warmup=3, iters=10, device_resident=True)
+        host = measure(runtime, (4, 3, 64, 64), warmup=3, iters=10)
+    finally:
+        runtime.close()
+    assert (device.timer, device.copies_included) == ("cuda-events", False)
+    assert (host.timer, host.copies_included) == ("perf_counter", True)
+    assert 0 < device.min_ms <= device.p50_ms <= device.max_ms
+    assert device.iterations == host.iterations == 10
+
+
+@pytest.mark.gpu
+def test_cuda_ceilings_rank_as_the_hardware_does() -> None:
+    from resnet_deploy.benchmarks.floor import measure_ceilings
+
+    ceil = measure_ceilings("cuda", n=4096, repeats=5)
+    rates = ceil.tflops
+    assert rates["tf32"] > 1.5 * rates["fp32"], rates  # tensor cores vs plain FP32 units
+    assert rates["fp16"] > rates["tf32"], rates
+    assert ceil.copy_gb_s > 200, ceil.copy_gb_s
+    assert ceil.device_name
+
+
+@pytest.mark.gpu
+def test_compare_on_cuda_runs_every_gpu_runtime_with_both_copy_modes(trained, gpu_setup, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from resnet_deploy.cli.bench import app
+
+    _, ws, _, _ = gpu_setup
+    out = tmp_path / "r.json"
+    args = [*trained.cli_args, "--workspace", ws, "--images", trained.heldout_dir, "--device", "cuda"]
+    args += ["--batch", "1,4", "--iters", "5", "--warmup", "2", "--no-build", "--floor", "--json", out]
+    result = CliRunner().invoke(app, ["compare", *[str(a) for a in args]])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert all(r["passed"] for r in rows), [
+        (r["runtime"], r["violations"], r["error"]) for r in rows if not r["passed"]
+    ]
+    runtimes = {r["runtime"] for r in rows}
+    assert {"torch-eager", "torch-eager-tf32", "torch-eager-fp16", "torch-eager-fp16-channels-last"} <= runtimes
+    assert {"torchscript", "torch-export"} <= runtimes
+    for name in runtimes:
+        modes = {r["copies_included"] for r in rows if r["runtime"] == name}
+        assert modes == {True, False}, name
+    assert data["environment"]["device_name"] and data["environment"]["cuda"]
+    floors = data["floor"]["rows"]
+    assert len(floors) == len(rows)
+    assert all(f["x_floor"] is None or f["x_floor"] > 0.8 for f in floors), floors
