@@ -8,7 +8,6 @@ any machine what the CUDA runtimes promise before they touch a GPU.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,9 +36,9 @@ def test_cuda_math_sets_ieee_or_tf32_and_restores() -> None:
 
 
 @pytest.mark.parametrize("options", [{"precision": "tf32"}, {"precision": "fp16"}, {"channels_last": True}])
-def test_gpu_only_eager_variants_are_refused_on_the_cpu(trained, options) -> None:
+def test_gpu_only_eager_variants_are_refused_on_the_cpu(trained, options, tmp_path) -> None:
     with pytest.raises(UsageError, match="CUDA only"):
-        create("torch-eager", trained.pipeline(Path("unused")).reference(), "cpu", **options)
+        create("torch-eager", trained.pipeline(tmp_path).reference(), "cpu", **options)
 
 
 # -- on a GPU -------------------------------------------------------------------------------------
