@@ -52,6 +52,7 @@ CUDA_CASES = [
     ("program", "torch-export", {}),
     ("onnx-fp32", "onnxruntime-cuda", {}),
     ("onnx-fp16", "onnxruntime-cuda", {}),
+    ("onnx-int8-tensorrt", "onnxruntime-cuda", {}),  # Q/DQ on the CUDA provider, every node on the GPU
 ]
 
 
@@ -59,6 +60,7 @@ CUDA_CASES = [
 def gpu_setup(trained, tmp_path_factory):
     """The trained model exported to every torch/ONNX format, the held-out crops, the CPU reference."""
     from resnet_deploy.benchmarks.compare import _reference_logits
+    from resnet_deploy.calibration.quantize import onnx_int8
     from resnet_deploy.export.precision import onnx_fp16
     from resnet_deploy.preprocess import load_folder
 
@@ -68,6 +70,7 @@ def gpu_setup(trained, tmp_path_factory):
     pipe.onnx()
     pipe.program()
     onnx_fp16(pipe)
+    onnx_int8(pipe, trained.calib_dir, target="tensorrt")
     images = load_folder(trained.heldout_dir, trained.preprocess).tensors
     return pipe, ws, images, _reference_logits(pipe.model, images)
 

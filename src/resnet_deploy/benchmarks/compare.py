@@ -303,7 +303,7 @@ def validate_options(options: CompareOptions) -> str:
 
 
 def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[list[str], list[str]]:
-    """TorchScript, ONNX FP32, ONNX FP16, ONNX INT8 (when calibration images exist: the TensorRT recipe,
+    """TorchScript, torch.export .pt2, ONNX FP32, ONNX FP16, ONNX INT8 (when calibration images exist: the TensorRT recipe,
     plus the CPU recipe on --device cpu), TensorRT engines (when TensorRT and a GPU are here).
     Returns (built keys, warnings)."""
     built: list[str] = []
@@ -317,6 +317,7 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
     with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
         warnings.simplefilter("ignore", FutureWarning)
         add(pipe.torchscript())
+    add(pipe.program())
     add(pipe.onnx())
     try:
         from resnet_deploy.export.precision import onnx_fp16

@@ -55,11 +55,19 @@ class OnnxRuntime(Runtime):
             if self.provider == "CUDAExecutionProvider":
                 # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
                 provider_options["use_tf32"] = "0"
+                # a node the CUDA provider cannot run would otherwise run on the CPU, unannounced
+                opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
             providers = [(self.provider, provider_options)]
         try:
             self.session = ort.InferenceSession(str(artifact.path), sess_options=opts, providers=providers)
         except Exception as exc:
-            raise UsageError(f"ONNX Runtime cannot load {artifact.label}: {str(exc).splitlines()[0][:200]}") from None
+            text = str(exc).splitlines()[0][:200]
+            if "fallback" in text.lower():
+                raise UsageError(
+                    f"ONNX Runtime's {self.provider} cannot run every node of {artifact.label}: {text}",
+                    "run it with --device cpu, or on TensorRT",
+                ) from None
+            raise UsageError(f"ONNX Runtime cannot load {artifact.label}: {text}") from None
         if self.provider not in self.session.get_providers():
             raise MissingDependencyError(
                 f"ONNX Runtime could not start {self.provider} for {artifact.label} "
