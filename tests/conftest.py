@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
+from tests.tampering import tampered_onnx
 from tests.trained import TrainedModel, build
 
 
 @pytest.fixture(scope="session")
 def trained() -> TrainedModel:
     return build()
+
+
+@pytest.fixture(scope="session")
+def tampered(trained, tmp_path_factory) -> dict[str, Path]:
+    """ONNX exports of the broken copies in tests/tampering.py: {'swapped', 'perturbed', 'bgr'} -> path."""
+    return tampered_onnx(trained, tmp_path_factory.getbasetemp() / "tampered")
 
 
 def _has_cuda() -> bool:

@@ -320,7 +320,7 @@ def test_run_compare_in_process_and_degenerate_reference(trained, workspace) -> 
 
 
 def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_path) -> None:
-    from resnet_deploy.benchmarks.compare import fit_range
+    from resnet_deploy.benchmarks.default_set import fit_range
 
     pipe = trained.pipeline(tmp_path / "ws")  # 1x3x64x64 .. 4x3x128x128, opt 1x3x64x64
     assert not fit_range(pipe, [1, 4], [(64, 64), (96, 80)])

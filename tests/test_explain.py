@@ -9,7 +9,7 @@ import pytest
 from resnet_deploy.benchmarks import explain as ex
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.runtimes.base import Artifact
-from tests.test_gate import perturbed, swapped_classes, tampered  # noqa: F401 - fixture
+from tests.tampering import perturbed, swapped_classes
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _errors(result: ex.Explanation) -> dict[str, float]:
     return {s.stage: s.rel_l2 for s in result.stages}
 
 
-def test_swapped_classes_point_at_the_head(model, images, tampered) -> None:  # noqa: F811
+def test_swapped_classes_point_at_the_head(model, images, tampered) -> None:
     result = ex.explain(Artifact("onnx", tampered["swapped"]), model, images)
     assert [s.stage for s in result.stages] == list(ex.STAGES)
     assert "metadata" in result.method
@@ -46,7 +46,7 @@ def test_swapped_classes_point_at_the_head(model, images, tampered) -> None:  # 
     assert "diverges first at head" in result.text()
 
 
-def test_bgr_and_perturbed_weights_point_at_the_stem(model, images, tampered) -> None:  # noqa: F811
+def test_bgr_and_perturbed_weights_point_at_the_stem(model, images, tampered) -> None:
     bgr = ex.explain(Artifact("onnx", tampered["bgr"]), model, images)
     assert bgr.first == "stem", bgr.text()
     assert "channel order" in bgr.verdict()
@@ -60,7 +60,7 @@ def test_honest_export_has_no_divergence(model, images, honest_onnx: Path) -> No
     assert max(_errors(result).values()) < 1e-4
 
 
-def test_structural_fallback_without_metadata(model, images, tampered, tmp_path: Path) -> None:  # noqa: F811
+def test_structural_fallback_without_metadata(model, images, tampered, tmp_path: Path) -> None:
     """Graphs from other exporters carry no module names: stage ends come from residual Add -> Relu."""
     import onnx
 

@@ -81,7 +81,7 @@ def test_manifest_records_source_inputs_and_artifacts(resnet50_workspace):
     for entry in manifest["artifacts"].values():
         assert len(entry["sha256"]) == 64 and entry["tools"]["torch"]
         assert entry["verification"]["worst_rel_l2"] < 1e-4
-    assert not list(folder.glob("*.tmp")) and not list(folder.glob(".*.tmp"))
+    assert not list(folder.glob("*.tmp*")) and not list(folder.glob(".*.tmp*"))
 
 
 def test_finetuned_checkpoint_exports_without_num_classes(tmp_path):

@@ -1,0 +1,105 @@
+"""The default artifact set `resnet-bench compare` builds into an empty workspace.
+
+Every format the tool exports, each verified against PyTorch as it is built (pipeline.py): TorchScript,
+torch.export .pt2, ONNX FP32/FP16/INT8 and, with TensorRT and a GPU, engines. Kept apart from the
+benchmark itself so that what gets built and what gets measured can change independently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy import console
+from resnet_deploy.runtimes.base import Artifact
+
+#: parity and calibration images when none are given: the photos bundled with the project
+DEFAULT_IMAGES = Path("calibration")
+
+
+def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[list[str], list[str]]:
+    """Build (or reuse) the default set; returns (built keys, warnings about what was skipped and why).
+
+    INT8 needs calibration images (`calib_dir`, else ./calibration): the TensorRT recipe always, the CPU
+    recipe only when benchmarking the CPU, where it is the fast one.
+    """
+    built: list[str] = []
+    notes: list[str] = []
+
+    def add(artifact: Any) -> None:
+        if isinstance(artifact, Artifact) and artifact.key:
+            built.append(artifact.key)
+
+    console.info(f"[bold]building the default artifact set in {pipe.ws.dir}[/] (skip with --no-build)")
+    with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
+        warnings.simplefilter("ignore", FutureWarning)
+        add(pipe.torchscript())
+    add(pipe.program())
+    add(pipe.onnx())
+    try:
+        from resnet_deploy.export.precision import onnx_fp16
+    except ImportError:
+        notes.append("FP16 ONNX export is not available in this install: skipped")
+    else:
+        add(onnx_fp16(pipe))
+    calib = calib_dir if calib_dir is not None else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
+    if calib is None:
+        notes.append("no ./calibration folder: INT8 ONNX skipped (pass --images or export it with --calib)")
+    else:
+        try:
+            from resnet_deploy.calibration.quantize import onnx_int8
+        except ImportError:
+            notes.append("INT8 quantization is not available in this install: skipped")
+        else:
+            # the TensorRT recipe (symmetric int8, what an engine is built from; its accuracy is checked here
+            # on ONNX Runtime's CPU provider) and, when benchmarking the CPU, the CPU recipe (uint8
+            # activations: the one that is fast on ONNX Runtime's x86 kernels)
+            add(onnx_int8(pipe, Path(calib), target="tensorrt"))
+            if not device.startswith("cuda"):
+                add(onnx_int8(pipe, Path(calib), target="cpu"))
+    if device.startswith("cuda"):
+        notes.extend(_build_engines(pipe, device, calib, add))
+    return built, notes
+
+
+def fit_range(pipe: Any, batches: list[int], sizes: list[tuple[int, int]]) -> bool:
+    """Before a build: if the benchmark's shapes fall outside the dynamic range, export for them instead.
+
+    The new range spans exactly the shapes asked for and the model's crop (its opt), not the union
+    with the default 64..448 px: every export is verified at its range's max, and ResNet-50 at
+    256x3x448x448 would take minutes of CPU per format. Returns True when the range changed.
+    """
+    from resnet_deploy.shapes import ShapeRange, format_shape
+
+    rng = pipe.shape_range
+    wanted = [(b, 3, h, w) for b in batches for h, w in sizes]
+    if not rng.dynamic or all(rng.contains(s) for s in wanted):
+        return False
+    shapes = [*wanted, rng.opt]
+    lo = tuple(min(s[i] for s in shapes) for i in range(4))
+    hi = tuple(max(s[i] for s in shapes) for i in range(4))
+    pipe.set_range(ShapeRange(lo, rng.opt, hi, dynamic=True))  # type: ignore[arg-type]
+    console.info(
+        f"exporting for {format_shape(lo)} .. {format_shape(hi)} to cover --batch/--size "
+        f"(the default range is {format_shape(rng.min)} .. {format_shape(rng.max)}; set it with --min/--max-shape)"
+    )
+    return True
+
+
+def _build_engines(pipe: Any, device: str, calib: Path | None, add: Callable[[Any], None]) -> list[str]:
+    """One engine per ONNX precision (export.tensorrt.engine_for_pipeline reuses the ONNX just built)."""
+    try:
+        from resnet_deploy.export import tensorrt as trt_export
+    except ImportError:
+        return ["TensorRT engine building is not available in this install: skipped"]
+    reason = trt_export.tensorrt_unavailable_reason()
+    if reason:
+        return [f"TensorRT engines skipped: {reason}"]
+    dev = device if ":" in device else "cuda:0"
+    add(trt_export.engine_for_pipeline(pipe, "fp32", device=dev))
+    add(trt_export.engine_for_pipeline(pipe, "fp16", device=dev))
+    if calib is not None:
+        add(trt_export.engine_for_pipeline(pipe, "int8", calib=Path(calib), device=dev))
+    return []
