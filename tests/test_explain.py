@@ -9,7 +9,7 @@ import pytest
 from resnet_deploy.benchmarks import explain as ex
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.runtimes.base import Artifact
-from tests.tampering import perturbed, swapped_classes
+from tests.tampering import bgr, perturbed, swapped_classes
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,9 @@ def test_swapped_classes_point_at_the_head(model, images, tampered) -> None:
 
 
 def test_bgr_and_perturbed_weights_point_at_the_stem(model, images, tampered) -> None:
-    bgr = ex.explain(Artifact("onnx", tampered["bgr"]), model, images)
-    assert bgr.first == "stem", bgr.text()
-    assert "channel order" in bgr.verdict()
+    flipped = ex.explain(Artifact("onnx", tampered["bgr"]), model, images)
+    assert flipped.first == "stem", flipped.text()
+    assert "channel order" in flipped.verdict()
     pert = ex.explain(Artifact("onnx", tampered["perturbed"]), model, images)
     assert pert.first == "stem", pert.text()
 
@@ -122,16 +122,8 @@ def test_program_and_torchscript(trained, model, images, tmp_path: Path) -> None
     r = ex.explain(Artifact("torchscript", ts), model, images)
     assert [s.stage for s in r.stages] == list(ex.STAGES) and r.first == "stem", r.text()
 
-    class Flip(torch.nn.Module):
-        def __init__(self, net: torch.nn.Module) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x.flip(1))
-
     wrapped = tmp_path / "bgr.ts"
-    torch.jit.trace(Flip(model), torch.from_numpy(images[:2])).save(str(wrapped))
+    torch.jit.trace(bgr(model), torch.from_numpy(images[:2])).save(str(wrapped))
     r = ex.explain(Artifact("torchscript", wrapped), model, images)
     assert [s.stage for s in r.stages] == ["head"] and r.first == "head"
     assert "outside the network" in r.method
