@@ -4,9 +4,14 @@ Before deserializing, the engine's build record (manifest entry, else `<engine>.
 with this machine: an engine built for another TensorRT version or GPU architecture is refused with
 a plain sentence instead of TensorRT's own error. Inputs are checked against the engine's profile.
 
-Device memory: torch CUDA tensors by default (`data_ptr()` bound with `set_tensor_address`, then
-`execute_async_v3` on torch's current stream), so `run_device` times no copies. Where torch has no
-CUDA (a torch-free deployment), pycuda buffers sized for the profile's largest shape are used.
+Device memory: torch CUDA tensors by default (`data_ptr()` bound with `set_tensor_address`), so
+`run_device` times no copies. Where torch has no CUDA (a torch-free deployment), pycuda buffers sized
+for the profile's largest shape are used.
+
+Streams: TensorRT enqueued on the legacy default stream adds a synchronization to every call (it warns
+so), which would be timed. So the engine runs on a stream of its own, ordered after the caller's
+current stream and before whatever the caller does next (`wait_stream` both ways, `record_stream` so
+the allocator keeps the tensors alive until the engine is done with them).
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ class TensorRTRuntime(Runtime):
         self.input_range = artifact.input_range
 
         self._pctx = None
-        self._stream: Any = None
+        self._stream: Any = None  # pycuda's
+        self._torch_stream: Any = None
         if self.buffers == "pycuda":
             self._start_pycuda()
         elif self.buffers != "torch":
@@ -93,6 +99,10 @@ class TensorRTRuntime(Runtime):
                 )
             self._read_io(trt)
             self.context = self.engine.create_execution_context()
+            if self.buffers == "torch":
+                import torch
+
+                self._torch_stream = torch.cuda.Stream(self.device)
         if self.buffers == "pycuda":
             self._allocate_pycuda()
 
@@ -171,9 +181,13 @@ class TensorRTRuntime(Runtime):
             out = torch.empty(out_shape, dtype=getattr(torch, self.output_dtype.name), device=self.device)
             self.context.set_tensor_address(self.input_name, x.data_ptr())
             self.context.set_tensor_address(self.output_name, out.data_ptr())
-            stream = torch.cuda.current_stream(self.device)
+            caller, stream = torch.cuda.current_stream(self.device), self._torch_stream
+            stream.wait_stream(caller)  # x and out were made on the caller's stream
             if not self.context.execute_async_v3(stream.cuda_stream):
                 raise VerificationError(f"TensorRT failed to run {self.artifact.label} (its messages are above)")
+            x.record_stream(stream)
+            out.record_stream(stream)
+            caller.wait_stream(stream)  # what the caller does next with `out` waits for the engine
             return out.float()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -205,6 +219,7 @@ class TensorRTRuntime(Runtime):
             self._stream.synchronize()
 
     def close(self) -> None:
+        self._torch_stream = None
         self.context = None
         self.engine = None
         self._runtime = None
