@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu/run.sh install          join the parts, install onnxruntime-gpu into /tmp/site
 #   bash benchmarks/gpu/run.sh env              GPU, driver, packages -> $OUT/env.txt
 #   bash benchmarks/gpu/run.sh tests            the whole test suite, GPU tests included -> $OUT/tests.log
+#   bash benchmarks/gpu/run.sh build            export resnet50's default set for batch 1..256 into /tmp/ws-resnet50
 #   bash benchmarks/gpu/run.sh compare          resnet50 at batch 1,8,64,256 -> $OUT/compare-resnet50.{md,json,png}
 #   bash benchmarks/gpu/run.sh gate             the trained resnet18 gated on the GPU -> $OUT/gate-resnet18.{md,json}
 #
@@ -72,9 +73,15 @@ EOF
       set -o pipefail
       "$PY" -m pytest -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
       ;;
-    compare)
+    build)
+      # exports, verification and INT8 calibration on the CPU, apart from the timed run (a call has 10 min)
       ensure_installed
       rm -rf /tmp/ws-resnet50
+      resnet-bench compare resnet50 --device "$DEVICE" --batch "1,${BATCHES##*,}" --size 224 --runtimes torch-eager \
+        --iters 1 --warmup 1 --workspace /tmp/ws-resnet50
+      ;;
+    compare)
+      ensure_installed
       resnet-bench compare resnet50 --device "$DEVICE" --batch "$BATCHES" --size 224 \
         --iters "$ITERS" --warmup "$WARMUP" --floor --workspace /tmp/ws-resnet50 \
         --json "$OUT/compare-resnet50.json" --markdown "$OUT/compare-resnet50.md" --plot "$OUT/compare-resnet50.png"
@@ -89,7 +96,7 @@ EOF
         --json "$OUT/gate-resnet18.json" --markdown "$OUT/gate-resnet18.md"
       ;;
     *)
-      echo "unknown phase '$phase' (stage, install, env, tests, compare, gate)" >&2
+      echo "unknown phase '$phase' (stage, install, env, tests, build, compare, gate)" >&2
       exit 2
       ;;
   esac

@@ -89,17 +89,17 @@ def fit_range(pipe: Any, batches: list[int], sizes: list[tuple[int, int]]) -> bo
 
 
 def _build_engines(pipe: Any, device: str, calib: Path | None, add: Callable[[Any], None]) -> list[str]:
-    """One engine per ONNX precision (export.tensorrt.engine_for_pipeline reuses the ONNX just built)."""
+    """One engine per ONNX precision (engines.engine_for_pipeline reuses the ONNX just built)."""
     try:
-        from resnet_deploy.export import tensorrt as trt_export
+        from resnet_deploy import engines
     except ImportError:
         return ["TensorRT engine building is not available in this install: skipped"]
-    reason = trt_export.tensorrt_unavailable_reason()
+    reason = engines.tensorrt_unavailable_reason()
     if reason:
         return [f"TensorRT engines skipped: {reason}"]
     dev = device if ":" in device else "cuda:0"
-    add(trt_export.engine_for_pipeline(pipe, "fp32", device=dev))
-    add(trt_export.engine_for_pipeline(pipe, "fp16", device=dev))
+    add(engines.engine_for_pipeline(pipe, "fp32", device=dev))
+    add(engines.engine_for_pipeline(pipe, "fp16", device=dev))
     if calib is not None:
-        add(trt_export.engine_for_pipeline(pipe, "int8", calib=Path(calib), device=dev))
+        add(engines.engine_for_pipeline(pipe, "int8", calib=Path(calib), device=dev))
     return []

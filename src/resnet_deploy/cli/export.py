@@ -182,9 +182,8 @@ def trt(
     Shapes default to the range the ONNX was exported for. Without TensorRT or a GPU it still makes
     the ONNX it would build from, then says what is missing.
     """
-    from resnet_deploy import console
+    from resnet_deploy import console, engines
     from resnet_deploy.errors import UsageError
-    from resnet_deploy.export import tensorrt as engines
 
     precision = engines.precision_from_flags(fp16, int8, calib)
     size = engines.parse_bytes(workspace_size)

@@ -185,7 +185,7 @@ def _ort_tensorrt_reason(device: str) -> str | None:
 
 
 def _tensorrt_reason(device: str) -> str | None:
-    from resnet_deploy.export.tensorrt import tensorrt_unavailable_reason
+    from resnet_deploy.engines import tensorrt_unavailable_reason
 
     return tensorrt_unavailable_reason()
 

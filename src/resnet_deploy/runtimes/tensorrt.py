@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.errors import MissingDependencyError, UsageError, VerificationError
-from resnet_deploy.export.tensorrt import (
+from resnet_deploy.engines import (
     build_environment,
     build_record,
     check_compatible,
@@ -30,6 +29,7 @@ from resnet_deploy.export.tensorrt import (
     import_tensorrt,
     trt_logger,
 )
+from resnet_deploy.errors import MissingDependencyError, UsageError, VerificationError
 from resnet_deploy.runtimes.base import Artifact, Runtime
 from resnet_deploy.shapes import ShapeRange, format_shape
 
