@@ -235,3 +235,21 @@ def test_unstrided_maxpool_is_exact_and_exports_for_any_size():
             assert torch.equal(rewritten(x), expected), shape  # a max rounds nothing: bit-identical
             assert rel_l2(program(x).numpy(), expected.numpy()) < 1e-5, shape
     assert isinstance(strided_maxpool_specializes(), bool)
+
+
+def test_verification_computes_each_reference_once_per_model():
+    import gc
+
+    from resnet_deploy.export import verify
+
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    batch, first = verify._reference_for(model, (2, 3, 64, 64), 0)
+    again, second = verify._reference_for(model, (2, 3, 64, 64), 0)
+    assert second is first and np.array_equal(batch, again)
+    _, other = verify._reference_for(model, (2, 3, 64, 64), 1)  # another seed, another batch
+    assert not np.array_equal(other, first)
+    assert rel_l2(first, verify.reference_logits(model, batch)) == 0.0
+    entries = len(verify._REFERENCES)
+    del model
+    gc.collect()
+    assert len(verify._REFERENCES) == entries - 1  # a model that is gone takes its references with it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,20 @@ def reference_logits(model: Any, batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch)).float().numpy()
 
 
+#: model -> {(shape, seed): logits}. Every format is verified on the same random batches, and at a wide
+#: range's max (ResNet-50 at 256x3x224x224) the PyTorch forward costs as much as the artifact's, so it
+#: runs once per model, not once per format. Weak keys: a model that is gone takes its entries with it.
+_REFERENCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reference_for(model: Any, shape: Shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    batch = random_batch(shape, seed)
+    cache = _REFERENCES.setdefault(model, {})
+    if (shape, seed) not in cache:
+        cache[(shape, seed)] = reference_logits(model, batch)
+    return batch, cache[(shape, seed)]
+
+
 def verify(
     model: Any,
     runtime: Runtime,
@@ -66,8 +81,8 @@ def verify(
     """Run `runtime` and the PyTorch model at each shape; raise VerificationError beyond `max_rel_l2`."""
     result = Verification()
     for i, shape in enumerate(shapes):
-        batch = random_batch(shape, seed=i)
-        result.per_shape[format_shape(shape)] = compare(reference_logits(model, batch), runtime.run(batch))
+        batch, reference = _reference_for(model, tuple(shape), i)
+        result.per_shape[format_shape(shape)] = compare(reference, runtime.run(batch))
     if not result.worst_rel_l2 <= max_rel_l2:  # also catches NaN
         raise VerificationError(
             f"{what} does not match PyTorch: {result.summary()} (tolerance rel L2 {max_rel_l2:g})",
