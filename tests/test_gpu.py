@@ -123,8 +123,8 @@ def test_fp32_on_cuda_is_ieee_and_tf32_is_really_tf32(gpu_setup) -> None:
             errors[precision] = _rel_l2(runtime.run(images[:32]), reference[:32])
         finally:
             runtime.close()
-    assert errors["fp32"] < 1e-5, errors
-    assert errors["tf32"] > 3 * errors["fp32"], errors
+    assert errors["fp32"] < DEFAULT_TOLERANCES["fp32"].max_rel_l2, errors  # cuDNN's FP32 algorithms round too
+    assert errors["tf32"] > 3 * errors["fp32"], errors  # 10-bit mantissa operands: ~1e-3
 
 
 @pytest.mark.gpu
