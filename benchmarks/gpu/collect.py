@@ -1,6 +1,6 @@
 """Copy what a GPU run brought back into benchmarks/results/<gpu>/ and print the headline for the README.
 
-    python benchmarks/gpu/collect.py /work/.device/...   # the folder the device tool put $OUT's files in
+    python benchmarks/gpu/collect.py FOLDER [FOLDER ...]   # the files_at folder of each device call
 
 The folder is named from the GPU in compare-resnet50.json (e.g. nvidia-h100-80gb-hbm3). The headline is
 the device-resident (copies excluded) p50 and images/s of each runtime at the smallest and largest batch,
@@ -44,20 +44,24 @@ def headline(report: dict) -> list[str]:
     return out
 
 
-def main(folder: str) -> None:
-    src = Path(folder)
-    report_path = src / "compare-resnet50.json"
-    report = json.loads(report_path.read_text())
+def main(folders: list[str]) -> None:
+    """Each device call brings its own folder back; the one with compare-resnet50.json names the GPU."""
+    sources = [Path(f) for f in folders]
+    found = [src / "compare-resnet50.json" for src in sources if (src / "compare-resnet50.json").is_file()]
+    if not found:
+        sys.exit("none of these folders holds compare-resnet50.json (the `compare` call's output)")
+    report = json.loads(found[-1].read_text())
     dest = RESULTS / slug(report["environment"].get("device_name") or report["device"])
     dest.mkdir(parents=True, exist_ok=True)
-    for path in sorted(src.iterdir()):
-        if path.is_file():
-            shutil.copy2(path, dest / path.name)
-            print(f"copied {path.name} -> {dest.relative_to(RESULTS.parents[1])}/")
+    for src in sources:
+        for path in sorted(src.iterdir()):
+            if path.is_file():
+                shutil.copy2(path, dest / path.name)
+                print(f"copied {path.name} -> {dest.relative_to(RESULTS.parents[1])}/")
     print("\n".join(headline(report)))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python benchmarks/gpu/collect.py FOLDER  (the files a GPU run brought back)")
-    main(sys.argv[1])
+    if len(sys.argv) < 2:
+        sys.exit("usage: python benchmarks/gpu/collect.py FOLDER [FOLDER ...]  (what each GPU call brought back)")
+    main(sys.argv[1:])
