@@ -59,9 +59,9 @@ CUDA_CASES = [
 @pytest.fixture(scope="module")
 def gpu_setup(trained, tmp_path_factory):
     """The trained model exported to every torch/ONNX format, the held-out crops, the CPU reference."""
-    from resnet_deploy.benchmarks.compare import _reference_logits
     from resnet_deploy.calibration.quantize import onnx_int8
     from resnet_deploy.export.precision import onnx_fp16
+    from resnet_deploy.export.verify import reference_logits
     from resnet_deploy.preprocess import load_folder
 
     ws = tmp_path_factory.mktemp("gpu-ws")
@@ -72,7 +72,7 @@ def gpu_setup(trained, tmp_path_factory):
     onnx_fp16(pipe)
     onnx_int8(pipe, trained.calib_dir, target="tensorrt")
     images = load_folder(trained.heldout_dir, trained.preprocess).tensors
-    return pipe, ws, images, _reference_logits(pipe.model, images)
+    return pipe, ws, images, reference_logits(pipe.model, images)
 
 
 def _artifact(pipe, key: str):

@@ -104,21 +104,11 @@ def test_fp16_file_keeps_float32_io(models: Shared) -> None:
     assert entry["precision"] == "fp16" and entry["verification"]["worst_rel_l2"] < 2e-2
 
 
-def test_int8_tensorrt_matches_fp32_on_heldout_images(models: Shared) -> None:
-    art = models.int8("tensorrt")
-    m = models.parity(art)
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_int8_matches_fp32_on_heldout_images(models: Shared, target: str) -> None:
+    m = models.parity(models.int8(target))
     print(
-        f"INT8 (tensorrt) vs PyTorch FP32 on {m.count} held-out images: top-1 {m.top1_agreement:.4f}, cosine {m.cosine:.6f}"
-    )
-    assert m.top1_agreement >= 0.97
-    assert m.cosine >= 0.995
-
-
-def test_int8_cpu_matches_fp32_on_heldout_images(models: Shared) -> None:
-    art = models.int8("cpu")
-    m = models.parity(art)
-    print(
-        f"INT8 (cpu) vs PyTorch FP32 on {m.count} held-out images: top-1 {m.top1_agreement:.4f}, cosine {m.cosine:.6f}"
+        f"INT8 ({target}) vs PyTorch FP32 on {m.count} held-out images: top-1 {m.top1_agreement:.4f}, cosine {m.cosine:.6f}"
     )
     assert m.top1_agreement >= 0.97
     assert m.cosine >= 0.995

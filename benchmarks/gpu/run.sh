@@ -55,17 +55,10 @@ for phase in "$@"; do
       {
         nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
         nvidia-smi
-        "$PY" - <<'EOF'
-import platform, torch
-from resnet_deploy.pipeline import tool_versions
-print("python", platform.python_version(), platform.platform())
-print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())
-p = torch.cuda.get_device_properties(0)
-print("device", p.name, f"cc {p.major}.{p.minor}", f"{p.total_memory / 2**30:.1f} GiB", p.multi_processor_count, "SMs")
-print("packages", tool_versions())
-import onnxruntime as o
-print("onnxruntime", o.__version__, o.get_available_providers())
-EOF
+        # the same facts every compare report records, plus the providers this onnxruntime offers
+        "$PY" -c "import json, onnxruntime as o; from resnet_deploy.benchmarks.compare import environment;
+from resnet_deploy.pipeline import tool_versions; print(json.dumps({**environment('$DEVICE'),
+'packages': tool_versions(), 'onnxruntime_providers': o.get_available_providers()}, indent=2))"
       } 2>&1 | tee "$OUT/env.txt"
       ;;
     tests)

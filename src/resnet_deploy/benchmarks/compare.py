@@ -339,14 +339,13 @@ def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _reference_logits(model: Any, images: np.ndarray, chunk: int = 16) -> np.ndarray:
-    import torch
+    """export.verify.reference_logits over a folder of images, `chunk` at a time (bounded memory)."""
+    from resnet_deploy.export.verify import reference_logits
 
     model = model.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), chunk):
-            out.append(model(torch.from_numpy(np.ascontiguousarray(images[i : i + chunk]))).float().numpy())
-    return np.concatenate(out)
+    return np.concatenate(
+        [reference_logits(model, np.ascontiguousarray(images[i : i + chunk])) for i in range(0, len(images), chunk)]
+    )
 
 
 def _run_batched(runtime: Runtime, images: np.ndarray, batch: int) -> np.ndarray:
