@@ -35,8 +35,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     cuda = _has_cuda()
     trt = importlib.util.find_spec("tensorrt") is not None
     for item in items:
-        if "gpu" in item.keywords and not cuda:
+        # markers, not item.keywords: keywords also hold parameter ids (a "tensorrt" INT8 recipe, say)
+        if item.get_closest_marker("gpu") and not cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU visible to torch"))
-        if "tensorrt" in item.keywords and not (trt and cuda):
+        if item.get_closest_marker("tensorrt") and not (trt and cuda):
             missing = "TensorRT" if not trt else "a CUDA GPU"
             item.add_marker(pytest.mark.skip(reason=f"needs TensorRT and a CUDA GPU ({missing} not found)"))
