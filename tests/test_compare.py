@@ -225,13 +225,23 @@ def test_artifact_engine(trained, workspace, tmp_path) -> None:
 
 
 def test_unavailable_provider_fails_clearly(trained, tmp_path) -> None:
+    import torch
+
+    from resnet_deploy.runtimes.base import registry
+
+    # where onnxruntime-gpu is installed (a GPU machine) the provider exists: then it is --device that is wrong
+    provider_missing = registry()["onnxruntime-cuda"].unavailable_reason("cuda") is not None
     base = [*trained.cli_args, "--workspace", tmp_path, *FAST]
     result = invoke([*base, "--runtimes", "onnxruntime-cuda"])
-    assert result.exit_code != 0
-    assert "onnxruntime-cuda" in result.output and "not available" in result.output
     assert "Traceback" not in result.output
-    result = invoke([*base, "--runtimes", "onnxruntime-cuda", "--device", "cuda"])
-    assert result.exit_code == 3
+    if provider_missing:
+        assert result.exit_code == 3
+        assert "onnxruntime-cuda" in result.output and "not available" in result.output
+    else:
+        assert result.exit_code == 2 and "add --device cuda" in result.output
+    if provider_missing or not torch.cuda.is_available():
+        result = invoke([*base, "--runtimes", "onnxruntime-cuda", "--device", "cuda"])
+        assert result.exit_code == 3 and "Traceback" not in result.output
     result = invoke([*base, "--runtimes", "no-such-runtime"])
     assert result.exit_code == 2 and "unknown runtime" in result.output
 

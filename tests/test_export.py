@@ -84,6 +84,18 @@ def test_manifest_records_source_inputs_and_artifacts(resnet50_workspace):
     assert not list(folder.glob("*.tmp*")) and not list(folder.glob(".*.tmp*"))
 
 
+def test_tool_versions_name_the_packages_that_import():
+    import onnxruntime
+
+    from resnet_deploy.pipeline import tool_versions
+
+    versions = tool_versions()
+    assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    # onnxruntime and onnxruntime-gpu both provide `onnxruntime`: the record names the one that imports
+    ort = [name for name in versions if name.startswith("onnxruntime")]
+    assert len(ort) == 1 and versions[ort[0]] == onnxruntime.__version__
+
+
 def test_finetuned_checkpoint_exports_without_num_classes(tmp_path):
     torch.manual_seed(5)
     model = torchvision.models.resnet18()

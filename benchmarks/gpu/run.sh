@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu/run.sh install          join the parts, install onnxruntime-gpu into /tmp/site
 #   bash benchmarks/gpu/run.sh env              GPU, driver, packages -> $OUT/env.txt
 #   bash benchmarks/gpu/run.sh tests            the whole test suite, GPU tests included -> $OUT/tests.log
+#   bash benchmarks/gpu/run.sh gpu-tests        only the GPU-marked tests -> $OUT/gpu-tests.log
+#   bash benchmarks/gpu/run.sh other-tests      the rest of the suite -> $OUT/other-tests.log
 #   bash benchmarks/gpu/run.sh build            export resnet50's default set for batch 1..256 into /tmp/ws-resnet50
 #   bash benchmarks/gpu/run.sh compare          resnet50 at batch 1,8,64,256 -> $OUT/compare-resnet50.{md,json,png}
 #   bash benchmarks/gpu/run.sh gate             the trained resnet18 gated on the GPU -> $OUT/gate-resnet18.{md,json}
@@ -63,8 +65,16 @@ from resnet_deploy.pipeline import tool_versions; print(json.dumps({**environmen
       ;;
     tests)
       ensure_installed
-      set -o pipefail
-      "$PY" -m pytest -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests.log"
+      "$PY" -m pytest -q -rs --durations=15 2>&1 | tee "$OUT/tests.log"
+      ;;
+    gpu-tests)
+      # the GPU-marked tests alone, first: they are what this machine is for, and a call has 10 minutes
+      ensure_installed
+      "$PY" -m pytest -q -rs --durations=15 -m gpu 2>&1 | tee "$OUT/gpu-tests.log"
+      ;;
+    other-tests)
+      ensure_installed
+      "$PY" -m pytest -q -rs --durations=15 -m "not slow and not gpu" 2>&1 | tee "$OUT/other-tests.log"
       ;;
     build)
       # exports, verification and INT8 calibration on the CPU, apart from the timed run (a call has 10 min)
@@ -89,7 +99,7 @@ from resnet_deploy.pipeline import tool_versions; print(json.dumps({**environmen
         --json "$OUT/gate-resnet18.json" --markdown "$OUT/gate-resnet18.md"
       ;;
     *)
-      echo "unknown phase '$phase' (stage, install, env, tests, build, compare, gate)" >&2
+      echo "unknown phase '$phase' (stage, install, env, tests, gpu-tests, other-tests, build, compare, gate)" >&2
       exit 2
       ;;
   esac

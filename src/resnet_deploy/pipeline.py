@@ -56,16 +56,47 @@ def _torch_version() -> str:
     return torch.__version__
 
 
+#: the modules whose versions a record carries
+_TOOLS = ("torch", "torchvision", "onnx", "onnxruntime", "tensorrt")
+
+
 def tool_versions() -> dict[str, str]:
+    """Distribution -> version for this package and each tool, as it imports here.
+
+    Keyed by the distribution that provides the module Python imports, so onnxruntime-gpu installed
+    beside (and shadowing) the CPU-only onnxruntime is recorded as onnxruntime-gpu with its version,
+    not as both.
+    """
+    import importlib.metadata as md
+    import importlib.util
+
+    out = {"resnet-deploy": _version_of("resnet-deploy")}
+    owners = md.packages_distributions()
+    for module in _TOOLS:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            continue
+        package_dir = Path(spec.origin).resolve().parent
+        for dist_name in dict.fromkeys(owners.get(module, [module])):
+            try:
+                dist = md.distribution(dist_name)
+            except md.PackageNotFoundError:
+                continue
+            if Path(str(dist.locate_file(module))).resolve() == package_dir:
+                out[dist.metadata["Name"]] = dist.version
+                break
+        else:  # an unusual install (source tree, zip): the distribution named like the module
+            out[module] = _version_of(module)
+    return {name: version for name, version in out.items() if version}
+
+
+def _version_of(dist: str) -> str:
     import importlib.metadata as md
 
-    out = {}
-    for dist in ("resnet-deploy", "torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return ""
 
 
 class Pipeline:
