@@ -72,11 +72,11 @@ class Row:
     batch: int
     size: tuple[int, int]
     copies_included: bool
-    latency: LatencyStats | None
-    parity: ParityMetrics | None
-    violations: list[Violation]
-    passed: bool
-    error: str | None
+    latency: LatencyStats | None = None
+    parity: ParityMetrics | None = None
+    violations: list[Violation] = field(default_factory=list)
+    passed: bool = False
+    error: str | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -513,6 +513,147 @@ def _floor(rows: list[Row], pipe: Any, device: str) -> dict[str, Any]:
     }
 
 
+class _Progress:
+    """The optional progress bar: one step per warm-up or timed iteration, skipped rows count whole."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = console.progress() if enabled else None
+        self.task: Any = self.bar.add_task("benchmark", total=total) if self.bar else None
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def tick(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, steps)
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=text)
+
+
+@dataclass
+class _Bench:
+    """What every job of one compare run is measured with, so each level below takes only its own loop."""
+
+    options: CompareOptions
+    device: str
+    threads: int
+    images: np.ndarray
+    refs: dict[tuple[int, int], np.ndarray]
+    progress: _Progress
+
+    @property
+    def modes(self) -> list[bool]:
+        """copies included (host arrays) and, on CUDA, device-resident as well"""
+        return [True, False] if self.device.startswith("cuda") else [True]
+
+    @property
+    def steps_per_row(self) -> int:
+        return self.options.warmup + self.options.iters
+
+    def _row(
+        self, job: _Job, name: str, precision: str, batch: int, size: tuple[int, int], copies: bool, **kw: Any
+    ) -> Row:
+        art = job.artifact
+        return Row(
+            artifact_key=art.key or art.format,
+            artifact_path=str(art.path) if art.path else None,
+            format=art.format,
+            runtime=name,
+            precision=precision,
+            device=kw.pop("device", self.device),
+            batch=batch,
+            size=size,
+            copies_included=copies,
+            **kw,
+        )
+
+    def job_rows(self, job: _Job, sizes: list[tuple[int, int]], batches: list[int]) -> list[tuple[Row, int]]:
+        """Every size x batch x copy mode of one job; a runtime that cannot load gives error rows."""
+        art = job.artifact
+        try:
+            with warnings.catch_warnings():  # TorchScript's deprecation notice, once per load
+                warnings.simplefilter("ignore", FutureWarning)
+                runtime = job.spec.create(art, self.device, threads=self.threads, **job.options)
+        except Exception as exc:
+            text, code = _error_text(exc)
+            precision = job.options.get("precision", art.precision)
+            rows = [
+                (self._row(job, job.spec.name, precision, batch, size, copies, error=text), code)
+                for size in sizes
+                for batch in batches
+                for copies in self.modes
+            ]
+            self.progress.tick(len(rows) * self.steps_per_row)
+            return rows
+        try:
+            return [r for size in sizes for batch in batches for r in self._shape_rows(job, runtime, batch, size)]
+        finally:
+            runtime.close()
+
+    def _shape_rows(self, job: _Job, runtime: Runtime, batch: int, size: tuple[int, int]) -> list[tuple[Row, int]]:
+        """Parity at this batch and size once, then latency in each copy mode."""
+        art = job.artifact
+        shape = (batch, 3, size[0], size[1])
+        self.progress.describe(f"{art.label} · {runtime.name} · {batch}x{size[0]}x{size[1]}")
+        tol = self.options.tolerance(art.key or art.format, str(art.path) if art.path else None, runtime.precision)
+        parity = None
+        violations: list[Violation] = []
+        error: tuple[str, int] | None = None
+        try:
+            if art.input_range is not None:
+                art.input_range.check(shape, art.label)
+            parity = compare(self.refs[size], _run_batched(runtime, _resize(self.images, size), batch))
+            violations = check(parity, tol)
+        except Exception as exc:
+            error = _error_text(exc)
+        out = []
+        for copies in self.modes:
+            latency = None
+            if error is None:
+                try:
+                    latency = measure(
+                        runtime,
+                        shape,
+                        self.options.warmup,
+                        self.options.iters,
+                        device_resident=not copies,
+                        threads=self.threads,
+                        on_iteration=self.progress.tick,
+                    )
+                except Exception as exc:
+                    error = _error_text(exc)
+            else:
+                self.progress.tick(self.steps_per_row)
+            r = self._row(
+                job,
+                runtime.name,
+                runtime.precision,
+                batch,
+                size,
+                copies,
+                device=runtime.device,
+                latency=latency,
+                parity=parity,
+                violations=violations,
+                passed=error is None and not violations,
+                error=error[0] if error else None,
+            )
+            out.append((r, error[1] if error else 0))
+            if error is None:
+                console.info(_one_line(r))
+            else:
+                console.info(f"[red]✗[/] {r.label} {batch}x{size[0]}x{size[1]}: {error[0]}")
+        return out
+
+
 def _run_jobs(
     jobs: list[_Job],
     options: CompareOptions,
@@ -523,119 +664,12 @@ def _run_jobs(
     images: np.ndarray,
     refs: dict[tuple[int, int], np.ndarray],
 ) -> list[tuple[Row, int]]:
-    """Every job at every size and batch; a job that cannot load or run becomes error rows."""
-    modes = [True, False] if device.startswith("cuda") else [True]  # copies included / device-resident
-    per_row = options.warmup + options.iters
-    total = len(jobs) * len(sizes) * len(batches) * len(modes) * per_row
-    out: list[tuple[Row, int]] = []
-    bar = console.progress() if options.progress else None
-    task = bar.add_task("benchmark", total=total) if bar else None
-
-    def tick() -> None:
-        if bar is not None:
-            bar.advance(task)  # type: ignore[arg-type]
-
-    def row(
-        job: _Job, runtime_name: str, precision: str, batch: int, size: tuple[int, int], copies: bool, **kw: Any
-    ) -> Row:
-        art = job.artifact
-        return Row(
-            artifact_key=art.key or art.format,
-            artifact_path=str(art.path) if art.path else None,
-            format=art.format,
-            runtime=runtime_name,
-            precision=precision,
-            device=kw.pop("dev", device),
-            batch=batch,
-            size=size,
-            copies_included=copies,
-            latency=kw.get("latency"),
-            parity=kw.get("parity"),
-            violations=kw.get("violations", []),
-            passed=kw.get("passed", False),
-            error=kw.get("error"),
-        )
-
-    if bar is not None:
-        bar.start()
-    try:
-        for job in jobs:
-            art = job.artifact
-            name = job.spec.name
-            precision = job.options.get("precision", art.precision)
-            try:
-                with warnings.catch_warnings():  # TorchScript's deprecation notice, once per load
-                    warnings.simplefilter("ignore", FutureWarning)
-                    runtime = job.spec.create(art, device, threads=threads, **job.options)
-            except Exception as exc:
-                text, code = _error_text(exc)
-                for size in sizes:
-                    for batch in batches:
-                        for copies in modes:
-                            out.append((row(job, name, precision, batch, size, copies, error=text), code))
-                            if bar is not None:
-                                bar.advance(task, per_row)  # type: ignore[arg-type]
-                continue
-            name, precision = runtime.name, runtime.precision
-            tol = options.tolerance(art.key or art.format, str(art.path) if art.path else None, precision)
-            try:
-                for size in sizes:
-                    for batch in batches:
-                        shape = (batch, 3, size[0], size[1])
-                        if bar is not None:
-                            bar.update(task, description=f"{art.label} · {name} · {batch}x{size[0]}x{size[1]}")  # type: ignore[arg-type]
-                        parity = None
-                        violations: list[Violation] = []
-                        error: tuple[str, int] | None = None
-                        try:
-                            if art.input_range is not None:
-                                art.input_range.check(shape, art.label)
-                            parity = compare(refs[size], _run_batched(runtime, _resize(images, size), batch))
-                            violations = check(parity, tol)
-                        except Exception as exc:
-                            error = _error_text(exc)
-                        for copies in modes:
-                            latency = None
-                            if error is None:
-                                try:
-                                    latency = measure(
-                                        runtime,
-                                        shape,
-                                        options.warmup,
-                                        options.iters,
-                                        device_resident=not copies,
-                                        threads=threads,
-                                        on_iteration=tick,
-                                    )
-                                except Exception as exc:
-                                    error = _error_text(exc)
-                            elif bar is not None:
-                                bar.advance(task, per_row)  # type: ignore[arg-type]
-                            r = row(
-                                job,
-                                name,
-                                precision,
-                                batch,
-                                size,
-                                copies,
-                                dev=runtime.device,
-                                latency=latency,
-                                parity=parity,
-                                violations=violations,
-                                passed=error is None and not violations,
-                                error=error[0] if error else None,
-                            )
-                            out.append((r, error[1] if error else 0))
-                            if error is None:
-                                console.info(_one_line(r))
-                            else:
-                                console.info(f"[red]✗[/] {r.label} {batch}x{size[0]}x{size[1]}: {error[0]}")
-            finally:
-                runtime.close()
-    finally:
-        if bar is not None:
-            bar.stop()
-    return out
+    """Every job at every size and batch, with the exit code each row would give (0 for a clean row)."""
+    modes = 2 if device.startswith("cuda") else 1
+    total = len(jobs) * len(sizes) * len(batches) * modes * (options.warmup + options.iters)
+    with _Progress(options.progress, total) as progress:
+        bench = _Bench(options, device, threads, images, refs, progress)
+        return [r for job in jobs for r in bench.job_rows(job, sizes, batches)]
 
 
 def _one_line(r: Row) -> str:

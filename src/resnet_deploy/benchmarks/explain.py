@@ -256,7 +256,9 @@ def program_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndarray]
     import torch
     import torch.fx
 
-    gm = torch.export.load(str(path)).module()
+    from resnet_deploy.export.program import load_program
+
+    gm = load_program(path)
     last: dict[str, Any] = {}
     nodes = list(gm.graph.nodes)
     for node in nodes:

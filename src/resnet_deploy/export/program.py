@@ -36,6 +36,14 @@ def export_program(model: Any, path: Path, shape_range: ShapeRange) -> None:
     torch.export.save(program, str(path))
 
 
+def load_program(path: Path | str) -> Any:
+    """The `.pt2`'s module, ready to call (the one loader: runtime and --explain read it alike)."""
+    with warnings.catch_warnings():
+        # torch 2.11 reads the archive's weights through a read-only buffer and warns; nothing writes to them
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        return torch.export.load(str(path)).module()
+
+
 @functools.cache
 def strided_maxpool_specializes() -> bool:
     """Whether this torch's export of MaxPool2d(3, 2, 1) only accepts sizes of the example's parity.

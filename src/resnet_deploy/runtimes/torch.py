@@ -185,7 +185,8 @@ class TorchExportRuntime(_TorchFileRuntime):
     what = "torch.export"
 
     def _load(self, path: str) -> Any:
-        import torch
 
-        module = torch.export.load(path).module()
+        from resnet_deploy.export.program import load_program
+
+        module = load_program(path)
         return module.to(self._torch_device) if self.device != "cpu" else module
