@@ -4,7 +4,9 @@
 
 The folder is named from the GPU in compare-resnet50.json (e.g. nvidia-h100-80gb-hbm3). The headline is
 the device-resident (copies excluded) p50 and images/s of each runtime at the smallest and largest batch,
-with the speedup over eager FP32 and the distance from the floor, read from the JSON, never typed in.
+with the speedup over eager FP32 and the distance from the floor, read from the JSON, never typed in,
+then where the best rows stand against the issue's anchors (MLPerf H100 offline, A100 single-stream,
+Torch-TensorRT FP16 speedup).
 """
 
 from __future__ import annotations
@@ -44,6 +46,46 @@ def headline(report: dict) -> list[str]:
     return out
 
 
+#: the issue's anchors: MLPerf Inference's best ResNet-50 on one H100 (offline, TensorRT INT8), A100
+#: single-stream latency, and Torch-TensorRT's FP16 speedup over eager FP32 at batch 128
+MLPERF_H100_OFFLINE_IMG_S = 92_000
+MLPERF_A100_SINGLE_STREAM_MS = 0.46
+TORCH_TENSORRT_FP16_SPEEDUP = 5.0
+
+
+def anchors(report: dict) -> list[str]:
+    """Where the best rows stand against the published figures (device-resident rows where there are any)."""
+    if report["model"]["architecture"] != "resnet50":
+        return []  # the published figures are ResNet-50's
+    rows = [r for r in report["rows"] if r["latency"] and r["passed"]]
+    resident = [r for r in rows if not r["copies_included"]] or rows
+    if not resident:
+        return []
+    top = max(r["batch"] for r in resident)
+    at_top = [r for r in resident if r["batch"] == top]
+    best = max(at_top, key=lambda r: r["latency"]["images_per_s"])
+    out = [
+        f"anchors: best at batch {top}: {best['latency']['images_per_s']:.0f} img/s ({best['runtime']} "
+        f"{best['precision']}) = {best['latency']['images_per_s'] / MLPERF_H100_OFFLINE_IMG_S:.0%} of MLPerf's "
+        f"H100 offline {MLPERF_H100_OFFLINE_IMG_S} img/s (TensorRT INT8)"
+    ]
+    ones = [r for r in resident if r["batch"] == 1]
+    if ones:
+        fastest = min(ones, key=lambda r: r["latency"]["p50_ms"])
+        out.append(
+            f"  batch 1: {fastest['latency']['p50_ms']:.3f} ms p50 ({fastest['runtime']} {fastest['precision']}) "
+            f"vs A100 single-stream {MLPERF_A100_SINGLE_STREAM_MS} ms"
+        )
+    fp16 = [r for r in at_top if r["precision"] == "fp16" and r.get("speedup")]
+    if fp16:
+        f = max(fp16, key=lambda r: r["speedup"])
+        out.append(
+            f"  FP16 over eager FP32 at batch {top}: {f['speedup']:.1f}x ({f['runtime']}) vs Torch-TensorRT's "
+            f"~{TORCH_TENSORRT_FP16_SPEEDUP:.0f}x at batch 128"
+        )
+    return out
+
+
 def main(folders: list[str]) -> None:
     """Each device call brings its own folder back; the one with compare-resnet50.json names the GPU."""
     sources = [Path(f) for f in folders]
@@ -58,7 +100,7 @@ def main(folders: list[str]) -> None:
             if path.is_file():
                 shutil.copy2(path, dest / path.name)
                 print(f"copied {path.name} -> {dest.relative_to(RESULTS.parents[1])}/")
-    print("\n".join(headline(report)))
+    print("\n".join(headline(report) + anchors(report)))
 
 
 if __name__ == "__main__":
