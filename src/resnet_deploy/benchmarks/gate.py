@@ -43,7 +43,7 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
     "min_top1_agreement": (0.0, 1.0),
     "min_top5_overlap": (0.0, 1.0),
 }
-_HELP = "see examples/tolerances.toml and docs/gate.md"
+_HELP = "see examples/tolerances.toml and the README's 'Tolerances' section"
 
 
 @dataclass(frozen=True)

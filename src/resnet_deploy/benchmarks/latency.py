@@ -1,6 +1,6 @@
 """Latency of one runtime at one input shape: warm-up, then timed iterations, then statistics.
 
-How it is measured (DESIGN.md, "Latency"):
+How it is measured:
 - Inputs are random normal batches (like normalized images, never zeros: some kernels shortcut zeros)
   and several buffers are rotated so no cache holds "the" input between iterations.
 - Warm-up iterations run first and are not timed (lazy init, allocator growth, cuDNN autotuning).

@@ -33,7 +33,8 @@ from resnet_deploy.preprocess import ImageSet
 #: Percentile (99.999th percentile of |x| per tensor, 2048-bin histograms) ignores the rare outliers
 #: that stretch MinMax's int8 grid over one odd image, without clipping real signal the way ONNX
 #: Runtime's Entropy (KL, 128 bins) did on the classifier's input: on the trained test model Entropy
-#: kept top-1 but scaled the logits (rel L2 9% vs 0.9%). Numbers in docs/precision.md.
+#: kept top-1 but scaled the logits (rel L2 9% vs 0.9%). Numbers in the README,
+#: "Why `percentile` is the default".
 DEFAULT_METHOD = "percentile"
 METHODS = ("entropy", "minmax", "percentile")
 TARGETS = ("tensorrt", "cpu")
