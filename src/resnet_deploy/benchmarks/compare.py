@@ -513,6 +513,11 @@ def _floor(rows: list[Row], pipe: Any, device: str) -> dict[str, Any]:
     }
 
 
+def _copy_modes(device: str) -> list[bool]:
+    """copies included (host arrays in and out) and, on CUDA, device-resident as well"""
+    return [True, False] if device.startswith("cuda") else [True]
+
+
 class _Progress:
     """The optional progress bar: one step per warm-up or timed iteration, skipped rows count whole."""
 
@@ -551,8 +556,7 @@ class _Bench:
 
     @property
     def modes(self) -> list[bool]:
-        """copies included (host arrays) and, on CUDA, device-resident as well"""
-        return [True, False] if self.device.startswith("cuda") else [True]
+        return _copy_modes(self.device)
 
     @property
     def steps_per_row(self) -> int:
@@ -665,7 +669,7 @@ def _run_jobs(
     refs: dict[tuple[int, int], np.ndarray],
 ) -> list[tuple[Row, int]]:
     """Every job at every size and batch, with the exit code each row would give (0 for a clean row)."""
-    modes = 2 if device.startswith("cuda") else 1
+    modes = len(_copy_modes(device))
     total = len(jobs) * len(sizes) * len(batches) * modes * (options.warmup + options.iters)
     with _Progress(options.progress, total) as progress:
         bench = _Bench(options, device, threads, images, refs, progress)
