@@ -24,9 +24,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def timed_rows(report: dict, passed_only: bool = False) -> tuple[list[dict], bool]:
+    """The rows with a latency, device-resident ones where the run has any; and whether they are those."""
+    rows = [r for r in report["rows"] if r["latency"] and (r["passed"] or not passed_only)]
+    resident = [r for r in rows if not r["copies_included"]]
+    return (resident, True) if resident else (rows, False)
+
+
 def headline(report: dict) -> list[str]:
-    resident = [r for r in report["rows"] if r["latency"] and not r["copies_included"]]
-    rows = resident or [r for r in report["rows"] if r["latency"]]
+    rows, resident = timed_rows(report)
     mode = " (copies excluded)" if resident else ""
     floors = {(f["label"], f["batch"], f["copies_included"]): f for f in (report.get("floor") or {}).get("rows", [])}
     batches = sorted({r["batch"] for r in rows})
@@ -57,8 +63,7 @@ def anchors(report: dict) -> list[str]:
     """Where the best rows stand against the published figures (device-resident rows where there are any)."""
     if report["model"]["architecture"] != "resnet50":
         return []  # the published figures are ResNet-50's
-    rows = [r for r in report["rows"] if r["latency"] and r["passed"]]
-    resident = [r for r in rows if not r["copies_included"]] or rows
+    resident, _ = timed_rows(report, passed_only=True)
     if not resident:
         return []
     top = max(r["batch"] for r in resident)

@@ -6,6 +6,7 @@ The CLIs and `resnet-bench compare` go through here, so "export", "find in the w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,14 @@ def tool_versions() -> dict[str, str]:
 
     Keyed by the distribution that provides the module Python imports, so onnxruntime-gpu installed
     beside (and shadowing) the CPU-only onnxruntime is recorded as onnxruntime-gpu with its version,
-    not as both.
+    not as both. Read once per process (scanning the installed distributions takes ~0.1 s, and every
+    artifact record asks).
     """
+    return dict(_tool_versions())
+
+
+@functools.cache
+def _tool_versions() -> dict[str, str]:
     import importlib.metadata as md
     import importlib.util
 
