@@ -136,3 +136,32 @@ def test_first_jump_rules() -> None:
     assert ex.first_jump([("stem", 0.01), ("layer1", 0.02), ("layer2", 0.04)], 0.015) == "layer1"
     assert ex.first_jump([("stem", 1e-7), ("head", 2e-7)], 1e-3) is None
     assert ex.first_jump([("stem", 1e-7), ("head", float("nan"))], 1e-3) == "head"
+
+
+def test_the_artifact_is_read_where_the_failing_row_ran() -> None:
+    assert ex._where(None, "cpu") == ("onnxruntime-cpu", "cpu")
+    assert ex._where(None, "cuda") == ("onnxruntime-cuda", "cuda:0")
+    assert ex._where("torch-export", "cuda:1") == ("onnxruntime-cuda", "cuda:1")
+    assert ex._where("onnxruntime-cuda", "cpu") == ("onnxruntime-cuda", "cuda:0")
+    assert ex._where("onnxruntime-tensorrt", "cuda:1") == ("onnxruntime-tensorrt", "cuda:1")
+    assert ex._where("onnxruntime-cpu", "cuda:0") == ("onnxruntime-cpu", "cpu")
+
+
+def test_a_cuda_row_is_explained_on_cuda_or_refused(model, images, honest_onnx: Path) -> None:
+    """No quiet CPU stand-in: a row that failed on the GPU is diagnosed there or not at all."""
+    import torch
+
+    from resnet_deploy.errors import DeployError
+
+    artifact = Artifact("onnx", honest_onnx)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeployError, match="needs a CUDA GPU"):
+            ex.explain(artifact, model, images, runtime="onnxruntime-cuda", device="cuda")
+        return
+    try:
+        result = ex.explain(artifact, model, images, runtime="onnxruntime-cuda", device="cuda")
+    except DeployError as exc:  # a GPU, but the CPU-only onnxruntime: said, not run on the CPU
+        assert "CUDAExecutionProvider" in str(exc), exc
+        return
+    assert result.method.endswith("on cuda:0"), result.method
+    assert result.first is None, result.text()

@@ -183,3 +183,20 @@ def test_compare_on_cuda_runs_every_gpu_runtime_with_both_copy_modes(trained, gp
     floors = data["floor"]["rows"]
     assert len(floors) == len(rows)
     assert all(f["x_floor"] is None or f["x_floor"] > 0.8 for f in floors), floors
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("key", ["onnx-fp32", "program", "torchscript"])
+def test_explain_reads_stages_on_the_gpu_in_ieee_fp32(gpu_setup, key) -> None:
+    """--explain on a CUDA row: every stage read on the GPU, within FP32 rounding (TF32 would not be)."""
+    from resnet_deploy.benchmarks.explain import STAGES, explain
+
+    pipe, _, images, _ = gpu_setup
+    name = "onnxruntime-cuda" if key.startswith("onnx") else "torch-export"
+    if key.startswith("onnx") and registry()[name].unavailable_reason("cuda"):
+        pytest.skip(registry()[name].unavailable_reason("cuda"))
+    result = explain(pipe.artifact(key), pipe.model, images, runtime=name, device="cuda")
+    assert "on cuda:0" in result.method, result.method
+    assert [s.stage for s in result.stages] == list(STAGES), result.text()
+    assert result.first is None, result.text()
+    assert max(s.rel_l2 for s in result.stages) < DEFAULT_TOLERANCES["fp32"].max_rel_l2, result.text()

@@ -20,7 +20,8 @@ error jumps (above a per-precision floor and several times the previous stage's)
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,31 @@ def first_jump(errors: Sequence[tuple[str, float]], floor: float, ratio: float =
     return None
 
 
+# -- tensors in and out, on the device the failing row ran on --------------------------------------
+
+
+def _tensor(batch: np.ndarray, device: str = "cpu") -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(device)
+
+
+def _numpy(t: Any) -> np.ndarray:
+    return t.detach().float().cpu().numpy().copy()
+
+
+@contextmanager
+def _math(device: str) -> Iterator[None]:
+    """IEEE FP32 on CUDA, as the runtimes run (cuDNN's TF32 default would read as divergence)."""
+    if device == "cpu":
+        yield
+        return
+    from resnet_deploy.runtimes.torch import cuda_math
+
+    with cuda_math(tf32=False):
+        yield
+
+
 # -- the reference: forward hooks on the PyTorch model ----------------------------------------------
 
 
@@ -143,12 +169,12 @@ def reference_stages(model: Any, batch: np.ndarray) -> dict[str, np.ndarray]:
     for stage, mod in _stage_modules(model).items():
 
         def hook(_m: Any, _i: Any, out: Any, stage: str = stage) -> None:
-            captured[stage] = out.detach().float().cpu().numpy().copy()
+            captured[stage] = _numpy(out)
 
         handles.append(mod.register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            captured["head"] = model(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
+            captured["head"] = _numpy(model(_tensor(batch)))
     finally:
         for h in handles:
             h.remove()
@@ -223,10 +249,15 @@ def _onnx_elem_type(model: Any, name: str) -> int:
 
 
 def onnx_stages(
-    path: Path, batch: np.ndarray, blocks: Sequence[int] | None = None, provider: str = "CPUExecutionProvider"
+    path: Path,
+    batch: np.ndarray,
+    blocks: Sequence[int] | None = None,
+    runtime: str = "onnxruntime-cpu",
+    device: str = "cpu",
 ) -> tuple[dict[str, np.ndarray], str]:
     import onnx
-    import onnxruntime as ort
+
+    from resnet_deploy.runtimes.onnxruntime import PROVIDERS, open_session
 
     model = onnx.load(str(path))
     tensors, method = onnx_stage_tensors(model, blocks)
@@ -239,10 +270,11 @@ def onnx_stages(
         if name not in existing:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, _onnx_elem_type(inferred, name), None))
             existing.add(name)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    providers = [provider] if provider in ort.get_available_providers() else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers)
+    # TensorRT's provider fuses the graph and hides its intermediate tensors: read them on CUDA instead
+    provider = PROVIDERS["onnxruntime-cuda" if runtime == "onnxruntime-tensorrt" else runtime]
+    session = open_session(model.SerializeToString(), provider, device, None, path.name)
+    if runtime == "onnxruntime-tensorrt":
+        method += ", read on the CUDA provider (TensorRT's hides intermediate tensors)"
     names = list(dict.fromkeys(tensors.values()))
     values = session.run(names, {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)})
     by_name = dict(zip(names, values, strict=True))
@@ -252,13 +284,13 @@ def onnx_stages(
 # -- torch.export .pt2 ---------------------------------------------------------------------------------
 
 
-def program_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+def program_stages(path: Path, batch: np.ndarray, device: str = "cpu") -> tuple[dict[str, np.ndarray], str]:
     import torch
     import torch.fx
 
     from resnet_deploy.export.program import load_program
 
-    gm = load_program(path)
+    gm = load_program(path).to(device)
     last: dict[str, Any] = {}
     nodes = list(gm.graph.nodes)
     for node in nodes:
@@ -277,14 +309,14 @@ def program_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndarray]
         def run_node(self, n: Any) -> Any:
             out = super().run_node(n)
             if n.name in wanted and isinstance(out, torch.Tensor):
-                captured[wanted[n.name]] = out.detach().float().cpu().numpy().copy()
+                captured[wanted[n.name]] = _numpy(out)
             return out
 
-    with torch.inference_mode():
-        out = Recorder(gm).run(torch.from_numpy(np.ascontiguousarray(batch, np.float32)))
+    with torch.inference_mode(), _math(device):
+        out = Recorder(gm).run(_tensor(batch, device))
     if isinstance(out, list | tuple):
         out = out[0]
-    captured["head"] = out.detach().float().cpu().numpy()
+    captured["head"] = _numpy(out)
     return captured, "torch.export node metadata (nn_module_stack)"
 
 
@@ -293,14 +325,14 @@ def program_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndarray]
 _RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
 
 
-def torchscript_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+def torchscript_stages(path: Path, batch: np.ndarray, device: str = "cpu") -> tuple[dict[str, np.ndarray], str]:
     import torch
 
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-    x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
-    with torch.inference_mode():
+    module = torch.jit.load(str(path), map_location=device).eval()
+    x = _tensor(batch, device)
+    with torch.inference_mode(), _math(device):
         head = module(x).float()
-        out = {"head": head.numpy()}
+        out = {"head": _numpy(head)}
         net = next(
             (m for _, m in module.named_modules() if all(hasattr(m, p) for p in _RESNET_PARTS)),
             None,
@@ -308,10 +340,10 @@ def torchscript_stages(path: Path, batch: np.ndarray) -> tuple[dict[str, np.ndar
         if net is None:
             return out, "TorchScript output only (no ResNet submodules in the file)"
         y = net.maxpool(net.relu(net.bn1(net.conv1(x))))
-        out["stem"] = y.numpy().copy()
+        out["stem"] = _numpy(y)
         for stage in ("layer1", "layer2", "layer3", "layer4"):
             y = getattr(net, stage)(y)
-            out[stage] = y.numpy().copy()
+            out[stage] = _numpy(y)
         composed = net.fc(torch.flatten(net.avgpool(y), 1)).float()
         if not torch.allclose(composed, head, rtol=1e-4, atol=1e-4):
             # the file's forward does something outside the ResNet (e.g. reorders the input):
@@ -333,11 +365,19 @@ def _blocks(model: Any) -> list[int] | None:
         return None
 
 
-_PROVIDERS = {
-    "onnxruntime-cpu": "CPUExecutionProvider",
-    "onnxruntime-cuda": "CUDAExecutionProvider",
-    "onnxruntime-tensorrt": "CUDAExecutionProvider",
-}
+def _where(runtime: str | None, device: str) -> tuple[str, str]:
+    """(ONNX Runtime backend, torch device) to read the artifact with: an ONNX Runtime backend named by
+    the failing row decides the device; otherwise `device` does (and picks the provider)."""
+    from resnet_deploy.runtimes.onnxruntime import PROVIDERS
+
+    if runtime in PROVIDERS:
+        on_gpu = runtime != "onnxruntime-cpu"
+    else:
+        on_gpu = device != "cpu"
+        runtime = "onnxruntime-cuda" if on_gpu else "onnxruntime-cpu"
+    if not on_gpu:
+        return runtime, "cpu"
+    return runtime, device if device.startswith("cuda:") else "cuda:0"
 
 
 def explain(
@@ -347,19 +387,29 @@ def explain(
     runtime: str | None = None,
     floor: float | None = None,
     max_images: int = MAX_IMAGES,
+    device: str = "cpu",
 ) -> Explanation:
-    """Compare the artifact's stage outputs with the model's on (up to `max_images` of) `images`."""
+    """Compare the artifact's stage outputs with the model's on (up to `max_images` of) `images`.
+
+    The artifact is read where the failing row ran (`device`, and for ONNX the `runtime`'s provider),
+    so a failure that only happens on the GPU is looked for on the GPU; the reference is always
+    PyTorch FP32 on the CPU, as in the benchmark.
+    """
+    onnx_runtime, device = _where(runtime, device)
+    if device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--explain on {device} needs a CUDA GPU visible to torch", "explain it with --device cpu")
     if artifact.path is None:
         raise UsageError("--explain needs an artifact file (the PyTorch model is the reference itself)")
     batch = np.asarray(images, np.float32)[:max_images]
     if batch.ndim != 4 or len(batch) == 0:
         raise UsageError("--explain needs at least one preprocessed image (N, 3, H, W)")
     readers: dict[str, Callable[[], tuple[dict[str, np.ndarray], str]]] = {
-        "onnx": lambda: onnx_stages(
-            Path(artifact.path), batch, _blocks(model), _PROVIDERS.get(runtime or "", "CPUExecutionProvider")
-        ),
-        "program": lambda: program_stages(Path(artifact.path), batch),
-        "torchscript": lambda: torchscript_stages(Path(artifact.path), batch),
+        "onnx": lambda: onnx_stages(Path(artifact.path), batch, _blocks(model), onnx_runtime, device),
+        "program": lambda: program_stages(Path(artifact.path), batch, device),
+        "torchscript": lambda: torchscript_stages(Path(artifact.path), batch, device),
     }
     reader = readers.get(artifact.format)
     if reader is None:
@@ -369,6 +419,8 @@ def explain(
         )
     reference = reference_stages(model, batch)
     candidate, method = reader()
+    if device != "cpu":
+        method += f", on {device}"
     floor = floor if floor is not None else NOISE_FLOOR.get(artifact.precision, 1e-3)
     result = Explanation(artifact.label, method, floor=floor)
     for stage in STAGES:

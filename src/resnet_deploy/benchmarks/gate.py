@@ -426,7 +426,7 @@ def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
                 art = Artifact.from_file(Path(case.artifact_path))
                 art.precision = case.precision
                 with console.step(escape(f"explain {case.artifact}: stage outputs against PyTorch")):
-                    exp = explain(art, pipe.model, images, runtime=case.runtime)
+                    exp = explain(art, pipe.model, images, runtime=case.runtime, device=case.device)
                 done[case.artifact_path] = exp.text()
                 console.info(escape(exp.text()))
             except DeployError as exc:

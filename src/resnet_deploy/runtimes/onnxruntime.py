@@ -30,8 +30,6 @@ class OnnxRuntime(Runtime):
         threads: int | None = None,
         **_: Any,
     ) -> None:
-        import onnxruntime as ort
-
         if name is None:
             name = "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"
         self.name = name
@@ -40,41 +38,7 @@ class OnnxRuntime(Runtime):
         self.artifact = artifact
         self.precision = artifact.precision
         self.threads = threads
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        providers: list[Any] = [self.provider]
-        if self.provider != "CPUExecutionProvider":
-            import torch  # noqa: F401  loads the CUDA and cuDNN libraries (the nvidia-* wheels) the provider links to
-
-            dev_id = int(self.device.split(":")[1]) if ":" in self.device else 0
-            provider_options: dict[str, Any] = {"device_id": dev_id}
-            if self.provider == "CUDAExecutionProvider":
-                # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
-                provider_options["use_tf32"] = "0"
-                # a node the CUDA provider cannot run would otherwise run on the CPU, unannounced
-                opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-            providers = [(self.provider, provider_options)]
-        try:
-            self.session = ort.InferenceSession(str(artifact.path), sess_options=opts, providers=providers)
-        except Exception as exc:
-            text = str(exc).splitlines()[0][:200]
-            if "fallback" in text.lower():
-                raise UsageError(
-                    f"ONNX Runtime's {self.provider} cannot run every node of {artifact.label}: {text}",
-                    "run it with --device cpu, or on TensorRT",
-                ) from None
-            raise UsageError(f"ONNX Runtime cannot load {artifact.label}: {text}") from None
-        if self.provider not in self.session.get_providers():
-            raise MissingDependencyError(
-                f"ONNX Runtime could not start {self.provider} for {artifact.label} "
-                f"(session has {self.session.get_providers()})",
-                "onnxruntime-gpu must be built for the CUDA major version torch uses "
-                "(python -c 'import onnxruntime.capi.build_and_package_info as i; print(i.cuda_version)')",
-            )
+        self.session = open_session(str(artifact.path), self.provider, self.device, threads, artifact.label)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dims = list(inp.shape)  # ints for static dims, names for dynamic ones
@@ -120,3 +84,48 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def open_session(source: str | bytes, provider: str, device: str, threads: int | None, label: str) -> Any:
+    """An InferenceSession on exactly `provider`, or a clear error: the one place sessions are made.
+
+    The runtime and `--explain` (which adds stage outputs to the graph) both come here, so a graph is
+    read with the same provider options whether it is benchmarked or diagnosed: IEEE FP32 on CUDA (the
+    CUDA provider enables TF32 by default) and no node quietly moved to the CPU.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers: list[Any] = [provider]
+    if provider != "CPUExecutionProvider":
+        import torch  # noqa: F401  loads the CUDA and cuDNN libraries (the nvidia-* wheels) the provider links to
+
+        provider_options: dict[str, Any] = {"device_id": int(device.split(":")[1]) if ":" in device else 0}
+        if provider == "CUDAExecutionProvider":
+            # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
+            provider_options["use_tf32"] = "0"
+            # a node the CUDA provider cannot run would otherwise run on the CPU, unannounced
+            opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        providers = [(provider, provider_options)]
+    try:
+        session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+    except Exception as exc:
+        text = str(exc).splitlines()[0][:200]
+        if "fallback" in text.lower():
+            raise UsageError(
+                f"ONNX Runtime's {provider} cannot run every node of {label}: {text}",
+                "run it with --device cpu, or on TensorRT",
+            ) from None
+        raise UsageError(f"ONNX Runtime cannot load {label}: {text}") from None
+    if provider not in session.get_providers():
+        raise MissingDependencyError(
+            f"ONNX Runtime could not start {provider} for {label} (session has {session.get_providers()})",
+            "onnxruntime-gpu must be built for the CUDA major version torch uses "
+            "(python -c 'import onnxruntime.capi.build_and_package_info as i; print(i.cuda_version)')",
+        )
+    return session
