@@ -340,3 +340,21 @@ def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_pat
     assert (rng.min, rng.opt, rng.max) == ((1, 3, 64, 64), (1, 3, 64, 64), (16, 3, 64, 64))
     manifest = json.loads((pipe.ws.dir / "manifest.json").read_text())
     assert manifest["input"]["max"] == [16, 3, 64, 64]
+
+
+def test_engine_rows_away_from_the_opt_shape_are_flagged() -> None:
+    """TensorRT tunes for one shape; a report at other batches says so (engines tuned for batch 1 by default)."""
+    from resnet_deploy.benchmarks.compare import opt_shape_notes
+    from resnet_deploy.runtimes.base import Artifact
+    from resnet_deploy.shapes import ShapeRange
+
+    engine = Artifact(
+        "engine", Path("m-fp16.engine"), "fp16", ShapeRange((1, 3, 224, 224), (1, 3, 224, 224), (256, 3, 224, 224))
+    )
+    onnx = Artifact("onnx", Path("m.onnx"), "fp32", engine.input_range)
+    shapes = [(1, 3, 224, 224), (64, 3, 224, 224), (256, 3, 224, 224), (512, 3, 224, 224)]
+    (note,) = opt_shape_notes([onnx, engine], shapes)
+    assert note.startswith("m-fp16.engine was tuned for 1x3x224x224"), note
+    assert "64x3x224x224" in note and "256x3x224x224" in note and "512x" not in note  # 512: out of profile
+    assert "--opt-shape" in note
+    assert opt_shape_notes([engine], [(1, 3, 224, 224)]) == []

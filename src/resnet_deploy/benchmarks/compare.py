@@ -388,6 +388,27 @@ def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -
     return jobs
 
 
+def opt_shape_notes(artifacts: list[Artifact], shapes: list[tuple[int, int, int, int]]) -> list[str]:
+    """TensorRT times and picks its kernels at the profile's opt shape only; rows at other shapes run
+    those kernels, so a batch-256 row of an engine tuned for batch 1 understates what TensorRT can do.
+    Said beside the numbers rather than hidden (the engine's real profile is known once it is loaded)."""
+    from resnet_deploy.shapes import format_shape
+
+    notes = []
+    for art in artifacts:
+        if art.format != "engine" or art.input_range is None:
+            continue
+        opt = tuple(art.input_range.opt)
+        others = sorted({format_shape(s) for s in shapes if tuple(s) != opt and art.input_range.contains(s)})
+        if others:
+            notes.append(
+                f"{art.label} was tuned for {format_shape(opt)} (its profile's opt shape); its rows at "
+                f"{', '.join(others)} run kernels chosen for that shape: to measure TensorRT at its best for "
+                f"one of them, rebuild with --opt-shape set to it"
+            )
+    return notes
+
+
 def _why_none(fmt: str, device: str) -> str:
     reasons = [
         f"{s.name}: {s.unavailable_reason(device)}"
@@ -440,6 +461,7 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
 
         jobs = _jobs(pipe, options, device, skipped)
         rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
+        warnings += opt_shape_notes([j.artifact for j in jobs], [(b, 3, h, w) for b in batches for h, w in sizes])
         floor = _floor([r for r, _ in rows], pipe, device) if options.floor else None
     finally:
         torch.set_num_threads(previous_threads)
