@@ -55,8 +55,12 @@ for phase in "$@"; do
     env)
       ensure_installed
       {
-        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
-        nvidia-smi
+        if command -v nvidia-smi >/dev/null; then
+          nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
+          nvidia-smi
+        else
+          echo "no nvidia-smi on this machine"
+        fi
         # the same facts every compare report records, plus the providers this onnxruntime offers
         "$PY" -c "import json, onnxruntime as o; from resnet_deploy.benchmarks.compare import environment;
 from resnet_deploy.pipeline import tool_versions; print(json.dumps({**environment('$DEVICE'),
