@@ -19,11 +19,20 @@ def test_parse_shape_forms():
         ("1x3x-5x224", "positive"),
         ("abc", "NxCxHxW"),
         ("1x3x2x2x2", "5 dimensions"),
+        ("224x", "invalid shape '224x'"),  # a typo, not a square
+        ("8x3x224x224x", "invalid shape"),
+        ("1xx3x224", "invalid shape"),
     ],
 )
 def test_bad_shapes_are_clear(text, fragment):
     with pytest.raises(UsageError, match=fragment):
         parse_shape(text)
+
+
+@pytest.mark.parametrize("text", ["10x", "x10", "", "10x10x10"])
+def test_bad_sizes_are_clear(text):
+    with pytest.raises(UsageError, match="invalid size"):
+        parse_size(text)
 
 
 def test_range_must_be_ordered():

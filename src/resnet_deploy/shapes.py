@@ -16,13 +16,18 @@ Shape = tuple[int, int, int, int]
 _SEP = re.compile(r"[x,X*]")
 
 
+def _ints(text: str, what: str, hint: str) -> list[int]:
+    """'1x3x224x224' -> [1, 3, 224, 224]; an empty or non-numeric part ('224x', '8xx3') is an error,
+    not a guess."""
+    try:
+        return [int(p) for p in _SEP.split(text.strip())]
+    except ValueError:
+        raise UsageError(f"invalid {what} '{text}'", hint) from None
+
+
 def parse_shape(text: str) -> Shape:
     """Parse `NxCxHxW` (e.g. `1x3x224x224`); `HxW` or `S` give batch 1, 3 channels."""
-    parts = [p for p in _SEP.split(text.strip()) if p]
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"invalid shape '{text}'", "write it as NxCxHxW, for example 1x3x224x224") from None
+    dims = _ints(text, "shape", "write it as NxCxHxW, for example 1x3x224x224")
     if len(dims) == 1:
         dims = [1, 3, dims[0], dims[0]]
     elif len(dims) == 2:
@@ -39,11 +44,7 @@ def parse_shape(text: str) -> Shape:
 
 def parse_size(text: str) -> tuple[int, int]:
     """Parse an image size `HxW` or `S` (square)."""
-    parts = [p for p in _SEP.split(text.strip()) if p]
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"invalid size '{text}'", "write it as HxW or S, e.g. 320x256 or 224") from None
+    dims = _ints(text, "size", "write it as HxW or S, e.g. 320x256 or 224")
     if len(dims) == 1:
         dims = dims * 2
     if len(dims) != 2 or min(dims) <= 0:
