@@ -224,6 +224,23 @@ def test_artifact_engine(trained, workspace, tmp_path) -> None:
     assert rows and all(r["passed"] for r in rows)
 
 
+def test_an_artifact_named_that_cannot_run_here_fails(trained, workspace, tmp_path) -> None:
+    """--artifact is a request: one no runtime here can run fails the command instead of being skipped
+    (a CI gate would otherwise pass without having checked it)."""
+    onnx = next((workspace / trained.architecture).glob("*.onnx"))
+    base = [*trained.cli_args, "--workspace", tmp_path / "ws", *FAST]
+    result = invoke([*base, "--artifact", onnx, "--runtimes", "torch-eager"])
+    assert result.exit_code == 2, result.output
+    assert f"--artifact {onnx.name} is onnx" in result.output and "onnxruntime-cpu" in result.output
+    assert not (tmp_path / "ws").exists()  # refused before anything was built
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not checked: refused before it is read")
+    result = invoke([*base, "--artifact", engine])  # CPU: no runtime runs an engine
+    assert result.exit_code in (2, 3) and "Traceback" not in result.output, result.output
+    assert "--artifact model.engine: runtime tensorrt" in " ".join(result.output.split())
+
+
 def test_unavailable_provider_fails_clearly(trained, tmp_path) -> None:
     import torch
 

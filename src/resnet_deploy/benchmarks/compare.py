@@ -294,9 +294,28 @@ def validate_options(options: CompareOptions) -> str:
         raise UsageError("--max-images must be >= 1")
     if options.images is not None and not Path(options.images).is_dir():
         raise UsageError(f"--images {options.images} is not a folder", "pass a folder of .jpg/.png images")
-    for path in options.artifacts:
-        Artifact.from_file(Path(path))  # missing file or unknown suffix: fail now, not after the build
+    check_artifacts(options.artifacts, device, options.runtimes)
     return device
+
+
+def check_artifacts(paths: list[Path], device: str, names: list[str] | None) -> None:
+    """Each --artifact must exist, be a known format and have a runtime here: a file the user named that
+    cannot run is an error (the gate would otherwise pass without ever checking it), not a skip."""
+    for path in paths:
+        art = Artifact.from_file(Path(path))
+        if runtimes_for(art.format, device, names):
+            continue
+        takers = [s.name for s in registry().values() if art.format in s.formats]
+        wanted = [n for n in takers if names is None or n in names]
+        if not wanted:
+            raise UsageError(
+                f"--artifact {art.label} is {art.format}, which none of --runtimes {','.join(names or [])} runs",
+                f"add one that does: {', '.join(takers)}",
+            )
+        try:
+            check_runtime_names(wanted, device)
+        except DeployError as exc:
+            raise type(exc)(f"--artifact {art.label}: {exc.message}", exc.hint) from None
 
 
 # -- the run --------------------------------------------------------------------------------------
