@@ -241,6 +241,13 @@ def test_an_artifact_named_that_cannot_run_here_fails(trained, workspace, tmp_pa
     assert "--artifact model.engine: runtime tensorrt" in " ".join(result.output.split())
 
 
+def test_a_runtime_named_with_nothing_to_run_fails(trained, tmp_path) -> None:
+    result = invoke([*trained.cli_args, "--workspace", tmp_path, "--no-build", "--runtimes", "onnxruntime-cpu", *FAST])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "--runtimes onnxruntime-cpu: the workspace" in text and "no onnx artifact" in text, text
+
+
 def test_unavailable_provider_fails_clearly(trained, tmp_path) -> None:
     import torch
 
