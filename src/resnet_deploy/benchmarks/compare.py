@@ -43,7 +43,8 @@ from resnet_deploy.benchmarks.parity import (
     degenerate_warning,
     distinct_predictions,
 )
-from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
+from resnet_deploy.benchmarks.preflight import validate_options, why_none
+from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, registry, runtimes_for
 
 DEFAULT_WARMUP = 5
@@ -224,100 +225,6 @@ class CompareResult:
         }
 
 
-# -- validation -----------------------------------------------------------------------------------
-
-
-def normalize_device(device: str) -> str:
-    device = device.strip().lower()
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda") or (kind == "cpu" and ":" in device):
-        raise UsageError(f"unknown device '{device}'", "use --device cpu or --device cuda (or cuda:N)")
-    if kind == "cuda":
-        if ":" in device and not device.split(":")[1].isdigit():
-            raise UsageError(f"unknown device '{device}'", "use cuda or cuda:N")
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MissingDependencyError(
-                "--device cuda: no CUDA GPU is visible to torch",
-                "run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --device cpu",
-            )
-    return device
-
-
-def check_runtime_names(names: list[str] | None, device: str) -> None:
-    """Unknown names are usage errors; known ones that cannot run here fail now, never fall back."""
-    if not names:
-        return
-    specs = registry()
-    for name in names:
-        spec = specs.get(name)
-        if spec is None:
-            raise UsageError(f"unknown runtime '{name}'", "choose from: " + ", ".join(specs))
-        reason = spec.unavailable_reason(device)
-        if reason is None:
-            continue
-        kind = device.split(":")[0]
-        if kind not in spec.devices:
-            other = spec.devices[0]
-            elsewhere = _unavailable_on(spec, other)
-            if elsewhere:
-                raise MissingDependencyError(f"runtime {name} is not available here: {elsewhere}", _install_hint(name))
-            raise UsageError(f"runtime {name} runs on {other}, not {kind}", f"add --device {other}")
-        raise MissingDependencyError(f"runtime {name} is not available here: {reason}", _install_hint(name))
-
-
-def _unavailable_on(spec: RuntimeSpec, device: str) -> str | None:
-    try:
-        return spec.unavailable_reason(device)
-    except Exception as exc:  # a checker that cannot even import its package
-        return str(exc)
-
-
-def _install_hint(name: str) -> str | None:
-    from resnet_deploy.runtimes.base import _INSTALL_HINTS
-
-    return _INSTALL_HINTS.get(name)
-
-
-def validate_options(options: CompareOptions) -> str:
-    """Everything that can be checked before loading a model; returns the normalized device."""
-    device = normalize_device(options.device)
-    check_runtime_names(options.runtimes, device)
-    if not options.batches or any(b < 1 for b in options.batches):
-        raise UsageError("--batch values must be positive integers")
-    if options.iters < 1 or options.warmup < 0:
-        raise UsageError("--iters must be >= 1 and --warmup >= 0")
-    if options.threads is not None and options.threads < 1:
-        raise UsageError("--threads must be >= 1")
-    if options.max_images is not None and options.max_images < 1:
-        raise UsageError("--max-images must be >= 1")
-    if options.images is not None and not Path(options.images).is_dir():
-        raise UsageError(f"--images {options.images} is not a folder", "pass a folder of .jpg/.png images")
-    check_artifacts(options.artifacts, device, options.runtimes)
-    return device
-
-
-def check_artifacts(paths: list[Path], device: str, names: list[str] | None) -> None:
-    """Each --artifact must exist, be a known format and have a runtime here: a file the user named that
-    cannot run is an error (the gate would otherwise pass without ever checking it), not a skip."""
-    for path in paths:
-        art = Artifact.from_file(Path(path))
-        if runtimes_for(art.format, device, names):
-            continue
-        takers = [s.name for s in registry().values() if art.format in s.formats]
-        wanted = [n for n in takers if names is None or n in names]
-        if not wanted:
-            raise UsageError(
-                f"--artifact {art.label} is {art.format}, which none of --runtimes {','.join(names or [])} runs",
-                f"add one that does: {', '.join(takers)}",
-            )
-        try:
-            check_runtime_names(wanted, device)
-        except DeployError as exc:
-            raise type(exc)(f"--artifact {art.label}: {exc.message}", exc.hint) from None
-
-
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -391,7 +298,7 @@ def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -
         specs = runtimes_for(art.format, device, names)
         if not specs:
             if names is None or any(art.format in registry()[n].formats for n in names):
-                why = _why_none(art.format, device)
+                why = why_none(art.format, device)
                 skipped.append(f"{art.label}: {why}")
             continue
         for spec in specs:
@@ -428,15 +335,6 @@ def opt_shape_notes(artifacts: list[Artifact], shapes: list[tuple[int, int, int,
                 f"one of them, rebuild with --opt-shape set to it"
             )
     return notes
-
-
-def _why_none(fmt: str, device: str) -> str:
-    reasons = [
-        f"{s.name}: {s.unavailable_reason(device)}"
-        for s in registry().values()
-        if fmt in s.formats and s.unavailable_reason(device)
-    ]
-    return "no runtime can run it here (" + "; ".join(reasons) + ")" if reasons else f"no runtime takes {fmt}"
 
 
 def _error_text(exc: BaseException) -> tuple[str, int]:

@@ -168,7 +168,8 @@ def compare(
     """
     from resnet_deploy.benchmarks import gate as parity_gate
     from resnet_deploy.benchmarks import report
-    from resnet_deploy.benchmarks.compare import CompareOptions, run_compare, validate_options
+    from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
+    from resnet_deploy.benchmarks.preflight import validate_options
 
     options = CompareOptions(
         runtimes=_split(runtimes) or None,
