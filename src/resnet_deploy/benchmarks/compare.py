@@ -45,7 +45,7 @@ from resnet_deploy.benchmarks.parity import (
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
 from resnet_deploy.errors import DeployError, UsageError
-from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, registry, runtimes_for
+from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 
 DEFAULT_WARMUP = 5
 DEFAULT_ITERS = 30
@@ -425,7 +425,7 @@ def environment(device: str) -> dict[str, Any]:
         "cpu_threads_available": default_threads(),
     }
     if device.startswith("cuda"):
-        index = int(device.split(":")[1]) if ":" in device else 0
+        index = device_index(device)
         props = torch.cuda.get_device_properties(index)
         env.update(
             device_name=props.name,

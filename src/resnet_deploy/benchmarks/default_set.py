@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
-from resnet_deploy.runtimes.base import Artifact
+from resnet_deploy.runtimes.base import Artifact, device_name
 
 #: parity and calibration images when none are given: the photos bundled with the project
 DEFAULT_IMAGES = Path("calibration")
@@ -97,7 +97,7 @@ def _build_engines(pipe: Any, device: str, calib: Path | None, add: Callable[[An
     reason = engines.tensorrt_unavailable_reason()
     if reason:
         return [f"TensorRT engines skipped: {reason}"]
-    dev = device if ":" in device else "cuda:0"
+    dev = device_name(device)
     add(engines.engine_for_pipeline(pipe, "fp32", device=dev))
     add(engines.engine_for_pipeline(pipe, "fp16", device=dev))
     if calib is not None:

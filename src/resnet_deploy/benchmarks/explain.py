@@ -30,7 +30,7 @@ import numpy as np
 
 from resnet_deploy.benchmarks.parity import compare
 from resnet_deploy.errors import UsageError
-from resnet_deploy.runtimes.base import Artifact
+from resnet_deploy.runtimes.base import Artifact, device_name
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
 #: module whose output ends each stage (the head is the model output)
@@ -377,7 +377,7 @@ def _where(runtime: str | None, device: str) -> tuple[str, str]:
         runtime = "onnxruntime-cuda" if on_gpu else "onnxruntime-cpu"
     if not on_gpu:
         return runtime, "cpu"
-    return runtime, device if device.startswith("cuda:") else "cuda:0"
+    return runtime, "cuda:0" if device == "cpu" else device_name(device)
 
 
 def explain(

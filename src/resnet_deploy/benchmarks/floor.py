@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.runtimes.base import device_name
+
 #: The matrix rate that bounds each precision's arithmetic.
 RATE_FOR_PRECISION = {"fp32": "fp32", "tf32": "tf32", "fp16": "fp16", "int8": "int8"}
 #: Bytes per weight the deployed model must read at each precision.
@@ -119,7 +121,7 @@ def measure_ceilings(device: str = "cpu", n: int | None = None, repeats: int = 1
     import torch
 
     cuda = device.startswith("cuda")
-    dev = torch.device(device if (":" in device or not cuda) else "cuda:0")
+    dev = torch.device(device_name(device))
     n = n or (8192 if cuda else 2048)
     gen = torch.Generator(device=dev).manual_seed(0)
     tflops: dict[str, float] = {}

@@ -17,7 +17,6 @@ from resnet_deploy.engines.environment import (
     build_record,
     check_compatible,
     compatibility,
-    device_index,
     gpu_info,
     install_hint,
     missing_tensorrt_error,
@@ -36,6 +35,7 @@ from resnet_deploy.engines.profile import (
     profile_shapes,
 )
 from resnet_deploy.engines.tensorrt_api import build_engine, create_network, import_tensorrt, trt_logger, trt_major
+from resnet_deploy.runtimes.base import device_index
 
 __all__ = [
     "AXES",

@@ -12,7 +12,6 @@ from typing import Any
 from resnet_deploy import console
 from resnet_deploy.engines.environment import (
     build_environment,
-    device_index,
     missing_tensorrt_error,
     tensorrt_unavailable_reason,
     write_sidecar,
@@ -20,6 +19,7 @@ from resnet_deploy.engines.environment import (
 from resnet_deploy.engines.profile import profile_shapes
 from resnet_deploy.engines.tensorrt_api import build_engine
 from resnet_deploy.errors import UsageError, VerificationError
+from resnet_deploy.runtimes.base import device_index
 from resnet_deploy.shapes import ShapeRange, format_shape
 from resnet_deploy.workspace import now, sha256_file
 

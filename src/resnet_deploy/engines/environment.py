@@ -132,10 +132,6 @@ def build_environment(device_index: int = 0) -> dict[str, Any]:
     return env
 
 
-def device_index(device: str) -> int:
-    return int(device.split(":", 1)[1]) if ":" in device else 0
-
-
 # -- compatibility of an engine with this machine -----------------------------------------------
 
 

@@ -32,6 +32,17 @@ SUFFIX_FORMATS = {
 }
 
 
+def device_name(device: str) -> str:
+    """'cpu' or 'cuda:N', the one spelling runtimes, reports and --explain use ('cuda' is 'cuda:0')."""
+    device = device.strip().lower()
+    return device if device == "cpu" or ":" in device else f"{device}:0"
+
+
+def device_index(device: str) -> int:
+    """N of 'cuda:N' (0 for plain 'cuda')."""
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
 @dataclass
 class Artifact:
     """Something a runtime can run: a file (or, for eager PyTorch, the module itself)."""

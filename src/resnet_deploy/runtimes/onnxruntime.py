@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.errors import MissingDependencyError, UsageError
-from resnet_deploy.runtimes.base import Artifact, Runtime
+from resnet_deploy.runtimes.base import Artifact, Runtime, device_index, device_name
 from resnet_deploy.shapes import format_shape
 
 PROVIDERS = {
@@ -34,7 +34,8 @@ class OnnxRuntime(Runtime):
             name = "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"
         self.name = name
         self.provider = PROVIDERS[name]
-        self.device = "cpu" if self.provider == "CPUExecutionProvider" else (device if ":" in device else "cuda:0")
+        on_gpu = self.provider != "CPUExecutionProvider"
+        self.device = ("cuda:0" if device == "cpu" else device_name(device)) if on_gpu else "cpu"
         self.artifact = artifact
         self.precision = artifact.precision
         self.threads = threads
@@ -105,7 +106,7 @@ def open_session(source: str | bytes, provider: str, device: str, threads: int |
     if provider != "CPUExecutionProvider":
         import torch  # noqa: F401  loads the CUDA and cuDNN libraries (the nvidia-* wheels) the provider links to
 
-        provider_options: dict[str, Any] = {"device_id": int(device.split(":")[1]) if ":" in device else 0}
+        provider_options: dict[str, Any] = {"device_id": device_index(device)}
         if provider == "CUDAExecutionProvider":
             # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
             provider_options["use_tf32"] = "0"

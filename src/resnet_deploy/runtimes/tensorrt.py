@@ -30,7 +30,7 @@ from resnet_deploy.engines import (
     trt_logger,
 )
 from resnet_deploy.errors import MissingDependencyError, UsageError, VerificationError
-from resnet_deploy.runtimes.base import Artifact, Runtime
+from resnet_deploy.runtimes.base import Artifact, Runtime, device_name
 from resnet_deploy.shapes import ShapeRange, format_shape
 
 #: TensorRT DataType member name -> numpy dtype name (looked up by name: enum values moved in 11)
@@ -65,7 +65,7 @@ class TensorRTRuntime(Runtime):
             raise UsageError("the TensorRT runtime needs an engine file")
         self.name = name
         self.artifact = artifact
-        self.device = device if ":" in device else f"{device}:0"
+        self.device = device_name(device)
         if not self.device.startswith("cuda"):
             raise UsageError(f"TensorRT engines run on a CUDA GPU, not on {device}", "use --device cuda")
         self.index = device_index(self.device)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.runtimes.base import Artifact, Runtime
+from resnet_deploy.runtimes.base import Artifact, Runtime, device_name
 
 
 @contextmanager
@@ -63,7 +63,7 @@ class _TorchRuntime(Runtime):
     def _setup(self, device: str, threads: int | None) -> None:
         import torch
 
-        self.device = "cpu" if device == "cpu" else (device if ":" in device else "cuda:0")
+        self.device = device_name(device)
         self._torch_device = torch.device(self.device)
         if threads:
             torch.set_num_threads(threads)
