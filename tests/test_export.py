@@ -1,5 +1,7 @@
 """Exports through the CLI, as a user runs them, checked against PyTorch outside the tool too."""
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -69,9 +71,27 @@ def test_resnet50_torchscript_and_program_match(resnet50_workspace):
             assert rel_l2(program(x).numpy(), ref) < 1e-4, shape
 
 
-def test_manifest_records_source_inputs_and_artifacts(resnet50_workspace):
-    import json
+def test_torchscript_fixes_ieee_fp32_in_every_convolution(resnet50_workspace, tmp_path):
+    """A trace keeps cuDNN's flags per convolution; ours must not be a TF32 model in disguise on a GPU."""
+    from resnet_deploy.export.torchscript import traced_conv_flags
+    from resnet_deploy.runtimes.base import Artifact
+    from resnet_deploy.runtimes.torch import TorchScriptRuntime
 
+    folder, model = resnet50_workspace
+    ours = torch.jit.load(str(folder / "resnet50.ts"))
+    assert traced_conv_flags(ours) == {(True, False)}  # autotuned, IEEE FP32, all 53 convolutions
+    # a plain trace under PyTorch's defaults (TF32 allowed for convolutions) is what the runtime flags
+    with torch.no_grad():
+        torch.jit.trace(model, torch.randn(1, 3, 64, 64), check_trace=False).save(str(tmp_path / "plain.ts"))
+    runtime = TorchScriptRuntime(Artifact("torchscript", tmp_path / "plain.ts", "fp32"))
+    assert any(tf32 for _, tf32 in traced_conv_flags(runtime.module))
+    runtime._check_traced_tf32(runtime.module)  # what loading it on CUDA does
+    assert runtime.precision == "tf32"
+    entry = json.loads((folder / "manifest.json").read_text())["artifacts"]["torchscript"]
+    assert entry["cudnn"] == {"fp32_precision": "ieee", "benchmark": True}
+
+
+def test_manifest_records_source_inputs_and_artifacts(resnet50_workspace):
     folder, _ = resnet50_workspace
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["model"]["architecture"] == "resnet50"

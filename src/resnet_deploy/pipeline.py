@@ -245,16 +245,17 @@ class Pipeline:
         )
 
     def torchscript(self) -> Artifact:
-        from resnet_deploy.export.torchscript import export_torchscript
+        from resnet_deploy.export.torchscript import CUDNN_SETTINGS, export_torchscript
 
         return self.build(
             "torchscript",
             f"{self.ws.name}.ts",
             "torchscript",
             "fp32",
-            self.fingerprint(format="torchscript"),
+            self.fingerprint(format="torchscript", cudnn=CUDNN_SETTINGS),  # a trace keeps them: see the module
             lambda p: export_torchscript(self.model, p, self.shape_range),
             self.verify_against_model("torchscript"),
+            cudnn=CUDNN_SETTINGS,
         )
 
     def program(self) -> Artifact:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy import console
 from resnet_deploy.errors import UsageError
 from resnet_deploy.runtimes.base import Artifact, Runtime, device_name
 
@@ -177,7 +178,22 @@ class TorchScriptRuntime(_TorchFileRuntime):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-            return torch.jit.load(path, map_location=self._torch_device).eval()
+            module = torch.jit.load(path, map_location=self._torch_device).eval()
+        if self.device != "cpu" and self.precision == "fp32":
+            self._check_traced_tf32(module)
+        return module
+
+    def _check_traced_tf32(self, module: Any) -> None:
+        """A file traced with TF32 allowed runs TF32 on a GPU whatever we set: call its rows what they are."""
+        from resnet_deploy.export.torchscript import traced_conv_flags
+
+        if any(tf32 for _, tf32 in traced_conv_flags(module)):
+            self.precision = "tf32"
+            console.warn(
+                f"{self.artifact.label} was traced with TF32 allowed, which a trace fixes in every convolution: "
+                "it runs TF32 on this GPU and is checked as tf32 (re-export it with resnet-export torchscript "
+                "for IEEE FP32)"
+            )
 
 
 class TorchExportRuntime(_TorchFileRuntime):
