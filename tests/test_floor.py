@@ -38,8 +38,9 @@ def test_cpu_ceilings_are_measured_and_say_what_they_left_out() -> None:
 
 
 class _Row:
-    def __init__(self, precision: str, batch: int, p50_s: float, size=(224, 224)) -> None:
-        self.precision, self.batch, self.size, self.copies_included = precision, batch, size, False
+    def __init__(self, precision: str, batch: int, p50_s: float, size=(224, 224), runtime="x", copies=False) -> None:
+        self.precision, self.batch, self.size, self.copies_included = precision, batch, size, copies
+        self.runtime = runtime
         self.label = f"x · {precision}"
         self.latency = summarize([p50_s] * 3, batch)
 
@@ -67,6 +68,23 @@ def test_row_floor_memory_bound_at_batch_one() -> None:
 def test_row_floor_without_a_rate_says_why() -> None:
     f = row_floor(_Row("int8", 8, 0.002), int(8e9), 25_000_000, 1000, CEIL)
     assert f.floor_ms is None and f.x_floor is None and "int8" in f.note
+
+
+def test_int8_on_onnxruntime_cuda_is_held_to_the_fp32_rate_it_computes_at() -> None:
+    ceil = Ceilings("cuda:0", "GPU", {"fp32": 50.0, "int8": 2000.0}, copy_gb_s=4000.0, method="given")
+    ort = row_floor(_Row("int8", 256, 0.1, runtime="onnxruntime-cuda"), int(8e9), 25_000_000, 1000, ceil)
+    engine = row_floor(_Row("int8", 256, 0.1, runtime="tensorrt"), int(8e9), 25_000_000, 1000, ceil)
+    assert ort.math_floor_ms == pytest.approx(256 * 8e9 / 50e12 * 1e3) and "FP32" in ort.note
+    assert engine.math_floor_ms == pytest.approx(256 * 8e9 / 2000e12 * 1e3) and engine.note == ""
+
+
+def test_rows_with_copies_add_the_host_transfer_to_their_floor() -> None:
+    ceil = Ceilings("cuda:0", "GPU", {"fp16": 500.0}, 4000.0, "given", host_copy_gb_s=20.0)
+    resident = row_floor(_Row("fp16", 64, 0.01), int(8e9), 25_000_000, 1000, ceil)
+    copied = row_floor(_Row("fp16", 64, 0.01, copies=True), int(8e9), 25_000_000, 1000, ceil)
+    transfer_ms = 64 * (3 * 224 * 224 + 1000) * 4 / 20e9 * 1e3  # about 2 ms over 20 GB/s
+    assert resident.host_copy_ms == 0 and copied.host_copy_ms == pytest.approx(transfer_ms)
+    assert copied.floor_ms == pytest.approx(resident.floor_ms + transfer_ms)
 
 
 def test_floors_counts_every_size_once(resnet18) -> None:

@@ -2,16 +2,19 @@
 
 A latency means little without the limit it is chasing. For a batch of N images:
 
-- math floor   = N x FLOPs per image / the matrix-multiply rate measured on this device at the row's
-                 precision (IEEE FP32, TF32, FP16, INT8), and
+- math floor   = N x FLOPs per image / the matrix-multiply rate measured on this device at the
+                 precision the row computes in (IEEE FP32, TF32, FP16, INT8; see `EMULATED`), and
 - memory floor = the fewest bytes the run must move (weights once, inputs and logits once) / the
                  measured device-to-device copy bandwidth.
 
-The floor is the larger of the two; p50 / floor says how far a runtime is from it. Peak rates are
-measured, not taken from datasheets (a large matrix product on random data, median of timed repeats),
-so the floor is one this machine can actually reach. FLOPs are counted by torch's FlopCounterMode
-(2 per multiply-add of convolutions and the classifier; BatchNorm, ReLU and adds are not counted,
-as in the usual "4.1 GMACs for ResNet-50").
+The floor is the larger of the two, plus, for rows that include host-device copies, the input and
+logits over the measured host-to-device bandwidth (the host path copies, runs and copies back in
+turn). p50 / floor says how far a runtime is from it. Peak rates are measured, not taken from
+datasheets (a large matrix product on random data, median of timed repeats), so the floor is one this
+machine can actually reach. FLOPs are counted by torch's FlopCounterMode (2 per multiply-add of
+convolutions and the classifier; BatchNorm, ReLU and adds are not counted, as in the usual "4.1 GMACs
+for ResNet-50"). cuDNN may run 3x3 convolutions as Winograd, which multiplies less than counted, so a
+row can come slightly under its floor.
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ from resnet_deploy.runtimes.base import device_name
 RATE_FOR_PRECISION = {"fp32": "fp32", "tf32": "tf32", "fp16": "fp16", "int8": "int8"}
 #: Bytes per weight the deployed model must read at each precision.
 WEIGHT_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "int8": 1}
+#: (runtime, precision) pairs whose arithmetic is another precision's, and why
+EMULATED = {
+    ("onnxruntime-cuda", "int8"): (
+        "fp32",
+        "ONNX Runtime's CUDA provider has no integer convolutions: it dequantizes and runs Q/DQ INT8 in FP32, "
+        "so its floor is FP32's",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,7 @@ class Ceilings:
     copy_gb_s: float
     method: str
     not_measured: dict[str, str] = field(default_factory=dict)  # precision -> why
+    host_copy_gb_s: float | None = None  # host (pageable) to device, as the copies-included rows copy
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +68,7 @@ class RowFloor:
     p50_ms: float
     math_floor_ms: float | None
     memory_floor_ms: float
+    host_copy_ms: float  # input and logits over host-device bandwidth (rows with copies; else 0)
     floor_ms: float | None
     bound: str  # "math" | "memory" | "-"
     x_floor: float | None  # p50 / floor: 1.0 would be perfect
@@ -157,12 +170,18 @@ def measure_ceilings(device: str = "cpu", n: int | None = None, repeats: int = 1
     dst = torch.empty_like(src)
     seconds = _median_seconds(lambda: dst.copy_(src), repeats, cuda)
     copy_gb_s = 2 * src.numel() * src.element_size() / seconds / 1e9
+    host_copy_gb_s = None
+    if cuda:  # pageable host memory, as the runtimes' host path (numpy arrays) copies from
+        host = torch.randn(elements // 8, generator=torch.Generator().manual_seed(0))
+        seconds = _median_seconds(lambda: host.to(dev), repeats, cuda)
+        host_copy_gb_s = host.numel() * host.element_size() / seconds / 1e9
     name = torch.cuda.get_device_name(dev) if cuda else cpu_name()
     method = (
         f"median of {repeats} timed {n}x{n}x{n} matrix products per precision on random data "
         f"({'CUDA events' if cuda else 'perf_counter'}), copy of {src.numel() * 4 >> 20} MiB counted read + write"
+        + (f", {src.numel() // 2 >> 20} MiB from pageable host memory to the device" if cuda else "")
     )
-    return Ceilings(str(dev), name, tflops, copy_gb_s, method, missing)
+    return Ceilings(str(dev), name, tflops, copy_gb_s, method, missing, host_copy_gb_s)
 
 
 def cpu_name() -> str:
@@ -188,13 +207,19 @@ def row_floor(
     if row.latency is None:
         return None
     batch, (h, w) = row.batch, row.size
-    key = RATE_FOR_PRECISION.get(row.precision, "fp32")
+    key, note = EMULATED.get((row.runtime, row.precision), (RATE_FOR_PRECISION.get(row.precision, "fp32"), ""))
     tflops = ceilings.tflops.get(key)
     math_ms = batch * flops_per_image / (tflops * 1e12) * 1e3 if tflops else None
-    moved = params * WEIGHT_BYTES.get(row.precision, 4) + batch * (3 * h * w + num_classes) * 4
+    io_bytes = batch * (3 * h * w + num_classes) * 4
+    moved = params * WEIGHT_BYTES.get(row.precision, 4) + io_bytes
     memory_ms = moved / (ceilings.copy_gb_s * 1e9) * 1e3
-    note = "" if tflops else f"{key} rate {ceilings.not_measured.get(key, 'not measured')}"
-    floor = max(math_ms, memory_ms) if math_ms is not None else None
+    # the host path copies in, runs, copies out, one after another: the copies add to the floor
+    host_ms = 0.0
+    if row.copies_included and ceilings.host_copy_gb_s:
+        host_ms = io_bytes / (ceilings.host_copy_gb_s * 1e9) * 1e3
+    if not tflops:
+        note = f"{key} rate {ceilings.not_measured.get(key, 'not measured')}"
+    floor = max(math_ms, memory_ms) + host_ms if math_ms is not None else None
     bound = "-" if floor is None else ("math" if math_ms is not None and math_ms >= memory_ms else "memory")
     p50 = row.latency.p50_ms
     return RowFloor(
@@ -206,6 +231,7 @@ def row_floor(
         p50_ms=p50,
         math_floor_ms=math_ms,
         memory_floor_ms=memory_ms,
+        host_copy_ms=host_ms,
         floor_ms=floor,
         bound=bound,
         x_floor=p50 / floor if floor else None,
