@@ -542,6 +542,7 @@ class _Bench:
             return [r for size in sizes for batch in batches for r in self._shape_rows(job, runtime, batch, size)]
         finally:
             runtime.close()
+            _free_device_memory(self.device)
 
     def _shape_rows(self, job: _Job, runtime: Runtime, batch: int, size: tuple[int, int]) -> list[tuple[Row, int]]:
         """Parity at this batch and size once, then latency in each copy mode."""
@@ -597,6 +598,18 @@ class _Bench:
             else:
                 console.info(f"[red]✗[/] {r.label} {batch}x{size[0]}x{size[1]}: {error[0]}")
         return out
+
+
+def _free_device_memory(device: str) -> None:
+    """Hand a closed runtime's cached GPU memory back, so the next runtime (ONNX Runtime keeps its own
+    arena beside torch's cache) starts from the same free memory whatever ran before it."""
+    if device.startswith("cuda"):
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _run_jobs(

@@ -24,7 +24,7 @@ def export_program(model: Any, path: Path, shape_range: ShapeRange) -> None:
     dims = None
     if shape_range.dynamic:
         dims = {"x": {a: Dim.DYNAMIC for a in (0, 2, 3) if shape_range.min[a] != shape_range.max[a]}}
-        if strided_maxpool_specializes():
+        if (2 in dims["x"] or 3 in dims["x"]) and strided_maxpool_specializes():  # only sizes are affected
             model = unstride_maxpools(model)
             console.info(
                 f"torch {torch.__version__} fixes the parity of a strided max-pool's input size when exporting; "

@@ -43,7 +43,9 @@ class OnnxRuntime(Runtime):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dims = list(inp.shape)  # ints for static dims, names for dynamic ones
-        self.output_name = self.session.get_outputs()[0].name
+        out = self.session.get_outputs()[0]
+        self.output_name = out.name
+        self.num_classes = out.shape[1] if isinstance(out.shape[1], int) else None  # for device-resident outputs
         self.input_range = artifact.input_range if self.provider == "TensorrtExecutionProvider" else None
 
     def check_input(self, batch: Any) -> None:
@@ -72,12 +74,13 @@ class OnnxRuntime(Runtime):
         binding = self.session.io_binding()
         dev_id = batch.device.index or 0
         binding.bind_input(self.input_name, "cuda", dev_id, np.float32, list(batch.shape), batch.data_ptr())
-        n_out = self.session.get_outputs()[0].shape[1]
-        if not isinstance(n_out, int):
+        if self.num_classes is None:
+            # a class dimension the graph leaves symbolic: ONNX Runtime allocates the output, and reading
+            # it here goes through the host, so this is not copy-free (ResNet exports never take this path)
             binding.bind_output(self.output_name, "cuda", dev_id)
             self.session.run_with_iobinding(binding)
             return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(batch.device)
-        out = torch.empty((batch.shape[0], n_out), dtype=torch.float32, device=batch.device)
+        out = torch.empty((batch.shape[0], self.num_classes), dtype=torch.float32, device=batch.device)
         binding.bind_output(self.output_name, "cuda", dev_id, np.float32, list(out.shape), out.data_ptr())
         torch.cuda.current_stream(batch.device).synchronize()
         self.session.run_with_iobinding(binding)

@@ -103,6 +103,9 @@ class _TorchRuntime(Runtime):
         if self.device != "cpu":
             torch.cuda.synchronize(self._torch_device)
 
+    def close(self) -> None:
+        self.module = None
+
 
 class TorchEagerRuntime(_TorchRuntime):
     """The reference. FP16, TF32 and channels-last are GPU options (CPU FP16 convs are slow and not the point)."""
