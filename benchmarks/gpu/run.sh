@@ -26,15 +26,17 @@ WARMUP=${WARMUP:-10}
 DEVICE=${DEVICE:-cuda}          # DEVICE=cpu BATCHES=1,2 ITERS=2 WARMUP=1: a dry run of the phases anywhere
 BATCHES=${BATCHES:-1,8,64,256}
 
+# the CLI through the same interpreter as everything else, whatever is (or is not) on PATH there
+resnet-bench() { "$PY" -m resnet_deploy.cli.bench "$@"; }
+
 ensure_installed() {
-  if command -v resnet-bench >/dev/null && "$PY" -c "import resnet_deploy" 2>/dev/null; then
+  if "$PY" -c "import resnet_deploy" 2>/dev/null; then
     return
   fi
   # no network there: the image's setuptools builds the editable install, the image has every dependency
   if ! "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null; then
     echo "pip could not install the package; running it from src/ instead" >&2
     export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
-    resnet-bench() { "$PY" -m resnet_deploy.cli.bench "$@"; }
   fi
 }
 

@@ -8,7 +8,8 @@ How it is measured:
   memory, so it is synchronous and, on a GPU, includes the host<->device copies.
 - Device path (`Runtime.run_device`, CUDA tensors in and out): timed with CUDA events around the call,
   with a device-wide synchronize before the end event so work on any stream (ONNX Runtime's,
-  TensorRT's) is included; copies are excluded.
+  TensorRT's) is included; copies are excluded. That synchronize's wake-up (some microseconds) is in
+  every device-resident row alike, as it is in a server that waits for each batch.
 - The CPU thread count is fixed by the caller (`threads`) and recorded with the result.
 """
 
