@@ -128,6 +128,30 @@ def test_fp32_on_cuda_is_ieee_and_tf32_is_really_tf32(gpu_setup) -> None:
 
 
 @pytest.mark.gpu
+def test_torchscript_traced_under_tf32_is_run_as_tf32_and_ours_is_ieee(gpu_setup, tmp_path) -> None:
+    """A trace fixes cuDNN's TF32 flag in each convolution: ours must be IEEE on the GPU, a plain trace is not."""
+    import torch
+
+    from resnet_deploy.runtimes.base import Artifact
+
+    pipe, _, images, reference = gpu_setup
+    with torch.no_grad():  # PyTorch's defaults: TF32 allowed for convolutions
+        torch.jit.trace(pipe.model, torch.from_numpy(images[:1]), check_trace=False).save(str(tmp_path / "p.ts"))
+    errors = {}
+    for label, artifact in (
+        ("ours", pipe.artifact("torchscript")),
+        ("plain", Artifact("torchscript", tmp_path / "p.ts", "fp32")),
+    ):
+        runtime = create("torchscript", artifact, "cuda")
+        try:
+            errors[label] = (runtime.precision, _rel_l2(runtime.run(images[:32]), reference[:32]))
+        finally:
+            runtime.close()
+    assert errors["ours"][0] == "fp32" and errors["ours"][1] < DEFAULT_TOLERANCES["fp32"].max_rel_l2, errors
+    assert errors["plain"][0] == "tf32" and errors["plain"][1] > 3 * errors["ours"][1], errors
+
+
+@pytest.mark.gpu
 def test_device_resident_timing_uses_cuda_events_and_excludes_copies(gpu_setup) -> None:
     from resnet_deploy.benchmarks.latency import measure
 
@@ -153,6 +177,7 @@ def test_cuda_ceilings_rank_as_the_hardware_does() -> None:
     assert rates["tf32"] > 1.5 * rates["fp32"], rates  # tensor cores vs plain FP32 units
     assert rates["fp16"] > rates["tf32"], rates
     assert ceil.copy_gb_s > 200, ceil.copy_gb_s
+    assert 1 < ceil.host_copy_gb_s < ceil.copy_gb_s, ceil.host_copy_gb_s  # PCIe/C2C, pageable
     assert ceil.device_name
 
 
@@ -183,6 +208,10 @@ def test_compare_on_cuda_runs_every_gpu_runtime_with_both_copy_modes(trained, gp
     floors = data["floor"]["rows"]
     assert len(floors) == len(rows)
     assert all(f["x_floor"] is None or f["x_floor"] > 0.8 for f in floors), floors
+    for f in floors:  # Q/DQ on ONNX Runtime's CUDA provider computes in FP32 and is held to that rate
+        if f["label"].endswith("onnxruntime-cuda") and f["precision"] == "int8":
+            assert "FP32" in f["note"], f
+        assert (f["host_copy_ms"] > 0) == f["copies_included"], f
 
 
 @pytest.mark.gpu
