@@ -195,3 +195,27 @@ def test_cache_key_must_match_exactly(models: Shared, tmp_path: Path) -> None:
         assert CalibrationCache(tmp_path / "c.json", {**key, **changed}).load() is None
     (tmp_path / "c.json").write_text("{not json")
     assert CalibrationCache(tmp_path / "c.json", key).load() is None
+
+
+@pytest.mark.parametrize("edit", ["key", "ranges"])
+def test_an_edited_cache_is_recalibrated_not_trusted(models: Shared, tmp_path: Path, edit: str) -> None:
+    """A key rewritten to claim other ranges, or ranges removed: recalibrate (no crash in quantize_static)."""
+    models.int8("tensorrt")
+    pipe = _copy_workspace(models, tmp_path / "ws")
+    cache_file = pipe.ws.path("resnet18.int8-tensorrt.calib.json")
+    data = json.loads(cache_file.read_text())
+    if edit == "key":  # minmax ranges relabelled as percentile ones, then asked for with minmax's key
+        onnx_int8(pipe, models.trained.calib_dir, method="minmax")
+        data = json.loads(cache_file.read_text())
+        data["key"]["method"] = "percentile"
+    else:
+        for name in list(data["ranges"]["data"])[:20]:
+            del data["ranges"]["data"][name]
+    cache_file.write_text(json.dumps(data))
+    pipe.ws.path("resnet18.int8-tensorrt.onnx").unlink()
+    onnx_int8(pipe, models.trained.calib_dir)  # percentile, the default
+    cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
+    assert cal["cache_reused"] is False and cal["method"] == "percentile"
+    rewritten = json.loads(cache_file.read_text())
+    assert rewritten["key"]["method"] == "percentile" and len(rewritten["ranges"]["data"]) > 20
+    assert check_qdq(pipe.ws.path("resnet18.int8-tensorrt.onnx")) == []

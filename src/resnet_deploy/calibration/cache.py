@@ -31,6 +31,11 @@ def _ranges_to_json(ranges: Any) -> Any:
     return json.loads(json.dumps(ranges, cls=CalibrationCacheEncoder))
 
 
+def _content_sha256(key: Any, ranges: Any) -> str:
+    """What the ranges are and what they were computed for, hashed together: checked on every load."""
+    return sha256_json({"key": key, "ranges": ranges})
+
+
 class CalibrationCache:
     def __init__(self, path: Path, key: dict[str, Any]) -> None:
         self.path = Path(path)
@@ -49,6 +54,14 @@ class CalibrationCache:
         except Exception as exc:
             console.warn(f"ignoring unreadable calibration cache {self.path.name} ({type(exc).__name__}): recomputing")
             return None
+        if "content_sha256" not in data:
+            console.info(f"[dim]calibration cache {self.path.name} is in an older format: recalibrating[/]")
+            return None
+        if data["content_sha256"] != _content_sha256(stored, data["ranges"]):
+            # edited by hand or by another tool: a changed key could claim ranges that are not its own,
+            # and a range removed would only surface deep inside quantize_static
+            console.warn(f"calibration cache {self.path.name} was changed after it was written: recalibrating")
+            return None
         if data.get("schema") != SCHEMA or stored != self.key:
             changed = sorted(k for k in set(stored) | set(self.key) if stored.get(k) != self.key.get(k))
             console.info(
@@ -58,13 +71,14 @@ class CalibrationCache:
         return CachedRanges(ranges, data.get("info", {}))
 
     def save(self, ranges: Any, info: dict[str, Any]) -> None:
+        data = _ranges_to_json(ranges)
         payload = {
             "schema": SCHEMA,
             "created": now(),
             "key": self.key,
-            "key_sha256": sha256_json(self.key),
+            "content_sha256": _content_sha256(self.key, data),
             "info": info,
-            "ranges": _ranges_to_json(ranges),
+            "ranges": data,
         }
         atomic_write_text(self.path, json.dumps(payload, indent=1) + "\n")
 
