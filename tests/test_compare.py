@@ -241,6 +241,15 @@ def test_an_artifact_named_that_cannot_run_here_fails(trained, workspace, tmp_pa
     assert "--artifact model.engine: runtime tensorrt" in " ".join(result.output.split())
 
 
+def test_an_artifact_that_is_not_what_its_name_says_fails_in_one_line(trained, tmp_path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\xffnot protobuf" * 50)
+    result = invoke([*trained.cli_args, "--workspace", tmp_path / "ws", "--artifact", junk, *FAST])
+    assert result.exit_code == 2, result.output
+    assert "junk.onnx is not a readable ONNX model" in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "ws").exists()
+
+
 def test_a_runtime_named_with_nothing_to_run_fails(trained, tmp_path) -> None:
     result = invoke([*trained.cli_args, "--workspace", tmp_path, "--no-build", "--runtimes", "onnxruntime-cpu", *FAST])
     assert result.exit_code == 2, result.output

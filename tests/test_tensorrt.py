@@ -301,6 +301,20 @@ def test_cli_usage_errors_exit_2(args, match, tmp_path):
     assert match in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("content", [b"\x00\xffnot protobuf" * 50, b"a text file, named .onnx\n"])
+def test_cli_onnx_that_is_not_onnx_exits_2_in_one_line(content, tmp_path):
+    from resnet_deploy.cli.export import app
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(content)
+    result = CliRunner().invoke(app, ["trt", "--onnx", str(junk), "--workspace", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "junk.onnx is not a readable ONNX model" in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["trt", "--onnx", str(tmp_path), "--workspace", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output, result.output
+
+
 def test_cli_profile_outside_the_recorded_range_exits_2_before_exporting(small_workspace):
     from resnet_deploy.cli.export import app
 

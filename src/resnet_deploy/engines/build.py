@@ -159,7 +159,8 @@ def engine_from_onnx(
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
-        raise UsageError(f"ONNX file {onnx_path} does not exist", "pass the path of an .onnx file to --onnx")
+        what = "is a folder" if onnx_path.is_dir() else "does not exist"
+        raise UsageError(f"ONNX file {onnx_path} {what}", "pass the path of an .onnx file to --onnx")
     actual = onnx_precision(onnx_path)
     if precision is not None and precision != actual:
         raise UsageError(

@@ -75,10 +75,26 @@ def check_onnx(path: Path) -> Any:
         raise VerificationError(f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:200]}") from None
 
 
-def onnx_opset(path: Path) -> int:
+def read_onnx(path: Path | str) -> Any:
+    """The graph of a user's ONNX file (weights stored outside it are not read), or a one-line error.
+
+    Every look at a file we did not just write comes here: a checkpoint or a text file passed where an
+    ONNX belongs otherwise ends in a protobuf DecodeError traceback.
+    """
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    path = Path(path)
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise UsageError(
+            f"{path.name} is not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+            "pass an .onnx file written by resnet-export onnx or another ONNX exporter",
+        ) from None
+
+
+def onnx_opset(path: Path) -> int:
+    model = read_onnx(path)
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
@@ -86,7 +102,7 @@ def onnx_precision(path: Path) -> str:
     """fp32, fp16 or int8, read from the graph (Q/DQ nodes -> int8, fp16 initializers -> fp16)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_onnx(path)
     ops = {n.op_type for n in model.graph.node}
     if {"QuantizeLinear", "DequantizeLinear"} & ops or "QLinearConv" in ops:
         return "int8"
@@ -96,7 +112,5 @@ def onnx_precision(path: Path) -> str:
 
 
 def input_dims(path: Path) -> list[int | str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    model = read_onnx(path)
     return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]

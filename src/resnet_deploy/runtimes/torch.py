@@ -153,6 +153,7 @@ class _TorchFileRuntime(_TorchRuntime):
     """A module loaded from a file; subclasses say how to load it."""
 
     what = "file"
+    fix = ""
 
     def __init__(self, artifact: Artifact, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
         import torch
@@ -165,7 +166,8 @@ class _TorchFileRuntime(_TorchRuntime):
             self.module = self._load(str(artifact.path))
         except Exception as exc:
             raise UsageError(
-                f"cannot load {self.what} file {artifact.label}: {str(exc).splitlines()[0][:160]}"
+                f"cannot load {self.what} file {artifact.label}: {str(exc).splitlines()[0][:160]}",
+                self.fix,
             ) from None
 
     def _load(self, path: str) -> Any:
@@ -175,6 +177,7 @@ class _TorchFileRuntime(_TorchRuntime):
 class TorchScriptRuntime(_TorchFileRuntime):
     name = "torchscript"
     what = "TorchScript"
+    fix = "a .pt that holds weights (a state_dict) is a checkpoint, not TorchScript: pass it with --weights"
 
     def _load(self, path: str) -> Any:
         import torch
