@@ -173,9 +173,40 @@ def test_reexport_reuses_and_changed_inputs_rebuild(tmp_path):
     result, out = invoke(*args, "--opset", "20")
     assert result.exit_code == 0 and "stale" in out
     assert onnx.load(str(path)).opset_import[0].version == 20
+    manifest = (ws / "resnet18" / "manifest.json").read_text()
     result, out = invoke(*args, "--opset", "11")  # below what torch's exporter can write
-    assert result.exit_code == 2 and "--opset 18 or higher" in out
+    assert result.exit_code == 2 and "--opset 18 or higher" in out and "load resnet18" not in out  # before loading
     assert onnx.load(str(path)).opset_import[0].version == 20  # the good file was kept
+    assert (ws / "resnet18" / "manifest.json").read_text() == manifest
+
+
+def test_follow_up_commands_keep_the_workspace_range(tmp_path):
+    """The README's order (--dynamic, then --fp16) must not quietly re-export the FP32 ONNX as static."""
+    ws = tmp_path / "ws"
+    base = ("resnet18", "--num-classes", "10", "--workspace", ws)
+    result, out = invoke(
+        "onnx", *base[:1], "--dynamic", "--max-shape", "2x3x128x128", "--opt-shape", "1x3x96x96", *base[1:]
+    )
+    assert result.exit_code == 0, out
+    result, out = invoke("onnx", "resnet18", "--workspace", ws, "--fp16")  # no shape flags, no --num-classes
+    assert result.exit_code == 0, out
+    assert "reusing" in out and "stale" not in out, out
+    manifest = json.loads((ws / "resnet18" / "manifest.json").read_text())
+    assert manifest["model"]["num_classes"] == 10
+    assert manifest["input"]["max"] == [2, 3, 128, 128]
+    fp16 = onnx.load(str(ws / "resnet18" / manifest["artifacts"]["onnx-fp16"]["path"]))
+    assert [d.dim_param for d in fp16.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
+    result, out = invoke("onnx", "resnet18", "--workspace", ws, "--static")  # asked for: rebuilt static
+    assert result.exit_code == 0 and "onnx-fp32 is stale (changed: input.dynamic, input.max" in out, out
+
+
+def test_a_command_that_builds_nothing_leaves_the_manifest_alone(tmp_path):
+    from resnet_deploy.pipeline import ShapeRequest
+
+    Pipeline(ModelOptions("resnet18"), tmp_path, shapes=ShapeRequest(True, None, None, None)).onnx()
+    before = (tmp_path / "resnet18" / "manifest.json").read_text()
+    Pipeline(ModelOptions("resnet18"), tmp_path, shapes=ShapeRequest(False, None, "1x3x96x96", None))  # then fails
+    assert (tmp_path / "resnet18" / "manifest.json").read_text() == before
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
+from resnet_deploy.errors import DeployError
 from resnet_deploy.models import load_model
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.runtimes.base import Artifact
@@ -121,16 +122,28 @@ class Pipeline:
         check_writable(workspace)
         self.ws = Workspace(workspace, name or arch)
         previous = self.ws.manifest.get("model") or {}
+        remembered = options.weights is None and previous.get("architecture") == arch and "weights" in previous
         if options.weights is None:
-            same_arch = previous.get("architecture") == arch
-            options.weights = previous.get("weights", "none") if same_arch else "none"
+            # the model this workspace was made from, so a follow-up command needs no repeating of it
+            options.weights = previous["weights"] if remembered else "none"
             if options.weights.startswith("torchvision:"):
                 options.weights = options.weights.split(":", 1)[1]
+            if remembered and options.weights == "none" and options.num_classes is None:
+                options.num_classes = previous.get("num_classes")  # random init: only the flag says how many
         self.options = options
-        with console.step(f"load {arch} (weights: {options.weights})"):
-            self.model, self.source = load_model(
-                arch, options.weights, options.num_classes, options.trust_checkpoint, options.seed
-            )
+        with console.step(f"load {arch} (weights: {options.weights}{', as last used here' if remembered else ''})"):
+            try:
+                self.model, self.source = load_model(
+                    arch, options.weights, options.num_classes, options.trust_checkpoint, options.seed
+                )
+            except DeployError as exc:
+                if not remembered:
+                    raise
+                raise type(exc)(
+                    f"{exc.message} [no --weights given: {options.weights} is what {self.ws.manifest_path} "
+                    "recorded last]",
+                    exc.hint,
+                ) from None
         base = self.source.preprocess
         self.preprocess = Preprocess(
             options.resize or base.resize,
@@ -150,7 +163,11 @@ class Pipeline:
         self.set_range(shape_range)
 
     def set_range(self, shape_range: ShapeRange) -> None:
-        """The input range every artifact built from now on is exported and verified for."""
+        """The input range every artifact built from now on is exported and verified for.
+
+        Saved with the next artifact recorded, not now: a command that fails must not change what the
+        next one takes as the workspace's range.
+        """
         self.shape_range = shape_range
         self.ws.manifest["input"] = {
             "name": "input",
@@ -158,7 +175,6 @@ class Pipeline:
             "dims": ["batch", 3, "height", "width"] if shape_range.dynamic else list(shape_range.opt),
             **shape_range.to_dict(),
         }
-        self.ws.save()
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -192,13 +208,13 @@ class Pipeline:
         """
         if self._checked.get(key) == fingerprint:
             return self.artifact(key)  # already built or checked by this run: skip re-hashing the file
-        entry = self.ws.fresh(key, fingerprint)
-        if entry is not None:
+        stale = self.ws.why_stale(key, fingerprint)
+        if stale is None:
             self._checked[key] = fingerprint
-            console.info(f"[dim]reusing {self.ws.dir / entry['path']} (inputs unchanged)[/]")
+            console.info(f"[dim]reusing {self.ws.dir / self.ws.artifacts[key]['path']} (inputs unchanged)[/]")
             return self.artifact(key)
         if key in self.ws.artifacts:
-            console.info(f"[dim]{key} is stale (its inputs changed): rebuilding[/]")
+            console.info(f"[dim]{key} is stale ({stale}): rebuilding[/]")
         target = self.ws.path(filename)
         with atomic_path(target) as tmp:
             with console.step(f"export {key} -> {target}"):

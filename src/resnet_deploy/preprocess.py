@@ -151,15 +151,23 @@ def select(paths: Sequence[Path], limit: int | None) -> list[Path]:
     return [paths[i] for i in sorted(set(idx.tolist()))]
 
 
+def require_inputs(folder: Path, what: str = "image") -> list[Path]:
+    """`find_inputs`, or the error that there is nothing to read: cheap (no decoding), so commands call it
+    before anything slow, and a wrong folder is reported in a second rather than after an export."""
+    candidates = find_inputs(folder)
+    if not candidates:
+        many = "500 or more " if what.startswith("calibration") else ""
+        raise UsageError(
+            f"{what} folder {folder} holds no .jpg/.jpeg/.png/.bmp/.webp/.npy/.npz files",
+            f"put {many}images from your deployment domain in it",
+        )
+    return candidates
+
+
 def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: str = "image") -> ImageSet:
     """Load a folder recursively; unreadable files are skipped and listed, none usable is an error."""
     folder = Path(folder)
-    candidates = find_inputs(folder)
-    if not candidates:
-        raise UsageError(
-            f"{what} folder {folder} holds no .jpg/.jpeg/.png/.bmp/.webp/.npy/.npz files",
-            "put images from your deployment domain in it (500 or more for INT8 calibration)",
-        )
+    candidates = require_inputs(folder, what)
     tensors: list[np.ndarray] = []
     used: list[Path] = []
     skipped: list[tuple[Path, str]] = []

@@ -134,15 +134,28 @@ class Workspace:
         self.manifest["model"] = model
         self.manifest["preprocess"] = preprocess
 
-    def fresh(self, key: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-        """The entry for `key` if its inputs match `fingerprint` and its file is intact, else None."""
+    def why_stale(self, key: str, fingerprint: dict[str, Any]) -> str | None:
+        """What makes `key` unusable: the inputs that changed (`input.max`, `model.weights`, ...), a file
+        missing or edited; None if it is fresh. Said when rebuilding, so a rebuild is never a mystery."""
         entry = self.artifacts.get(key)
-        if not entry or entry.get("inputs") != json.loads(json.dumps(fingerprint, default=str)):
-            return None
+        if not entry:
+            return "not built yet"
+        old, new = entry.get("inputs") or {}, json.loads(json.dumps(fingerprint, default=str))
+        if old != new:
+            changed = []
+            for k in sorted(set(old) | set(new)):
+                a, b = old.get(k), new.get(k)
+                if isinstance(a, dict) and isinstance(b, dict):
+                    changed += [f"{k}.{sub}" for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub)]
+                elif a != b:
+                    changed.append(k)
+            return f"changed: {', '.join(changed)}"
         file = self.dir / entry["path"]
-        if not file.exists() or sha256_file(file) != entry.get("sha256"):
-            return None
-        return entry
+        if not file.exists():
+            return f"{file.name} is missing"
+        if sha256_file(file) != entry.get("sha256"):
+            return f"{file.name} was modified since it was built"
+        return None
 
     def record(self, key: str, file: Path, fingerprint: dict[str, Any], **info: Any) -> dict[str, Any]:
         file = Path(file)

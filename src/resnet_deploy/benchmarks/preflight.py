@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
+from resnet_deploy.preprocess import require_inputs
 from resnet_deploy.runtimes.base import Artifact, RuntimeSpec, registry, runtimes_for
 
 if TYPE_CHECKING:
@@ -81,8 +82,8 @@ def validate_options(options: CompareOptions) -> str:
         raise UsageError("--threads must be >= 1")
     if options.max_images is not None and options.max_images < 1:
         raise UsageError("--max-images must be >= 1")
-    if options.images is not None and not Path(options.images).is_dir():
-        raise UsageError(f"--images {options.images} is not a folder", "pass a folder of .jpg/.png images")
+    if options.images is not None:
+        require_inputs(Path(options.images), "parity image")
     check_artifacts(options.artifacts, device, options.runtimes)
     return device
 

@@ -14,16 +14,22 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from resnet_deploy import console
 from resnet_deploy.errors import UsageError
-from resnet_deploy.preprocess import ImageSet, Preprocess, load_folder
+from resnet_deploy.preprocess import ImageSet, Preprocess, load_folder, require_inputs
 
 #: Below this many images the ranges are a demo, not a calibration (the README says 500 or more).
 FEW_IMAGES = 100
 
 
-def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None) -> ImageSet:
-    """Load `folder` (recursively), pick `size` files evenly spread, list what was skipped and why."""
+def check_calibration_request(folder: Path, size: int | None) -> None:
+    """What can be said about --calib/--calib-size without reading an image: checked before any export."""
     if size is not None and size <= 0:
         raise UsageError(f"--calib-size must be positive, got {size}")
+    require_inputs(Path(folder), "calibration image")
+
+
+def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None) -> ImageSet:
+    """Load `folder` (recursively), pick `size` files evenly spread, list what was skipped and why."""
+    check_calibration_request(folder, size)
     images = load_folder(Path(folder), pre, size, what="calibration image")
     for path, reason in images.skipped:
         console.warn(f"calibration: skipped {path}: {reason}")

@@ -203,6 +203,7 @@ def compare(
         crop=crop,
         mean=mean,
         std=std,
+        static_by_default=False,  # the default set is dynamic unless the workspace recorded otherwise
     )
     result = run_compare(pipe, options)
     result.command = common.command_line()

@@ -57,7 +57,15 @@ Trust = Annotated[
     ),
 ]
 Workspace = Annotated[Path, typer.Option("--workspace", help="Where artifacts/<model>/ lives.")]
-Dynamic = Annotated[bool, typer.Option("--dynamic", help="Dynamic batch, height and width.")]
+Dynamic = Annotated[
+    bool | None,
+    typer.Option(
+        "--dynamic/--static",
+        help="Dynamic batch, height and width, or fixed at the opt shape. Default: the range this workspace "
+        "recorded last, else static.",
+        show_default=False,
+    ),
+]
 MinShape = Annotated[
     str | None, typer.Option("--min-shape", help="Smallest input NxCxHxW (with --dynamic), e.g. 1x3x64x64.")
 ]
@@ -119,16 +127,21 @@ def open_pipeline(
     crop: int | None = None,
     mean: str | None = None,
     std: str | None = None,
+    static_by_default: bool = True,
 ) -> Any:
-    """Load the model into its workspace. `dynamic=None` with no shapes: the workspace's recorded range."""
+    """Load the model into its workspace. `dynamic=None` with no shapes: the workspace's recorded range,
+    else static (`static_by_default`) or the pipeline's dynamic default."""
     from resnet_deploy.models import resolve_architecture
     from resnet_deploy.pipeline import Pipeline, ShapeRequest
+    from resnet_deploy.workspace import Workspace
 
     resolve_architecture(model)  # a misspelt name is reported before anything slow happens
     options = model_options(model, weights, num_classes, trust, resize, crop, mean, std)
     shapes = None
     if dynamic is not None or min_shape or opt_shape or max_shape:
         shapes = ShapeRequest(bool(dynamic), min_shape, opt_shape, max_shape)
+    elif static_by_default and not Workspace(workspace, resolve_architecture(model)).manifest.get("input"):
+        shapes = ShapeRequest(False, None, None, None)  # a new workspace: static at the crop size
     return Pipeline(options, workspace, shapes=shapes)
 
 

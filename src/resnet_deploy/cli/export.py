@@ -22,7 +22,7 @@ app = typer.Typer(
 @common.handle_errors
 def onnx(
     model: common.Model = DEFAULT_MODEL,
-    dynamic: common.Dynamic = False,
+    dynamic: common.Dynamic = None,
     min_shape: common.MinShape = None,
     opt_shape: common.OptShape = None,
     max_shape: common.MaxShape = None,
@@ -71,16 +71,25 @@ def onnx(
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
     """Export ONNX (one self-contained file), verified with ONNX Runtime against PyTorch; optionally FP16/INT8."""
+    from resnet_deploy.calibration.dataset import check_calibration_request
     from resnet_deploy.calibration.quantize import check_method, recipe
     from resnet_deploy.errors import UsageError
+    from resnet_deploy.export.onnx import MIN_OPSET
 
+    # everything that can be wrong with the options is reported before the model loads
+    if opset < MIN_OPSET:
+        raise UsageError(
+            f"--opset {opset} is below {MIN_OPSET}, the lowest torch's exporter writes a ResNet at",
+            f"use --opset {MIN_OPSET} or higher",
+        )
     if int8 and calib is None:
         raise UsageError("--int8 needs --calib DIR, a folder of real images", "e.g. --calib ./calibration")
-    if calib is not None and not int8:
-        raise UsageError("--calib is for --int8", "add --int8, or drop --calib")
+    if (calib is not None or calib_size is not None) and not int8:
+        raise UsageError("--calib and --calib-size are for --int8", "add --int8, or drop them")
     if int8:
         check_method(calib_method)
-        recipe(target)  # a misspelt option is reported before anything slow happens
+        recipe(target)
+        check_calibration_request(calib, calib_size)
     pipe = common.open_pipeline(
         model,
         weights,
@@ -115,7 +124,7 @@ def onnx(
 def _export_torch_format(
     ctx: typer.Context,
     model: common.Model = DEFAULT_MODEL,
-    dynamic: common.Dynamic = False,
+    dynamic: common.Dynamic = None,
     min_shape: common.MinShape = None,
     opt_shape: common.OptShape = None,
     max_shape: common.MaxShape = None,
@@ -195,8 +204,24 @@ def trt(
         return
     if output is not None:
         raise UsageError("--output only applies with --onnx", "engines built from a model go to the workspace")
+    if precision == "int8":
+        from resnet_deploy.calibration.dataset import check_calibration_request
+        from resnet_deploy.calibration.quantize import check_method
+
+        if calib_method is not None:
+            check_method(calib_method)
+        check_calibration_request(calib, calib_size)  # before the model loads and the ONNX is made
     pipe = common.open_pipeline(
-        model, weights, num_classes, trust_checkpoint, workspace, None, None, None, None, resize, crop, mean, std
+        model,
+        weights,
+        num_classes,
+        trust_checkpoint,
+        workspace,
+        resize=resize,
+        crop=crop,
+        mean=mean,
+        std=std,
+        static_by_default=False,  # the ONNX an engine is built from: the recorded range, else dynamic defaults
     )
     artifact = engines.engine_for_pipeline(
         pipe, precision or "fp32", calib, calib_method, calib_size, min_shape, opt_shape, max_shape, size, timing_cache
