@@ -233,9 +233,15 @@ def test_tolerance_file_changes_the_verdict(trained, workspace: Path, tampered, 
     assert "resnet18.onnx: rel_l2" in fail.get("message", "") and "(must be <= 0)" in fail.get("message", "")
 
     loose = tmp_path / "loose.toml"
-    loose.write_text('[artifact."perturbed.onnx"]\nmax_rel_l2 = 0.5\nmin_cosine = 0.9\nmin_top1_agreement = 0.8\n')
+    loose.write_text(
+        '[artifact."perturbed.onnx"]\nmax_rel_l2 = 0.5\nmin_cosine = 0.9\nmin_top1_agreement = 0.8\n'
+        '[artifact."perturbd.onnx"]\nmin_cosine = 0.1\n'  # a typo: said, not silently ignored
+    )
     res = _compare(trained, workspace, "--gate", "--tolerances", str(loose), "--artifact", str(tampered["perturbed"]))
     assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert '[artifact."perturbd.onnx"] matched no artifact of this run' in text, res.output
+    assert '[artifact."perturbed.onnx"] matched no' not in text
 
 
 def test_malformed_tolerance_file_exits_2(trained, workspace: Path, tmp_path: Path) -> None:

@@ -81,6 +81,12 @@ class GateConfig:
                 base = dataclasses.replace(base, **rule.bounds)
         return base
 
+    def unmatched(self, rows: Iterable[Any]) -> list[ArtifactRule]:
+        """Artifact rules no row of a run matched: most often a typo in the pattern, which would leave
+        the artifact it meant judged by the precision's defaults without a word."""
+        rows = list(rows)
+        return [r for r in self.rules if not any(r.matches(x.artifact_key, x.artifact_path, x.precision) for x in rows)]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -468,6 +474,11 @@ def finish(
     from resnet_deploy.workspace import atomic_write_text
 
     result = evaluate(run.rows, config)
+    for rule in config.unmatched(run.rows):
+        keys = ", ".join(sorted({r.artifact_key for r in run.rows}))
+        console.warn(
+            escape(f'{config.source}: [artifact."{rule.pattern}"] matched no artifact of this run (keys: {keys})')
+        )
     if explain and result.failures:
         _explain_failures(result, pipe, _explain_images(pipe, run))
     if junit is not None:
