@@ -236,6 +236,7 @@ def test_unreadable_and_mismatched_checkpoints_via_cli(tmp_path):
     torch.save(torchvision.models.resnet34().state_dict(), other)
     result, out = invoke("onnx", "resnet18", "--weights", other, "--workspace", tmp_path / "ws")
     assert result.exit_code == 2 and "does not fit resnet18" in out and "unexpected keys" in out
+    assert "it is a resnet34 checkpoint: use resnet34 as the model" in " ".join(out.split()), out
 
 
 def test_unwritable_workspace(tmp_path):

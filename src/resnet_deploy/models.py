@@ -253,15 +253,33 @@ def check_state_dict_fits(model: Any, state: Mapping[str, Any], arch: str, label
         parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
-    if "fc.weight" in wrong and expected["fc.weight"][1] != got["fc.weight"][1]:
+    guess = guess_architecture(got)
+    if guess and guess != arch:
+        hint = f"it is a {guess} checkpoint: use {guess} as the model"
+    elif wrong == ["fc.weight"] and not (missing or unexpected) and expected["fc.weight"][1] != got["fc.weight"][1]:
         hint = (
             f"its fc takes {got['fc.weight'][1]} features, not {expected['fc.weight'][1]}: the head was sized "
             "for one input resolution and cannot be made dynamic"
         )
     else:
-        close = [a for a in ARCHITECTURES if a != arch]
-        hint = "check the architecture name matches the checkpoint (one of: " + ", ".join(close[:4]) + ", ...)"
+        hint = "check the checkpoint is of a torchvision " + arch + " (architectures: " + ", ".join(ARCHITECTURES) + ")"
     raise UsageError(f"checkpoint {label} does not fit {arch}: " + "; ".join(parts), hint)
+
+
+def guess_architecture(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    """The architecture whose every parameter and buffer has these names and shapes (the classifier's
+    class count aside), built on the meta device so no memory is spent; None if none fits."""
+    import torch
+    import torchvision
+
+    ignore = {"fc.weight", "fc.bias"}
+    for arch in ARCHITECTURES:
+        with torch.device("meta"):
+            model = torchvision.models.get_model(arch, weights=None)
+        want = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in ignore}
+        if want == {k: v for k, v in shapes.items() if k not in ignore}:
+            return arch
+    return None
 
 
 def make_pool_adaptive(model: Any) -> bool:
