@@ -29,8 +29,13 @@ def normalize_device(device: str) -> str:
 
         if not torch.cuda.is_available():
             raise MissingDependencyError(
-                "--device cuda: no CUDA GPU is visible to torch",
+                f"--device {device}: no CUDA GPU is visible to torch",
                 "run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --device cpu",
+            )
+        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            raise MissingDependencyError(
+                f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0",
+                "pick one of them (nvidia-smi lists them; CUDA_VISIBLE_DEVICES renumbers them)",
             )
     return device
 

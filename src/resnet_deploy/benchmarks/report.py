@@ -90,8 +90,13 @@ def notes(result: CompareResult) -> list[str]:
     out = [
         f"reference: PyTorch FP32 eager on the CPU, {result.images} parity images"
         + (f" from {result.images_dir}" if result.images_dir else " (random inputs)")
-        + f", parity size {result.parity_size[0]}x{result.parity_size[1]}"
-        f" ({result.reference_distinct_classes} distinct reference classes)",
+        + f", preprocessed at {result.parity_size[0]}x{result.parity_size[1]}"
+        + (
+            " and resized to each row's size"
+            if any(tuple(r.size) != tuple(result.parity_size) for r in result.rows)
+            else ""
+        )
+        + f" (distinct reference classes: {result.reference_distinct_classes})",
         f"latency: {result.warmup} warm-up + {result.iters} timed iterations on random inputs, "
         f"{result.threads} CPU threads; speedup = PyTorch eager mean / mean",
     ]

@@ -103,7 +103,7 @@ def check_artifact(
     from resnet_deploy import console
     from resnet_deploy.runtimes.base import create
 
-    with console.step(f"verify {artifact.key} against PyTorch at {len(shapes)} shapes"):
+    with console.step(f"verify {artifact.key} against PyTorch at {len(shapes)} shape{'s' if len(shapes) != 1 else ''}"):
         runtime = create(runtime_name, artifact, device)
         try:
             result = verify(model, runtime, shapes, max_rel_l2, artifact.key or "")
