@@ -371,8 +371,7 @@ def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_pat
     assert fit_range(pipe, [1, 16], [(64, 64)])
     rng = pipe.shape_range
     assert (rng.min, rng.opt, rng.max) == ((1, 3, 64, 64), (1, 3, 64, 64), (16, 3, 64, 64))
-    manifest = json.loads((pipe.ws.dir / "manifest.json").read_text())
-    assert manifest["input"]["max"] == [16, 3, 64, 64]
+    assert pipe.ws.manifest["input"]["max"] == [16, 3, 64, 64]  # saved with the next artifact built
 
 
 def test_engine_rows_away_from_the_opt_shape_are_flagged() -> None:
