@@ -115,6 +115,7 @@ def test_reader_feeds_every_image_once_in_chunks(trained: Any) -> None:
 def _fp32_only_workspace(models: Shared, dest: Path) -> Any:
     """A new workspace holding only the shared FP32 ONNX (so no INT8 export is copied along)."""
     pipe = models.trained.pipeline(dest)
+    pipe.ws.dir.mkdir(parents=True)  # a pipeline writes its folder with its first artifact; this one is copied in
     shutil.copy(models.pipe.ws.path("resnet18.onnx"), pipe.ws.path("resnet18.onnx"))
     pipe.ws.artifacts["onnx-fp32"] = dict(models.pipe.ws.artifacts["onnx-fp32"])
     pipe.ws.save()

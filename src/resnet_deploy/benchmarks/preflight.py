@@ -6,9 +6,11 @@ reads as a pass, so every request that cannot be met here fails now, with the re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from resnet_deploy import console
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.preprocess import require_inputs
 from resnet_deploy.runtimes.base import Artifact, RuntimeSpec, registry, runtimes_for
@@ -85,6 +87,12 @@ def validate_options(options: CompareOptions) -> str:
         raise UsageError("--iters must be >= 1 and --warmup >= 0")
     if options.threads is not None and options.threads < 1:
         raise UsageError("--threads must be >= 1")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if options.threads is not None and options.threads > cores:
+        console.warn(
+            f"--threads {options.threads} is more than the {cores} cores this process may use: "
+            "threads will contend and every row will be slower than it can be"
+        )
     if options.max_images is not None and options.max_images < 1:
         raise UsageError("--max-images must be >= 1")
     if options.images is not None:

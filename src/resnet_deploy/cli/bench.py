@@ -100,13 +100,19 @@ def _main() -> None:
     """Benchmark latency and accuracy parity of exported ResNets."""
 
 
-def _split(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _split(text: str | None, option: str) -> list[str]:
+    """Comma-separated items; an empty one (`1,,8`, `--runtimes ""`) is a typo, not a default."""
+    if text is None:
+        return []
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise UsageError(f"invalid {option} '{text}': an empty item", "separate the items with single commas")
+    return parts
 
 
 def parse_batches(text: str) -> list[int]:
     try:
-        batches = [int(b) for b in _split(text)]
+        batches = [int(b) for b in _split(text, "--batch")]
     except ValueError:
         raise UsageError(f"invalid --batch '{text}'", "give comma-separated positive integers, e.g. 1,8") from None
     if not batches or any(b < 1 for b in batches):
@@ -117,7 +123,7 @@ def parse_batches(text: str) -> list[int]:
 def parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
     from resnet_deploy.shapes import parse_size
 
-    sizes = [parse_size(s) for s in _split(text)]
+    sizes = [parse_size(s) for s in _split(text, "--size")]
     return sizes or None
 
 
@@ -172,7 +178,7 @@ def compare(
     from resnet_deploy.benchmarks.preflight import validate_options
 
     options = CompareOptions(
-        runtimes=_split(runtimes) or None,
+        runtimes=_split(runtimes, "--runtimes") or None,
         device=device,
         batches=parse_batches(batch),
         sizes=parse_sizes(size),

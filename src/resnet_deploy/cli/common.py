@@ -67,11 +67,11 @@ Dynamic = Annotated[
     ),
 ]
 MinShape = Annotated[
-    str | None, typer.Option("--min-shape", help="Smallest input NxCxHxW (with --dynamic), e.g. 1x3x64x64.")
+    str | None, typer.Option("--min-shape", help="Smallest input NxCxHxW of the dynamic range, e.g. 1x3x64x64.")
 ]
 OptShape = Annotated[str | None, typer.Option("--opt-shape", help="Typical input NxCxHxW, e.g. 1x3x224x224.")]
 MaxShape = Annotated[
-    str | None, typer.Option("--max-shape", help="Largest input NxCxHxW (with --dynamic), e.g. 8x3x448x448.")
+    str | None, typer.Option("--max-shape", help="Largest input NxCxHxW of the dynamic range, e.g. 8x3x448x448.")
 ]
 Resize = Annotated[
     int | None, typer.Option(help="Resize the shorter side to this (default: the weights' transform, 256).")
