@@ -103,6 +103,35 @@ def test_fp16_and_int8_graphs_keep_their_stages(model, images, honest_onnx: Path
     assert all(np.isfinite(s.rel_l2) for s in r8.stages)
 
 
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_int8_recipes_are_read_where_the_next_stage_reads(
+    trained, model, images, target: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The `--target cpu` recipe (uint8 activations) has ONNX Runtime drop the Relu at each block's end
+    (the uint8 Q/DQ after it clamps at 0), so the tensor named after the Relu is the pre-ReLU sum:
+    explain must read the DequantizeLinear output the next stage consumes, not report layer1."""
+    import onnx
+
+    from tests.test_precision import shared
+
+    path = shared(trained, tmp_path_factory).int8(target).path
+    graph = onnx.load(str(path))
+    if target == "cpu":  # the case this is about: the quantizer removed Relus
+        fp32 = onnx.load(str(shared(trained, tmp_path_factory).pipe.onnx().path))
+        relus = [sum(n.op_type == "Relu" for n in m.graph.node) for m in (graph, fp32)]
+        assert relus[0] < relus[1], relus
+    for node in graph.graph.node:
+        del node.metadata_props[:]
+    nometa = tmp_path / f"{path.stem}-nometa.onnx"
+    onnx.save(graph, str(nometa))
+    for p, how in ((path, "metadata"), (nometa, "structure")):
+        result = ex.explain(Artifact("onnx", p, "int8"), model, images)
+        assert how in result.method, result.method
+        assert [s.stage for s in result.stages] == list(ex.STAGES), result.text()
+        assert result.first is None, result.text()
+        assert all(s.cosine > 0.99 for s in result.stages), result.text()
+
+
 def test_program_and_torchscript(trained, model, images, tmp_path: Path) -> None:
     import torch
 

@@ -6,8 +6,10 @@ The reference's stage outputs come from forward hooks on the model (stem = after
 - ONNX: the dynamo exporter records each node's module path (`pkg.torch.onnx.name_scopes`); the last
   node inside `maxpool`/`layerN` is that stage's output. FP16 conversion and Q/DQ quantization keep the
   metadata. Without it (other exporters), the stage ends are found structurally: the Relu after the
-  last residual Add of each stage, counting blocks per stage from the model. Those tensors are added as
-  graph outputs and the model runs in ONNX Runtime.
+  last residual Add of each stage, counting blocks per stage from the model. Either way the tensor read
+  is the one the next stage consumes: past a following Relu and Q -> DQ pair (see `_as_consumed`; a
+  quantizer may drop the Relu and leave the clamp to the Q/DQ). Those tensors are added as graph
+  outputs and the model runs in ONNX Runtime.
 - torch.export `.pt2`: nodes carry `nn_module_stack`; an FX interpreter records the same boundaries.
 - TorchScript: no hooks on ScriptModules; if the file holds a ResNet's submodules (`conv1` ...
   `layer4`, `fc`), they are run one after another, else only the head can be compared.
@@ -191,6 +193,37 @@ def _scopes(node: Any) -> list[str]:
     return []
 
 
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _as_consumed(name: str, consumers: dict[str, list[Any]]) -> str:
+    """`name` as the next stage reads it: past the Relu and the Q -> DQ pair that follow it, if any.
+
+    In a Q/DQ graph the next stage reads the DequantizeLinear output, and that can differ from the
+    stage's last tensor by more than rounding: ONNX Runtime's quantizer (the `--target cpu` recipe,
+    uint8 activations) drops a Relu whose output goes into a QuantizeLinear with zero point 0, since
+    the quantization clamps at 0 anyway, and renames the Add before it to the Relu's output. That
+    tensor is the residual sum before the ReLU; only the DQ output is what PyTorch's stage returns.
+    """
+    while True:
+        after = consumers.get(name, [])
+        ops = {n.op_type for n in after}
+        if ops == {"Relu"}:
+            name = after[0].output[0]
+            continue
+        if ops == {"QuantizeLinear"}:
+            dq = consumers.get(after[0].output[0], [])
+            if dq and {n.op_type for n in dq} == {"DequantizeLinear"}:
+                name = dq[0].output[0]
+                continue
+        return name
+
+
 def onnx_stage_tensors(model: Any, blocks: Sequence[int] | None = None) -> tuple[dict[str, str], str]:
     """Map stage -> tensor name in an ONNX graph, and how they were found."""
     graph = model.graph
@@ -203,33 +236,32 @@ def onnx_stage_tensors(model: Any, blocks: Sequence[int] | None = None) -> tuple
     method = "ONNX node metadata (name_scopes)"
     if len(found) < len(STAGE_MODULES):
         found, method = _onnx_structural(graph, blocks)
+    consumers = _consumers(graph)
+    found = {stage: _as_consumed(name, consumers) for stage, name in found.items()}
     if graph.output:
         found["head"] = graph.output[0].name
     return found, method
 
 
 def _onnx_structural(graph: Any, blocks: Sequence[int] | None) -> tuple[dict[str, str], str]:
-    """Fallback: stem = first MaxPool, stage ends = Relu after the last residual Add of each stage."""
+    """Fallback: stem = first MaxPool, stage ends = the last residual Add of each stage (the caller
+    moves them past the Relu and Q/DQ after them). A residual Add adds two computed tensors, no
+    constant (initializer, or an initializer through DequantizeLinear/Cast)."""
     producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
     inits = {t.name for t in graph.initializer}
+
+    def constant(name: str) -> bool:
+        src = producers.get(name)
+        if src is None:
+            return name in inits
+        return src.op_type == "Constant" or (src.op_type in ("DequantizeLinear", "Cast") and constant(src.input[0]))
+
     found: dict[str, str] = {}
     for n in graph.node:
         if n.op_type == "MaxPool":
             found["stem"] = n.output[0]
             break
-    ends = []
-    for n in graph.node:
-        if n.op_type != "Relu":
-            continue
-        src = producers.get(n.input[0])
-        while src is not None and src.op_type in ("DequantizeLinear", "QuantizeLinear", "Cast"):
-            src = producers.get(src.input[0])
-        if src is not None and src.op_type == "Add" and not any(i in inits for i in src.input):
-            ends.append(n.output[0])
+    ends = [n.output[0] for n in graph.node if n.op_type == "Add" and not any(constant(i) for i in n.input)]
     if blocks and len(ends) == sum(blocks):
         total = 0
         for stage, count in zip(("layer1", "layer2", "layer3", "layer4"), blocks, strict=True):
