@@ -158,6 +158,29 @@ def test_program_and_torchscript(trained, model, images, tmp_path: Path) -> None
     assert "outside the network" in r.method
 
 
+def test_gate_explains_each_failure_at_the_size_its_row_ran(model, images, tampered) -> None:
+    """--size 96: the failing row is explained on the parity images resized to 96x96 as compare resized
+    them, not at the crop size (64x64 here); each size gets its own explanation."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from resnet_deploy.benchmarks import gate
+    from resnet_deploy.benchmarks.parity import compare
+
+    broken = compare(np.eye(4), np.eye(4)[::-1])  # fails any fp32 tolerance
+    row = {"artifact_path": str(tampered["swapped"]), "artifact_key": None, "runtime": "onnxruntime-cpu"}
+    row |= {"precision": "fp32", "device": "cpu", "batch": 1, "parity": broken, "error": None, "latency": None}
+    rows = [SimpleNamespace(**row, size=size) for size in ((96, 96), (64, 64))]
+    result = gate.evaluate(rows)
+    gate._explain_failures(result, SimpleNamespace(model=model), images)
+    at96, at64 = result.failures
+    assert at96.size == (96, 96) and "64x24x24" in at96.explanation, at96.explanation
+    assert "diverges first at head" in at96.explanation
+    assert at64.size == (64, 64) and "64x16x16" in at64.explanation, at64.explanation
+    assert "96x96" in gate.markdown(result)
+
+
 def test_first_jump_rules() -> None:
     assert ex.first_jump([("stem", 1e-7), ("layer1", 2e-7), ("head", 0.5)], 1e-3) == "head"
     assert ex.first_jump([("stem", 0.3), ("layer1", 0.4), ("head", 0.5)], 1e-3) == "stem"

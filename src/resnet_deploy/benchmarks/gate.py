@@ -209,6 +209,7 @@ class GateCase:
     error: str | None = None
     seconds: float = 0.0
     explanation: str | None = None  # from --explain, when asked
+    size: tuple[int, int] | None = None  # the row's (H, W), which --explain runs at
     reference: bool = False  # PyTorch FP32 eager on the CPU: the reference compared with itself
 
     @property
@@ -313,6 +314,11 @@ def _seconds(row: Any) -> float:
     return 0.0
 
 
+def _size(row: Any) -> tuple[int, int] | None:
+    size = getattr(row, "size", None)
+    return (int(size[0]), int(size[1])) if isinstance(size, list | tuple) and len(size) == 2 else None
+
+
 def case_for(row: Any, config: GateConfig) -> GateCase:
     """Judge one compare row against the tolerance that applies to its artifact."""
     path = getattr(row, "artifact_path", None)
@@ -339,6 +345,7 @@ def case_for(row: Any, config: GateConfig) -> GateCase:
         and getattr(row, "runtime", "") == "torch-eager"
         and precision == "fp32"
         and str(getattr(row, "device", "cpu")) == "cpu",
+        size=_size(row),
     )
 
 
@@ -387,7 +394,8 @@ def markdown(result: GateResult, title: str = "Parity gate") -> str:
             lines.append(f"\n… and {len(failures) - MAX_MARKDOWN_ROWS} more failing checks (see the JUnit report)")
         explained = [c for c in failures if c.explanation]
         for c in explained[:10]:
-            lines += ["", f"**Where `{c.artifact}` diverges** ({_md(c.runtime)}):", "", "```", c.explanation, "```"]
+            head = f"**Where `{c.artifact}` diverges** ({_md(c.runtime)}, {_md(c.shape)}):"
+            lines += ["", head, "", "```", c.explanation, "```"]
         lines.append("")
     lines += ["Tolerances (" + _md(result.config.source) + "):", ""]
     lines += ["| precision | " + " | ".join(METRIC_RANGES) + " |", "| --- |" + " --- |" * len(METRIC_RANGES)]
@@ -416,32 +424,38 @@ def configure(options: Any, tolerances: str | Path | None) -> GateConfig:
 
 
 def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
+    """Explain each failing artifact once per image size, at the size its row failed at: `images` are
+    at the crop size and are resized as compare resized them for that row's parity."""
     from rich.markup import escape
 
     from resnet_deploy import console
+    from resnet_deploy.benchmarks.compare import _resize
     from resnet_deploy.benchmarks.explain import explain
     from resnet_deploy.errors import DeployError
     from resnet_deploy.runtimes.base import Artifact
 
-    done: dict[str, str | None] = {}
+    done: dict[tuple[str, tuple[int, int] | None], str | None] = {}
     for case in result.failures:
         if not case.artifact_path or case.error:
             continue
-        if case.artifact_path not in done:
+        key = (case.artifact_path, case.size)
+        if key not in done:
+            at = f" at {case.size[0]}x{case.size[1]}" if case.size else ""
             try:
                 art = Artifact.from_file(Path(case.artifact_path))
                 art.precision = case.precision
-                with console.step(escape(f"explain {case.artifact}: stage outputs against PyTorch")):
-                    exp = explain(art, pipe.model, images, runtime=case.runtime, device=case.device)
-                done[case.artifact_path] = exp.text()
+                batch = _resize(images, case.size) if case.size else images
+                with console.step(escape(f"explain {case.artifact}{at}: stage outputs against PyTorch")):
+                    exp = explain(art, pipe.model, batch, runtime=case.runtime, device=case.device)
+                done[key] = exp.text()
                 console.info(escape(exp.text()))
             except DeployError as exc:
-                done[case.artifact_path] = None
-                console.warn(escape(f"--explain {case.artifact}: {exc}"))
+                done[key] = None
+                console.warn(escape(f"--explain {case.artifact}{at}: {exc}"))
             except Exception as exc:  # a diagnosis must never hide the verdict
-                done[case.artifact_path] = None
-                console.warn(escape(f"--explain {case.artifact} failed: {type(exc).__name__}: {exc}"))
-        case.explanation = done[case.artifact_path]
+                done[key] = None
+                console.warn(escape(f"--explain {case.artifact}{at} failed: {type(exc).__name__}: {exc}"))
+        case.explanation = done[key]
 
 
 def _explain_images(pipe: Any, run: Any, limit: int = 8) -> Any:
