@@ -25,6 +25,8 @@ from resnet_deploy.export.verify import reference_logits
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.runtimes.base import Artifact, create
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @dataclass
 class Shared:
@@ -173,9 +175,13 @@ def test_cli_writes_fp16_and_int8_as_typed(trained: Any, tmp_path: Path) -> None
     ("extra", "message"),
     [
         (["--int8"], "--int8 needs --calib"),
-        (["--calib", "."], "--calib is for --int8"),
+        (["--calib", "."], "--calib and --calib-size are for --int8"),
         (["--int8", "--calib", ".", "--calib-method", "kl"], "unknown --calib-method"),
         (["--int8", "--calib", ".", "--target", "gpu"], "unknown --target"),
+        (["--calib-size", "4"], "--calib and --calib-size are for --int8"),
+        (["--int8", "--calib", str(REPO / "calibration"), "--calib-size", "0"], "--calib-size must be positive"),
+        (["--int8", "--calib", str(REPO / "src")], "holds no .jpg"),  # a folder of code, not images
+        (["--opset", "11"], "--opset 11 is below 18"),
     ],
 )
 def test_cli_rejects_bad_int8_options_early(extra: list[str], message: str, tmp_path: Path) -> None:

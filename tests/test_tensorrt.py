@@ -228,7 +228,7 @@ def small_workspace(tmp_path_factory) -> Path:
         ModelOptions("resnet18", "none", crop=64, resize=72),
         root,
         shapes=ShapeRequest(True, "1x3x64x64", None, "2x3x96x96"),
-    )
+    ).ws.save()  # a pipeline saves with its first artifact; this one records only the range
     return root
 
 
