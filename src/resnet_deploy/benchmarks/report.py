@@ -372,7 +372,7 @@ def _plot_by_batch(result: CompareResult, path: Path, plt: Any) -> None:
     if result.device.startswith("cuda") and any(not r.copies_included for r in rows):
         rows = [r for r in rows if not r.copies_included]
     sizes = sorted({r.size for r in rows})
-    fig, axes = plt.subplots(len(sizes) or 1, 2, figsize=(13, 4.8 * max(1, len(sizes))), squeeze=False)
+    fig, axes = plt.subplots(len(sizes) or 1, 2, figsize=(16, 4.8 * max(1, len(sizes))), squeeze=False)
     for (ax_lat, ax_tput), size in zip(axes, sizes, strict=False):
         lines: dict[str, list[Row]] = {}
         for r in rows:
@@ -398,12 +398,15 @@ def _plot_by_batch(result: CompareResult, path: Path, plt: Any) -> None:
             ax.set_xticks(sorted({r.batch for r in rows}))
             ax.xaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
             ax.xaxis.set_minor_locator(plt.matplotlib.ticker.NullLocator())
+            # plain numbers on the log y axis ("40", not "4 x 10^1"), minor ticks labelled only when few
+            ax.yaxis.set_major_formatter(plt.matplotlib.ticker.LogFormatter())
+            ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.LogFormatter(minor_thresholds=(2, 0.5)))
             ax.set_xlabel("batch size")
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
         ax_lat.set_title(f"Latency at {size[0]}x{size[1]} (lower is better)")
         ax_tput.set_title(f"Throughput at {size[0]}x{size[1]} (higher is better)")
-        ax_tput.legend(fontsize=7, loc="best")
+        ax_tput.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)  # off the data
     arch = result.model.get("architecture", "model")
     name = result.environment.get("device_name", result.device)
     copies = ", copies excluded" if result.device.startswith("cuda") else ""
