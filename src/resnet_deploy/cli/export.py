@@ -42,25 +42,27 @@ def onnx(
         ),
     ] = None,
     calib_method: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--calib-method",
             help="entropy | minmax | percentile. Default percentile (99.999%): robust to outlier images, "
             "keeps the logit scale (see docs).",
+            show_default=False,
         ),
-    ] = "percentile",
+    ] = None,
     calib_size: Annotated[
         int | None,
         typer.Option("--calib-size", help="Use N images, spread evenly over the sorted files (default: all)."),
     ] = None,
     target: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--target",
-            help="INT8 recipe: tensorrt (symmetric int8 Q/DQ, TensorRT's rules) or cpu (U8S8, fastest on "
-            "ONNX Runtime's x86 CPU provider).",
+            help="INT8 recipe: tensorrt (symmetric int8 Q/DQ, TensorRT's rules; the default) or cpu (U8S8, "
+            "fastest on ONNX Runtime's x86 CPU provider).",
+            show_default=False,
         ),
-    ] = "tensorrt",
+    ] = None,
     resize: common.Resize = None,
     crop: common.Crop = None,
     mean: common.Mean = None,
@@ -84,8 +86,11 @@ def onnx(
         )
     if int8 and calib is None:
         raise UsageError("--int8 needs --calib DIR, a folder of real images", "e.g. --calib ./calibration")
-    if (calib is not None or calib_size is not None) and not int8:
-        raise UsageError("--calib and --calib-size are for --int8", "add --int8, or drop them")
+    calibration_options = {"--calib": calib, "--calib-size": calib_size, "--calib-method": calib_method}
+    given = [name for name, value in {**calibration_options, "--target": target}.items() if value is not None]
+    if given and not int8:
+        raise UsageError(f"{', '.join(given)}: calibration options are for --int8", "add --int8, or drop them")
+    calib_method, target = calib_method or "percentile", target or "tensorrt"
     if int8:
         check_method(calib_method)
         recipe(target)
