@@ -69,6 +69,10 @@ def test_measure_rejects_bad_requests() -> None:
         measure(rt, (1, 3, 8, 8), iters=0)
     with pytest.raises(ValueError, match="CUDA"):
         measure(rt, (1, 3, 8, 8), device_resident=True)
+    rt.device = "cuda:0"  # a runtime whose only way to the GPU is the host path: never "copies excluded"
+    with pytest.raises(ValueError, match="no device-resident path"):
+        measure(rt, (1, 3, 8, 8), device_resident=True)
+    assert rt.seen == []
 
 
 def test_default_threads_positive() -> None:

@@ -125,6 +125,9 @@ def measure(
     cuda = runtime.device.startswith("cuda")
     if device_resident and not cuda:
         raise ValueError("device-resident timing needs a CUDA runtime")
+    if device_resident and type(runtime).run_device is Runtime.run_device:
+        # the default goes through host memory: timing it as "copies excluded" would be a false label
+        raise ValueError(f"{runtime.describe()} has no device-resident path (its run_device copies via the host)")
     tick = on_iteration or (lambda: None)
 
     if device_resident:
