@@ -96,6 +96,19 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys whose values differ, one level into nested dicts (`input.max`, `preprocess.crop`):
+    what a stale artifact or calibration cache names as the reason it is rebuilt."""
+    changed = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{k}.{sub}" for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub)]
+        elif a != b:
+            changed.append(k)
+    return changed
+
+
 class Workspace:
     """One model's folder and manifest. Artifact keys look like `onnx-fp32`, `onnx-int8-tensorrt`."""
 
@@ -142,14 +155,7 @@ class Workspace:
             return "not built yet"
         old, new = entry.get("inputs") or {}, json.loads(json.dumps(fingerprint, default=str))
         if old != new:
-            changed = []
-            for k in sorted(set(old) | set(new)):
-                a, b = old.get(k), new.get(k)
-                if isinstance(a, dict) and isinstance(b, dict):
-                    changed += [f"{k}.{sub}" for sub in sorted(set(a) | set(b)) if a.get(sub) != b.get(sub)]
-                elif a != b:
-                    changed.append(k)
-            return f"changed: {', '.join(changed)}"
+            return f"changed: {', '.join(changed_keys(old, new))}"
         file = self.dir / entry["path"]
         if not file.exists():
             return f"{file.name} is missing"

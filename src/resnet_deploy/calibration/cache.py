@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
-from resnet_deploy.workspace import atomic_write_text, now, sha256_json
+from resnet_deploy.workspace import atomic_write_text, changed_keys, now, sha256_json
 
 SCHEMA = 1
 
@@ -63,7 +63,7 @@ class CalibrationCache:
             console.warn(f"calibration cache {self.path.name} was changed after it was written: recalibrating")
             return None
         if data.get("schema") != SCHEMA or stored != self.key:
-            changed = sorted(k for k in set(stored) | set(self.key) if stored.get(k) != self.key.get(k))
+            changed = ["schema"] if data.get("schema") != SCHEMA else changed_keys(stored, self.key)
             console.info(
                 f"[dim]calibration cache {self.path.name} is stale ({', '.join(changed)} changed): recalibrating[/]"
             )
