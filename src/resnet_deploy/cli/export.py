@@ -86,8 +86,8 @@ def onnx(
         )
     if int8 and calib is None:
         raise UsageError("--int8 needs --calib DIR, a folder of real images", "e.g. --calib ./calibration")
-    calibration_options = {"--calib": calib, "--calib-size": calib_size, "--calib-method": calib_method}
-    given = [name for name, value in {**calibration_options, "--target": target}.items() if value is not None]
+    calibration = {"--calib": calib, "--calib-size": calib_size, "--calib-method": calib_method, "--target": target}
+    given = [name for name, value in calibration.items() if value is not None]
     if given and not int8:
         raise UsageError(f"{', '.join(given)}: calibration options are for --int8", "add --int8, or drop them")
     calib_method, target = calib_method or "percentile", target or "tensorrt"
