@@ -151,6 +151,17 @@ def select(paths: Sequence[Path], limit: int | None) -> list[Path]:
     return [paths[i] for i in sorted(set(idx.tolist()))]
 
 
+def resize_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Preprocessed NCHW tensors at another (H, W), bilinearly: how parity (and --explain) see the same
+    images at each benchmark size without decoding them again."""
+    if tuple(images.shape[2:]) == tuple(size):
+        return images
+    import torch
+
+    x = torch.nn.functional.interpolate(torch.from_numpy(images), size=size, mode="bilinear", align_corners=False)
+    return x.numpy().astype(np.float32, copy=False)
+
+
 def require_inputs(folder: Path, what: str = "image") -> list[Path]:
     """`find_inputs`, or the error that there is nothing to read: cheap (no decoding), so commands call it
     before anything slow, and a wrong folder is reported in a second rather than after an export."""

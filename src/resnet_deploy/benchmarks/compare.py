@@ -45,6 +45,7 @@ from resnet_deploy.benchmarks.parity import (
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
 from resnet_deploy.errors import DeployError, UsageError
+from resnet_deploy.preprocess import load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 
 DEFAULT_WARMUP = 5
@@ -236,8 +237,6 @@ class _Job:
 
 
 def _load_parity_images(pipe: Any, options: CompareOptions, warnings: list[str]) -> tuple[np.ndarray, str | None]:
-    from resnet_deploy.preprocess import load_folder
-
     folder = options.images
     if folder is None and DEFAULT_IMAGES.is_dir():
         folder = DEFAULT_IMAGES
@@ -253,15 +252,6 @@ def _load_parity_images(pipe: Any, options: CompareOptions, warnings: list[str])
     for path, why in images.skipped:
         warnings.append(f"skipped parity image {path.name}: {why}")
     return images.tensors, str(folder)
-
-
-def _resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if tuple(images.shape[2:]) == tuple(size):
-        return images
-    import torch
-
-    x = torch.nn.functional.interpolate(torch.from_numpy(images), size=size, mode="bilinear", align_corners=False)
-    return x.numpy().astype(np.float32, copy=False)
 
 
 def _reference_logits(model: Any, images: np.ndarray, chunk: int = 16) -> np.ndarray:
@@ -370,7 +360,7 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
     try:
         images, images_dir = _load_parity_images(pipe, options, warnings)
         with console.step(f"reference logits (PyTorch FP32 eager, CPU) on {len(images)} images"):
-            refs = {size: _reference_logits(pipe.model, _resize(images, size)) for size in sizes}
+            refs = {size: _reference_logits(pipe.model, resize_batch(images, size)) for size in sizes}
         # the degenerate check is made at the crop size, on the images exactly as the model sees them
         main_ref = refs[(crop, crop)] if (crop, crop) in refs else _reference_logits(pipe.model, images)
         distinct = distinct_predictions(main_ref)
@@ -556,7 +546,7 @@ class _Bench:
         try:
             if art.input_range is not None:
                 art.input_range.check(shape, art.label)
-            parity = compare(self.refs[size], _run_batched(runtime, _resize(self.images, size), batch))
+            parity = compare(self.refs[size], _run_batched(runtime, resize_batch(self.images, size), batch))
             violations = check(parity, tol)
         except Exception as exc:
             error = _error_text(exc)

@@ -429,9 +429,9 @@ def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
     from rich.markup import escape
 
     from resnet_deploy import console
-    from resnet_deploy.benchmarks.compare import _resize
     from resnet_deploy.benchmarks.explain import explain
     from resnet_deploy.errors import DeployError
+    from resnet_deploy.preprocess import resize_batch
     from resnet_deploy.runtimes.base import Artifact
 
     done: dict[tuple[str, tuple[int, int] | None], str | None] = {}
@@ -444,7 +444,7 @@ def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
             try:
                 art = Artifact.from_file(Path(case.artifact_path))
                 art.precision = case.precision
-                batch = _resize(images, case.size) if case.size else images
+                batch = resize_batch(images, case.size) if case.size else images
                 with console.step(escape(f"explain {case.artifact}{at}: stage outputs against PyTorch")):
                     exp = explain(art, pipe.model, batch, runtime=case.runtime, device=case.device)
                 done[key] = exp.text()
