@@ -32,7 +32,7 @@ import numpy as np
 
 from resnet_deploy.benchmarks.parity import compare
 from resnet_deploy.errors import UsageError
-from resnet_deploy.runtimes.base import Artifact, device_name
+from resnet_deploy.runtimes.base import Artifact
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
 #: module whose output ends each stage (the head is the model output)
@@ -400,16 +400,11 @@ def _blocks(model: Any) -> list[int] | None:
 def _where(runtime: str | None, device: str) -> tuple[str, str]:
     """(ONNX Runtime backend, torch device) to read the artifact with: an ONNX Runtime backend named by
     the failing row decides the device; otherwise `device` does (and picks the provider)."""
-    from resnet_deploy.runtimes.onnxruntime import PROVIDERS
+    from resnet_deploy.runtimes.onnxruntime import PROVIDERS, session_device
 
-    if runtime in PROVIDERS:
-        on_gpu = runtime != "onnxruntime-cpu"
-    else:
-        on_gpu = device != "cpu"
-        runtime = "onnxruntime-cuda" if on_gpu else "onnxruntime-cpu"
-    if not on_gpu:
-        return runtime, "cpu"
-    return runtime, "cuda:0" if device == "cpu" else device_name(device)
+    if runtime not in PROVIDERS:
+        runtime = "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"
+    return runtime, session_device(runtime, device)
 
 
 def explain(

@@ -34,8 +34,7 @@ class OnnxRuntime(Runtime):
             name = "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"
         self.name = name
         self.provider = PROVIDERS[name]
-        on_gpu = self.provider != "CPUExecutionProvider"
-        self.device = ("cuda:0" if device == "cpu" else device_name(device)) if on_gpu else "cpu"
+        self.device = session_device(name, device)
         self.artifact = artifact
         self.precision = artifact.precision
         self.threads = threads
@@ -88,6 +87,14 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def session_device(name: str, device: str) -> str:
+    """Where backend `name` runs: the CPU provider on the CPU, the GPU ones on `device` (cuda:0 when the
+    run itself is on the CPU). The runtime and --explain both ask here."""
+    if PROVIDERS[name] == "CPUExecutionProvider":
+        return "cpu"
+    return "cuda:0" if device == "cpu" else device_name(device)
 
 
 def open_session(source: str | bytes, provider: str, device: str, threads: int | None, label: str) -> Any:
