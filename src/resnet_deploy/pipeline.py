@@ -114,8 +114,10 @@ class Pipeline:
         workspace: Path = DEFAULT_WORKSPACE,
         name: str | None = None,
         shapes: ShapeRequest | ShapeRange | None = None,
+        dynamic_default: bool = True,
     ) -> None:
-        """`shapes=None`: the range this workspace recorded last, else dynamic defaults."""
+        """`shapes=None`: the range this workspace recorded last, else the default range (dynamic, or static
+        at the crop size with `dynamic_default=False`)."""
         from resnet_deploy.models import resolve_architecture
 
         arch = resolve_architecture(options.architecture)
@@ -157,7 +159,9 @@ class Pipeline:
             shape_range = shapes
         else:
             recorded = self.ws.manifest.get("input")
-            shape_range = ShapeRange.from_dict(recorded) if recorded else make_range(True, self.preprocess.crop)
+            shape_range = (
+                ShapeRange.from_dict(recorded) if recorded else make_range(dynamic_default, self.preprocess.crop)
+            )
         self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
         self.set_range(shape_range)

@@ -20,16 +20,20 @@ from resnet_deploy.preprocess import ImageSet, Preprocess, load_folder, require_
 FEW_IMAGES = 100
 
 
-def check_calibration_request(folder: Path, size: int | None) -> None:
-    """What can be said about --calib/--calib-size without reading an image: checked before any export."""
+def _check_size(size: int | None) -> None:
     if size is not None and size <= 0:
         raise UsageError(f"--calib-size must be positive, got {size}")
+
+
+def check_calibration_request(folder: Path, size: int | None) -> None:
+    """What can be said about --calib/--calib-size without reading an image: checked before any export."""
+    _check_size(size)
     require_inputs(Path(folder), "calibration image")
 
 
 def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None) -> ImageSet:
     """Load `folder` (recursively), pick `size` files evenly spread, list what was skipped and why."""
-    check_calibration_request(folder, size)
+    _check_size(size)
     images = load_folder(Path(folder), pre, size, what="calibration image")
     for path, reason in images.skipped:
         console.warn(f"calibration: skipped {path}: {reason}")

@@ -133,16 +133,13 @@ def open_pipeline(
     else static (`static_by_default`) or the pipeline's dynamic default."""
     from resnet_deploy.models import resolve_architecture
     from resnet_deploy.pipeline import Pipeline, ShapeRequest
-    from resnet_deploy.workspace import Workspace
 
     resolve_architecture(model)  # a misspelt name is reported before anything slow happens
     options = model_options(model, weights, num_classes, trust, resize, crop, mean, std)
     shapes = None
     if dynamic is not None or min_shape or opt_shape or max_shape:
         shapes = ShapeRequest(bool(dynamic), min_shape, opt_shape, max_shape)
-    elif static_by_default and not Workspace(workspace, resolve_architecture(model)).manifest.get("input"):
-        shapes = ShapeRequest(False, None, None, None)  # a new workspace: static at the crop size
-    return Pipeline(options, workspace, shapes=shapes)
+    return Pipeline(options, workspace, shapes=shapes, dynamic_default=not static_by_default)
 
 
 def print_written(pipeline: Any, keys: list[str]) -> None:
