@@ -154,20 +154,21 @@ def engine_from_onnx(
     device: str = "cuda:0",
 ) -> Path:
     """Build an engine from any ONNX file (no workspace); its build record goes to `<engine>.json`."""
-    from resnet_deploy.export.onnx import input_dims, onnx_precision
+    from resnet_deploy.export.onnx import input_dims, onnx_precision, read_onnx
     from resnet_deploy.workspace import atomic_path
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         what = "is a folder" if onnx_path.is_dir() else "does not exist"
         raise UsageError(f"ONNX file {onnx_path} {what}", "pass the path of an .onnx file to --onnx")
-    actual = onnx_precision(onnx_path)
+    graph = read_onnx(onnx_path)
+    actual = onnx_precision(graph)
     if precision is not None and precision != actual:
         raise UsageError(
             f"{onnx_path.name} is a {actual.upper()} model, not {precision.upper()}",
             "TensorRT takes precision from the ONNX: drop --fp16/--int8, or pass the matching ONNX",
         )
-    profile = profile_shapes(min_shape, opt_shape, max_shape, onnx_dims=input_dims(onnx_path), what=onnx_path.name)
+    profile = profile_shapes(min_shape, opt_shape, max_shape, onnx_dims=input_dims(graph), what=onnx_path.name)
     reason = tensorrt_unavailable_reason()
     if reason:
         raise missing_tensorrt_error(reason, onnx_path, actual)

@@ -80,8 +80,8 @@ def check_onnx(path: Path) -> Any:
 def read_onnx(path: Path | str) -> Any:
     """The graph of a user's ONNX file (weights stored outside it are not read), or a one-line error.
 
-    Every look at a file we did not just write comes here: a checkpoint or a text file passed where an
-    ONNX belongs otherwise ends in a protobuf DecodeError traceback.
+    A user's file is first opened here (`--artifact`, `trt --onnx`): a checkpoint or a text file passed
+    where an ONNX belongs would otherwise end in a protobuf DecodeError traceback.
     """
     import onnx
 
@@ -100,11 +100,13 @@ def onnx_opset(path: Path) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def onnx_precision(path: Path) -> str:
-    """fp32, fp16 or int8, read from the graph (Q/DQ nodes -> int8, fp16 initializers -> fp16)."""
+def onnx_precision(path: Path | Any) -> str:
+    """fp32, fp16 or int8, read from the graph (Q/DQ nodes -> int8, fp16 initializers -> fp16).
+
+    Takes a path or a graph `read_onnx` already returned (a ResNet-50 file takes a while to parse)."""
     import onnx
 
-    model = read_onnx(path)
+    model = read_onnx(path) if isinstance(path, str | Path) else path
     ops = {n.op_type for n in model.graph.node}
     if {"QuantizeLinear", "DequantizeLinear"} & ops or "QLinearConv" in ops:
         return "int8"
@@ -113,6 +115,7 @@ def onnx_precision(path: Path) -> str:
     return "fp32"
 
 
-def input_dims(path: Path) -> list[int | str]:
-    model = read_onnx(path)
+def input_dims(path: Path | Any) -> list[int | str]:
+    """The input's dims (ints, or names for dynamic axes), from a path or an already-read graph."""
+    model = read_onnx(path) if isinstance(path, str | Path) else path
     return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
