@@ -295,11 +295,9 @@ class GateResult:
 
 
 def _shape_label(row: Any) -> str:
-    size = getattr(row, "size", None)
-    if isinstance(size, list | tuple):
-        size = "x".join(str(s) for s in size)
+    size = _size(row)
     batch = getattr(row, "batch", None)
-    parts = [f"batch {batch}" if batch is not None else None, str(size) if size else None]
+    parts = [f"batch {batch}" if batch is not None else None, f"{size[0]}x{size[1]}" if size else None]
     if getattr(row, "copies_included", True) is False:
         parts.append("device-resident")
     return ", ".join(p for p in parts if p) or "default shape"
