@@ -130,6 +130,8 @@ def test_precision_flags():
         engines.precision_from_flags(False, False, Path("c"))
     with pytest.raises(UsageError, match="--calib DIR"):
         engines.precision_from_flags(False, True, None)
+    # --onnx: the file carries its scales, so --int8 only states the precision expected
+    assert engines.precision_from_flags(False, True, None, calibrated=True) == "int8"
 
 
 # -- where an engine was built vs. where it runs ---------------------------------------------------
@@ -280,7 +282,18 @@ def test_cli_int8_with_calib_exactly_as_written(small_workspace):
     line = _one_error_line(proc)
     assert "INT8 ONNX the engine is built from is ready at" in line and "pip install" in line
     manifest = json.loads((small_workspace / "resnet18" / "manifest.json").read_text())
-    assert (small_workspace / "resnet18" / manifest["artifacts"]["onnx-int8-tensorrt"]["path"]).is_file()
+    int8_onnx = small_workspace / "resnet18" / manifest["artifacts"]["onnx-int8-tensorrt"]["path"]
+    assert int8_onnx.is_file()
+
+    # that file again with --onnx: --int8 needs no images (its Q/DQ scales are in it), and --calib is refused
+    from resnet_deploy.cli.export import app
+
+    result = CliRunner().invoke(app, ["trt", "--onnx", str(int8_onnx), "--int8"])
+    assert result.exit_code == 3 and f"INT8 ONNX the engine is built from is ready at {int8_onnx}" in " ".join(
+        result.output.split()
+    ), result.output
+    result = CliRunner().invoke(app, ["trt", "--onnx", str(int8_onnx), "--int8", "--calib", "calibration"])
+    assert result.exit_code == 2 and "--calib does not apply with --onnx" in result.output, result.output
 
 
 @pytest.mark.parametrize(
@@ -296,9 +309,27 @@ def test_cli_int8_with_calib_exactly_as_written(small_workspace):
 def test_cli_usage_errors_exit_2(args, match, tmp_path):
     from resnet_deploy.cli.export import app
 
-    result = CliRunner().invoke(app, ["trt", *args, "--workspace", str(tmp_path)])
+    where = [] if "--onnx" in args else ["--workspace", str(tmp_path)]  # --onnx takes no workspace
+    result = CliRunner().invoke(app, ["trt", *args, *where])
     assert result.exit_code == 2, result.output
     assert match in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["resnet18"], "MODEL does"),
+        (["--weights", "ft.pt", "--resize", "72"], "--weights, --resize do"),
+        (["--workspace", "ws", "--calib-size", "8"], "--calib-size, --workspace do"),
+    ],
+)
+def test_cli_onnx_refuses_what_the_file_already_fixes(args, named, tmp_path):
+    """With --onnx the model, preprocessing and scales come from the file: such options would be ignored."""
+    from resnet_deploy.cli.export import app
+
+    result = CliRunner().invoke(app, ["trt", "--onnx", str(tmp_path / "m.onnx"), *args])
+    assert result.exit_code == 2, result.output
+    assert f"{named} not apply with --onnx" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("content", [b"\x00\xffnot protobuf" * 50, b"a text file, named .onnx\n"])
@@ -307,11 +338,11 @@ def test_cli_onnx_that_is_not_onnx_exits_2_in_one_line(content, tmp_path):
 
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(content)
-    result = CliRunner().invoke(app, ["trt", "--onnx", str(junk), "--workspace", str(tmp_path)])
+    result = CliRunner().invoke(app, ["trt", "--onnx", str(junk)])
     assert result.exit_code == 2, result.output
     assert "junk.onnx is not a readable ONNX model" in " ".join(result.output.split()), result.output
     assert "Traceback" not in result.output
-    result = CliRunner().invoke(app, ["trt", "--onnx", str(tmp_path), "--workspace", str(tmp_path)])
+    result = CliRunner().invoke(app, ["trt", "--onnx", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder" in result.output, result.output
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -32,6 +32,20 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def typed_options(ctx: typer.Context, names: Iterable[str]) -> list[str]:
+    """Which of `names` the user typed (not defaults), spelled as typed: '--calib', 'MODEL'.
+
+    Needed where an option has a default and so its value cannot tell "given" from "not given".
+    """
+    wanted = set(names)
+    typed = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name) if param.name in wanted else None
+        if source is not None and source.name == "COMMANDLINE":  # by name: typer >= 0.22 vendors click
+            typed.append(param.opts[0] if param.param_type_name == "option" else param.name.upper())
+    return typed
 
 
 Model = Annotated[

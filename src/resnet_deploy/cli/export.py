@@ -17,6 +17,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# what `trt --onnx FILE` takes from the file instead: the model, its weights and preprocessing, INT8 scales
+MODEL_OPTIONS = (
+    "model",
+    "weights",
+    "num_classes",
+    "trust_checkpoint",
+    "resize",
+    "crop",
+    "mean",
+    "std",
+    "calib",
+    "calib_method",
+    "calib_size",
+    "workspace",
+)
+
 
 @app.command()
 @common.handle_errors
@@ -153,6 +169,7 @@ app.command("program", help="Export a torch.export program (.pt2), verified agai
 @app.command()
 @common.handle_errors
 def trt(
+    ctx: typer.Context,
     model: common.Model = DEFAULT_MODEL,
     fp16: Annotated[bool, typer.Option("--fp16", help="Build from the FP16 ONNX (FP32 inputs/outputs).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Build from the INT8 Q/DQ ONNX (needs --calib).")] = False,
@@ -199,9 +216,17 @@ def trt(
     from resnet_deploy import console, engines
     from resnet_deploy.errors import UsageError
 
-    precision = engines.precision_from_flags(fp16, int8, calib)
     size = engines.parse_bytes(workspace_size)
     if onnx_file is not None:
+        # the file fixes the model, its preprocessing and its INT8 scales: options about those would be ignored
+        ignored = common.typed_options(ctx, MODEL_OPTIONS)
+        if ignored:
+            raise UsageError(
+                f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply with --onnx",
+                f"the ONNX file fixes the model, preprocessing and INT8 scales: drop {'it' if len(ignored) == 1 else 'them'}, "
+                "or build from a model name without --onnx",
+            )
+        precision = engines.precision_from_flags(fp16, int8, None, calibrated=True)
         path = engines.engine_from_onnx(
             onnx_file, precision, output, min_shape, opt_shape, max_shape, size, timing_cache
         )
@@ -209,6 +234,7 @@ def trt(
         return
     if output is not None:
         raise UsageError("--output only applies with --onnx", "engines built from a model go to the workspace")
+    precision = engines.precision_from_flags(fp16, int8, calib)
     if precision == "int8":
         from resnet_deploy.calibration.dataset import check_calibration_request
         from resnet_deploy.calibration.quantize import check_method
