@@ -40,8 +40,10 @@ def _finetuned(tmp_path, wrap):
         lambda sd: {"model_state_dict": sd, "epoch": 3},
         lambda sd: {"state_dict": sd},
         lambda sd: {f"module.{k}": v for k, v in sd.items()},
+        lambda sd: {f"_orig_mod.module.{k}": v for k, v in sd.items()},  # torch.compile(DataParallel(model))
+        lambda sd: {f"module._orig_mod.{k}": v for k, v in sd.items()},  # DataParallel(torch.compile(model))
     ],
-    ids=["plain", "model_state_dict", "state_dict", "dataparallel"],
+    ids=["plain", "model_state_dict", "state_dict", "dataparallel", "compiled-dataparallel", "dataparallel-compiled"],
 )
 def test_checkpoint_formats_and_num_classes_from_fc(tmp_path, wrap):
     original, path = _finetuned(tmp_path, wrap)

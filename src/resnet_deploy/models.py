@@ -194,13 +194,16 @@ def extract_state_dict(obj: Any) -> dict[str, Any]:
             "the checkpoint holds no state_dict",
             "save model.state_dict(), or a dict with 'model_state_dict' or 'state_dict'",
         )
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        for prefix in STRIP_PREFIXES:
-            while k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
+    return {strip_wrapper_prefixes(k): v for k, v in obj.items()}
+
+
+def strip_wrapper_prefixes(key: str) -> str:
+    """`module._orig_mod.conv1.weight` and `_orig_mod.module.conv1.weight` alike -> `conv1.weight`."""
+    while True:
+        prefix = next((p for p in STRIP_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            return key
+        key = key[len(prefix) :]
 
 
 def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool) -> tuple[Any, ModelSource]:
