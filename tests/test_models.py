@@ -54,6 +54,52 @@ def test_checkpoint_formats_and_num_classes_from_fc(tmp_path, wrap):
         assert torch.equal(model(x), original(x))
 
 
+def _state(seed):
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18(num_classes=10).eval().state_dict()
+
+
+def _same(model, state):
+    reference = torchvision.models.resnet18(num_classes=10).eval()
+    reference.load_state_dict(state)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        return torch.equal(model(x), reference(x))
+
+
+@pytest.mark.parametrize("attribute", ["model", "net"])
+def test_lightning_checkpoint_uses_the_network_under_its_attribute(tmp_path, attribute, capsys):
+    sd = _state(4)
+    weights = {f"{attribute}.{k}": v for k, v in sd.items()}
+    weights["criterion.weight"] = torch.ones(10)  # a LightningModule's loss with class weights
+    path = tmp_path / "epoch=3-step=100.ckpt"
+    torch.save({"state_dict": weights, "epoch": 3, "global_step": 100, "optimizer_states": [{}]}, path)
+    model, source = load_model("resnet18", str(path))
+    assert source.num_classes == 10 and _same(model, sd)
+    said = capsys.readouterr().err
+    assert f"under '{attribute}.'" in said and "ignored 1 other key(s): criterion.weight" in said
+
+
+def test_two_networks_in_one_checkpoint_is_an_error(tmp_path):
+    sd = _state(4)
+    both = {**{f"student.{k}": v for k, v in sd.items()}, **{f"teacher.{k}": v for k, v in sd.items()}}
+    torch.save({"state_dict": both}, tmp_path / "distill.ckpt")
+    with pytest.raises(UsageError, match=r"holds 2 networks .*'student\.', 'teacher\.'"):
+        load_model("resnet18", str(tmp_path / "distill.ckpt"))
+
+
+def test_timm_checkpoint_says_which_weights_it_uses(tmp_path, capsys):
+    sd, ema = _state(5), _state(6)
+    torch.save({"state_dict": sd, "state_dict_ema": ema, "epoch": 5, "arch": "resnet18"}, tmp_path / "last.pth.tar")
+    model, _ = load_model("resnet18", str(tmp_path / "last.pth.tar"))
+    assert _same(model, sd)
+    assert "also holds EMA weights in 'state_dict_ema', not used" in capsys.readouterr().err
+    torch.save({"state_dict_ema": ema}, tmp_path / "ema_only.pth")
+    model, _ = load_model("resnet18", str(tmp_path / "ema_only.pth"))
+    assert _same(model, ema)
+    assert "using the EMA weights in 'state_dict_ema'" in capsys.readouterr().err
+
+
 def test_missing_weights_file(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         load_model("resnet18", str(tmp_path / "nope.pt"))

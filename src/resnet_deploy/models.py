@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from resnet_deploy import console
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.workspace import sha256_file
@@ -30,6 +33,7 @@ ARCHITECTURES = (
 )
 TORCHVISION_WEIGHTS = ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")
+EMA_KEYS = ("state_dict_ema", "model_ema")  # timm's exponential-moving-average copies
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -177,24 +181,57 @@ def _looks_like_torch_save(path: Path) -> bool:
         return f.read(1) == b"\x80"
 
 
-def extract_state_dict(obj: Any) -> dict[str, Any]:
-    """Accept a plain state_dict, {'model_state_dict'|'state_dict'|'model': ...}, DataParallel prefixes."""
+def extract_state_dict(obj: Any, notes: list[str] | None = None) -> dict[str, Any]:
+    """The model's tensors from what a training framework saved: a plain state_dict, a dict holding one
+    ({'model_state_dict'|'state_dict'|'model': ...}, timm's EMA copies), wrapper prefixes (DataParallel,
+    torch.compile) removed. What was chosen among several is appended to `notes`, to be said."""
     import torch
 
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, Mapping):
-        for key in CHECKPOINT_KEYS:
-            if key in obj and isinstance(obj[key], Mapping | torch.nn.Module):
-                inner = obj[key]
-                obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
-                break
+        found = [k for k in (*CHECKPOINT_KEYS, *EMA_KEYS) if isinstance(obj.get(k), Mapping | torch.nn.Module)]
+        if found:
+            inner = obj[found[0]]
+            obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
+            ema = [k for k in found if k in EMA_KEYS]
+            if notes is not None and found[0] in EMA_KEYS:
+                notes.append(f"using the EMA weights in '{found[0]}' (the checkpoint has no other weights)")
+            elif notes is not None and ema:
+                notes.append(
+                    f"using '{found[0]}'; the checkpoint also holds EMA weights in '{ema[0]}', not used "
+                    f"(to export those, torch.save(checkpoint['{ema[0]}'], 'ema.pt') and pass that file)"
+                )
     if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UsageError(
             "the checkpoint holds no state_dict",
-            "save model.state_dict(), or a dict with 'model_state_dict' or 'state_dict'",
+            "save model.state_dict(), or a dict with 'model_state_dict', 'state_dict' or 'state_dict_ema'",
         )
     return {strip_wrapper_prefixes(k): v for k, v in obj.items()}
+
+
+def strip_attribute_prefix(state: dict[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
+    """A LightningModule saves its network under the attribute it lives in (`model.conv1.weight`,
+    `net.fc.bias`), beside whatever else it holds (a loss's weights). Keep the one ResNet found: the
+    prefix under which both `conv1.weight` and `fc.weight` are. Several such networks is an error."""
+    keys = set(state)
+    prefixes = sorted(k[: -len("conv1.weight")] for k in keys if k.endswith("conv1.weight"))
+    prefixes = [p for p in prefixes if (p == "" or p.endswith(".")) and f"{p}fc.weight" in keys]
+    if not prefixes or "" in prefixes:
+        return state
+    if len(prefixes) > 1:
+        quoted = ", ".join(f"'{p}'" for p in prefixes)
+        raise UsageError(
+            f"the checkpoint holds {len(prefixes)} networks (under {quoted}): which one to export is unclear",
+            "save the one you want as a plain state_dict, its keys without the prefix",
+        )
+    prefix = prefixes[0]
+    kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if notes is not None:
+        others = [k for k in state if not k.startswith(prefix)]
+        ignored = f"; ignored {len(others)} other key(s): {', '.join(others[:3])}" if others else ""
+        notes.append(f"using the {len(kept)} tensors under '{prefix}'{ignored}")
+    return kept
 
 
 def strip_wrapper_prefixes(key: str) -> str:
@@ -218,7 +255,10 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
         n = int(fc.out_features) if isinstance(fc, torch.nn.Linear) else (num_classes or 1000)
         return model, ModelSource(arch, str(path), sha, n, 0)
 
-    state = extract_state_dict(obj)
+    notes: list[str] = []
+    state = strip_attribute_prefix(extract_state_dict(obj, notes), notes)
+    for note in notes:
+        console.info(escape(f"{path.name}: {note}"))
     fc_w = state.get("fc.weight")
     ckpt_classes = int(fc_w.shape[0]) if isinstance(fc_w, torch.Tensor) and fc_w.ndim == 2 else None
     if num_classes is None:
