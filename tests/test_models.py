@@ -100,6 +100,13 @@ def test_timm_checkpoint_says_which_weights_it_uses(tmp_path, capsys):
     assert "using the EMA weights in 'state_dict_ema'" in capsys.readouterr().err
 
 
+def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
+    sd = _state(7)  # as saved before PyTorch 0.4.1, which had no num_batches_tracked buffers
+    torch.save({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, tmp_path / "old.pth")
+    model, _ = load_model("resnet18", str(tmp_path / "old.pth"))
+    assert _same(model, sd)
+
+
 def test_missing_weights_file(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         load_model("resnet18", str(tmp_path / "nope.pt"))

@@ -269,6 +269,14 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
             f"drop --num-classes or pass {ckpt_classes}",
         )
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    for key, buffer in model.state_dict().items():
+        # checkpoints from before PyTorch 0.4.1 lack it; it only matters to training with momentum=None
+        if (
+            key.endswith(".num_batches_tracked")
+            and key not in state
+            and key.replace("num_batches_tracked", "running_mean") in state
+        ):
+            state[key] = torch.zeros_like(buffer)
     check_state_dict_fits(model, state, arch, path.name)
     model.load_state_dict(state, strict=True)
     classes = None
