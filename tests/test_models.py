@@ -1,5 +1,7 @@
 """Loading models: every weights form the issue lists, and every bad input it lists."""
 
+import json
+
 import pytest
 import torch
 import torchvision
@@ -105,6 +107,39 @@ def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
     torch.save({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, tmp_path / "old.pth")
     model, _ = load_model("resnet18", str(tmp_path / "old.pth"))
     assert _same(model, sd)
+
+
+def _write_safetensors(state, path):
+    """The safetensors format by hand (8-byte header length, JSON header, raw tensors), as the safetensors
+    package writes it: the test needs no package the project does not depend on."""
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for key, tensor in state.items():
+        blob = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[key] = {
+            "dtype": names[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_safetensors_checkpoint_loads_without_the_package(tmp_path, dtype):
+    sd = _state(8)
+    stored = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    path = tmp_path / "model.safetensors"
+    _write_safetensors(stored, path)
+    model, source = load_model("resnet18", str(path))
+    assert source.num_classes == 10 and source.weights_sha256
+    expected = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
+    assert _same(model, expected)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UsageError, match=r"not a complete \.safetensors file .*truncated"):
+        load_model("resnet18", str(path))
 
 
 def test_missing_weights_file(tmp_path):

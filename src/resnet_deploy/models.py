@@ -150,6 +150,8 @@ def _read_checkpoint(path: Path, trust: bool) -> Any:
         )
     if path.is_dir():
         raise UsageError(f"weights path {path} is a folder", "pass the checkpoint file inside it")
+    if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(path):
+        return read_safetensors(path)
     if not _looks_like_torch_save(path):
         raise UsageError(
             f"cannot read weights file {path}: it is not a torch.save() file (empty, truncated or another format)",
@@ -169,6 +171,71 @@ def _read_checkpoint(path: Path, trust: bool) -> Any:
         raise UsageError(
             f"cannot read weights file {path}: {msg}", "check that it is a complete torch.save() file"
         ) from None
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """A `.safetensors` file as a state_dict, read here (the format is an 8-byte header length, a JSON
+    header, then raw little-endian tensors), so it loads without the safetensors package and without
+    unpickling anything."""
+    import json
+    import math
+
+    import torch
+
+    def bad(why: str) -> UsageError:
+        return UsageError(
+            f"cannot read weights file {path}: not a complete .safetensors file ({why})", "check the file"
+        )
+
+    data = bytearray(path.read_bytes())
+    if len(data) < 8:
+        raise bad("shorter than its header")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise bad("truncated header")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError:
+        raise bad("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a table of tensors")
+    header.pop("__metadata__", None)
+    start_of_data, available = 8 + size, len(data) - 8 - size
+    out: dict[str, Any] = {}
+    for name, info in header.items():
+        try:
+            dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
+            shape = [int(d) for d in info["shape"]]
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"tensor {name} has an unreadable entry or a dtype this reader does not know") from None
+        count = math.prod(shape)
+        if not 0 <= begin <= end <= available or end - begin != count * dtype.itemsize:
+            raise bad(f"tensor {name} lies outside the file (truncated?)")
+        flat = torch.frombuffer(data, dtype=dtype, count=count, offset=start_of_data + begin) if count else None
+        out[name] = flat.reshape(shape).clone() if flat is not None else torch.empty(shape, dtype=dtype)
+    return out
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A header length that fits the file, then the JSON header's opening brace."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def _looks_like_torch_save(path: Path) -> bool:
