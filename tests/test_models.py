@@ -181,6 +181,23 @@ def test_pickled_module_needs_trust(tmp_path):
         assert torch.equal(model(x), whole(x))
 
 
+def test_trusted_pickled_module_must_be_the_named_architecture_and_runs_in_float32(tmp_path):
+    torch.manual_seed(9)
+    whole = torchvision.models.resnet18(num_classes=3).eval()
+    torch.save(whole, tmp_path / "whole.pt")
+    with pytest.raises(UsageError, match=r"does not fit resnet50.*it is a resnet18 checkpoint"):
+        load_model("resnet50", str(tmp_path / "whole.pt"), trust_checkpoint=True)
+    with pytest.raises(UsageError, match="--num-classes 5 but the pickled model's fc has 3 classes"):
+        load_model("resnet18", str(tmp_path / "whole.pt"), num_classes=5, trust_checkpoint=True)
+    torch.save(torch.nn.DataParallel(whole).half(), tmp_path / "half.pt")  # as saved from a mixed-precision run
+    model, source = load_model("resnet18", str(tmp_path / "half.pt"), trust_checkpoint=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+    assert out.dtype == torch.float32 and source.num_classes == 3
+    torch.testing.assert_close(out, whole.half().float()(x), rtol=0, atol=0)
+
+
 class OldResNet(torchvision.models.ResNet):
     """ResNet as written before adaptive pooling: a fixed 7x7 average only fits 224x224."""
 

@@ -317,10 +317,7 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
     obj = _read_checkpoint(path, trust)
     sha = sha256_file(path)
     if trust and isinstance(obj, torch.nn.Module):
-        model = obj
-        fc = getattr(model, "fc", None)
-        n = int(fc.out_features) if isinstance(fc, torch.nn.Linear) else (num_classes or 1000)
-        return model, ModelSource(arch, str(path), sha, n, 0)
+        return _trusted_module(arch, obj, path, sha, num_classes)
 
     notes: list[str] = []
     state = strip_attribute_prefix(extract_state_dict(obj, notes), notes)
@@ -352,6 +349,30 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
         if isinstance(names, list | tuple) and len(names) == num_classes and all(isinstance(c, str) for c in names):
             classes = list(names)
     return model, ModelSource(arch, str(path), sha, num_classes, 0, classes)
+
+
+def _trusted_module(arch: str, model: Any, path: Path, sha: str, num_classes: int | None) -> tuple[Any, ModelSource]:
+    """A pickled nn.Module (--trust-checkpoint) is used as it is (its own forward), once it is shown to be
+    the architecture it is recorded as, in float32 like every other source."""
+    import torch
+    import torchvision
+
+    while isinstance(model, torch.nn.DataParallel | torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    fc = getattr(model, "fc", None)
+    n = int(fc.out_features) if isinstance(fc, torch.nn.Linear) else (num_classes or 1000)
+    if num_classes is not None and num_classes != n:
+        raise UsageError(
+            f"--num-classes {num_classes} but the pickled model's fc has {n} classes", f"drop --num-classes or pass {n}"
+        )
+    with torch.device("meta"):
+        reference = torchvision.models.get_model(arch, weights=None, num_classes=n)
+    state = {strip_wrapper_prefixes(k): v for k, v in model.state_dict().items()}
+    check_state_dict_fits(reference, state, arch, path.name)
+    dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
+    if dtypes - {torch.float32}:
+        console.info(escape(f"{path.name}: a {'/'.join(sorted(str(d) for d in dtypes))} model, converted to float32"))
+    return model.float(), ModelSource(arch, str(path), sha, n, 0)
 
 
 def check_state_dict_fits(model: Any, state: Mapping[str, Any], arch: str, label: str) -> None:
