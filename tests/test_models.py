@@ -1,5 +1,6 @@
 """Loading models: every weights form the issue lists, and every bad input it lists."""
 
+import argparse
 import json
 
 import pytest
@@ -172,8 +173,12 @@ def test_pickled_module_needs_trust(tmp_path):
     whole = torchvision.models.resnet18(num_classes=3).eval()
     path = tmp_path / "whole.pt"
     torch.save(whole, path)
-    with pytest.raises(UsageError, match="--trust-checkpoint"):
+    with pytest.raises(UsageError, match=r"\(torchvision\.models\.resnet\.ResNet\).*--trust-checkpoint"):
         load_model("resnet18", str(path))
+    # what training scripts add beside the weights (argparse args) is named, so the user knows what to drop
+    torch.save({"state_dict": whole.state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "args.pt")
+    with pytest.raises(UsageError, match=r"\(argparse\.Namespace\)"):
+        load_model("resnet18", str(tmp_path / "args.pt"))
     model, source = load_model("resnet18", str(path), trust_checkpoint=True)
     assert source.num_classes == 3
     x = torch.randn(1, 3, 64, 64)

@@ -141,6 +141,7 @@ def _torchvision_pretrained(arch: str, name: str, num_classes: int | None) -> tu
 
 def _read_checkpoint(path: Path, trust: bool) -> Any:
     import pickle
+    import re
 
     import torch
 
@@ -161,8 +162,10 @@ def _read_checkpoint(path: Path, trust: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         if not trust and "weights_only" in str(exc):
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            what = found.group(1) if found else "for example a whole nn.Module"
             raise UsageError(
-                f"{path.name} holds pickled Python objects (for example a whole nn.Module), not just tensors",
+                f"{path.name} holds pickled Python objects ({what}), not just tensors",
                 "save model.state_dict() instead, or pass --trust-checkpoint if you trust where the file came from",
             ) from None
         raise UsageError(f"cannot read weights file {path}: it is not a PyTorch checkpoint", "check the file") from None
