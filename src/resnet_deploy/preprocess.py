@@ -53,7 +53,7 @@ class Preprocess:
         """PIL image -> float32 CHW array."""
         from PIL import Image
 
-        image = image.convert("RGB")
+        image = _to_rgb(image)
         w, h = image.size
         scale = self.resize / min(w, h)
         # torchvision's Resize(int) rounds the long side down (int()), bilinear with antialias.
@@ -65,6 +65,21 @@ class Preprocess:
         arr = np.asarray(image, dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _to_rgb(image):
+    """8-bit RGB. PIL's convert() clips 16-bit grayscale (a 16-bit PNG, mode I;16) at 255, making it almost
+    all white: those are scaled to 8 bits instead. Float images have no agreed range and are refused."""
+    from PIL import Image
+
+    if image.mode == "F":
+        raise ValueError("32-bit float image: no agreed pixel range, convert it to 8-bit")
+    if image.mode.startswith("I"):
+        wide = np.asarray(image).astype(np.float64)
+        if wide.min() < 0 or wide.max() > 65535:
+            raise ValueError(f"{image.mode} image with values outside 0..65535")
+        image = Image.fromarray(np.round(wide / 257.0).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 def parse_floats3(text: str | None, default: tuple[float, float, float]) -> tuple[float, float, float]:
