@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from resnet_deploy.preprocess import Preprocess, load_file, load_folder
+from resnet_deploy.errors import UsageError
+from resnet_deploy.preprocess import Preprocess, describe_ignored, load_file, load_folder
 
 PRE = Preprocess(72, 64)
 
@@ -31,3 +33,26 @@ def test_modes_other_than_rgb_become_rgb(tmp_path: Path) -> None:
         rgb.convert(mode).save(tmp_path / f"x_{mode}.{'jpg' if mode == 'CMYK' else 'png'}")
     images = load_folder(tmp_path, PRE)
     assert len(images) == 6 and not images.skipped
+
+
+def test_files_not_read_are_named_not_passed_over(tmp_path: Path) -> None:
+    picture = Image.fromarray((np.random.default_rng(1).random((50, 60, 3)) * 255).astype(np.uint8))
+    picture.save(tmp_path / "a.jpg")
+    picture.save(tmp_path / "b.tiff")
+    (tmp_path / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata beside a copied file
+    (tmp_path / ".thumbnails").mkdir()
+    picture.save(tmp_path / ".thumbnails" / "a.jpg")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    images = load_folder(tmp_path, PRE)
+    assert images.paths == [tmp_path / "a.jpg"]
+    assert [p.name for p, _ in images.skipped] == ["gone.png"]  # a broken link is unreadable, and listed
+    assert sorted(p.name for p in images.ignored) == ["._a.jpg", "a.jpg", "b.tiff"]
+    said = describe_ignored(images.ignored)
+    assert said == "ignored 3 files: 1 .tiff (not read: convert to .png/.jpg), 2 hidden (first: ._a.jpg)"
+
+
+def test_a_folder_of_only_unread_formats_says_what_it_holds(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "scan.TIF")
+    with pytest.raises(UsageError, match=r"holds no \.jpg.*\(ignored 1 file: 1 \.tif \(not read"):
+        load_folder(tmp_path, PRE)

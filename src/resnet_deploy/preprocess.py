@@ -20,6 +20,25 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 TENSOR_SUFFIXES = frozenset({".npy", ".npz"})
+#: images PIL may or may not read but this tool does not take: named when a folder holds them
+OTHER_IMAGE_SUFFIXES = frozenset(
+    {
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".jfif",
+        ".jp2",
+        ".ppm",
+        ".pgm",
+        ".ico",
+        ".dng",
+        ".cr2",
+        ".nef",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -97,16 +116,48 @@ def parse_floats3(text: str | None, default: tuple[float, float, float]) -> tupl
 
 def find_inputs(folder: Path) -> list[Path]:
     """Every image or preprocessed tensor file below `folder`, sorted so choices are deterministic."""
+    return scan_inputs(folder)[0]
+
+
+def scan_inputs(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(inputs, ignored) below `folder`, both sorted. Ignored, to be said rather than passed over in silence:
+    images in formats this tool does not read (.tif, .gif, ...) and hidden image files (macOS's `._x.jpg`,
+    anything under a `.folder`). A broken link named like an image is an input, and reported as unreadable."""
     folder = Path(folder)
     if not folder.exists():
         raise UsageError(f"image folder {folder} does not exist", "pass a folder of .jpg/.png images")
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", "pass a folder of .jpg/.png images")
     suffixes = IMAGE_SUFFIXES | TENSOR_SUFFIXES
-    return sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
+    inputs, ignored = [], []
+    for path in folder.rglob("*"):
+        suffix = path.suffix.lower()
+        if suffix not in suffixes | OTHER_IMAGE_SUFFIXES or path.is_dir():
+            continue
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        (ignored if hidden or suffix in OTHER_IMAGE_SUFFIXES else inputs).append(path)
+
+    def order(p: Path) -> str:
+        return p.relative_to(folder).as_posix()
+
+    return sorted(inputs, key=order), sorted(ignored, key=order)
+
+
+def describe_ignored(ignored: Sequence[Path]) -> str | None:
+    """`ignored 3 files: 2 .tiff, 1 hidden (._a.jpg)`, or None when nothing was."""
+    if not ignored:
+        return None
+    hidden = [p for p in ignored if p.suffix.lower() not in OTHER_IMAGE_SUFFIXES]
+    kinds: dict[str, int] = {}
+    for p in ignored:
+        if p not in hidden:
+            kinds[p.suffix.lower()] = kinds.get(p.suffix.lower(), 0) + 1
+    parts = [f"{n} {suffix}" for suffix, n in sorted(kinds.items())]
+    if kinds:
+        parts[-1] += " (not read: convert to .png/.jpg)"
+    if hidden:
+        parts.append(f"{len(hidden)} hidden (first: {hidden[0].name})")
+    return f"ignored {len(ignored)} file{'s' if len(ignored) != 1 else ''}: " + ", ".join(parts)
 
 
 def load_file(path: Path, pre: Preprocess) -> np.ndarray:
@@ -143,6 +194,7 @@ class ImageSet:
     tensors: np.ndarray
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[Path] = field(default_factory=list)  # not tried: other formats, hidden files
 
     def __len__(self) -> int:
         return int(self.tensors.shape[0])
@@ -180,20 +232,25 @@ def resize_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def require_inputs(folder: Path, what: str = "image") -> list[Path]:
     """`find_inputs`, or the error that there is nothing to read: cheap (no decoding), so commands call it
     before anything slow, and a wrong folder is reported in a second rather than after an export."""
-    candidates = find_inputs(folder)
+    return _require_inputs(folder, what)[0]
+
+
+def _require_inputs(folder: Path, what: str) -> tuple[list[Path], list[Path]]:
+    candidates, ignored = scan_inputs(folder)
     if not candidates:
         many = "500 or more " if what.startswith("calibration") else ""
+        found = f" ({describe_ignored(ignored)})" if ignored else ""
         raise UsageError(
-            f"{what} folder {folder} holds no .jpg/.jpeg/.png/.bmp/.webp/.npy/.npz files",
+            f"{what} folder {folder} holds no .jpg/.jpeg/.png/.bmp/.webp/.npy/.npz files{found}",
             f"put {many}images from your deployment domain in it",
         )
-    return candidates
+    return candidates, ignored
 
 
 def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: str = "image") -> ImageSet:
     """Load a folder recursively; unreadable files are skipped and listed, none usable is an error."""
     folder = Path(folder)
-    candidates = require_inputs(folder, what)
+    candidates, ignored = _require_inputs(folder, what)
     tensors: list[np.ndarray] = []
     used: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -215,4 +272,4 @@ def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: s
             f"no usable {what} in {folder}: all {len(skipped)} files are unreadable{first}",
             "replace them with readable .jpg/.png images",
         )
-    return ImageSet(np.concatenate(tensors).astype(np.float32, copy=False), used, skipped)
+    return ImageSet(np.concatenate(tensors).astype(np.float32, copy=False), used, skipped, ignored)

@@ -45,7 +45,7 @@ from resnet_deploy.benchmarks.parity import (
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
 from resnet_deploy.errors import DeployError, UsageError
-from resnet_deploy.preprocess import load_folder, resize_batch
+from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 
 DEFAULT_WARMUP = 5
@@ -251,6 +251,8 @@ def _load_parity_images(pipe: Any, options: CompareOptions, warnings: list[str])
     images = load_folder(Path(folder), pipe.preprocess, options.max_images, "parity image")
     for path, why in images.skipped:
         warnings.append(f"skipped parity image {path.name}: {why}")
+    if images.ignored:
+        warnings.append(f"parity images: {describe_ignored(images.ignored)}")
     return images.tensors, str(folder)
 
 

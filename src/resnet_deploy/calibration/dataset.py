@@ -14,7 +14,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from resnet_deploy import console
 from resnet_deploy.errors import UsageError
-from resnet_deploy.preprocess import ImageSet, Preprocess, load_folder, require_inputs
+from resnet_deploy.preprocess import ImageSet, Preprocess, describe_ignored, load_folder, require_inputs
 
 #: Below this many images the ranges are a demo, not a calibration (the README says 500 or more).
 FEW_IMAGES = 100
@@ -37,6 +37,8 @@ def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None)
     images = load_folder(Path(folder), pre, size, what="calibration image")
     for path, reason in images.skipped:
         console.warn(f"calibration: skipped {path}: {reason}")
+    if images.ignored:
+        console.warn(f"calibration: {describe_ignored(images.ignored)}")
     skipped = f", skipped {len(images.skipped)} unreadable" if images.skipped else ""
     console.info(
         f"calibration set: {len(images)} images from {len(images.paths)} files in {folder}{skipped} "
