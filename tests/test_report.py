@@ -13,6 +13,7 @@ from resnet_deploy.benchmarks import report
 from resnet_deploy.benchmarks.compare import CompareResult, Row
 from resnet_deploy.benchmarks.latency import summarize
 from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, ParityMetrics, check
+from resnet_deploy.errors import UsageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -122,3 +123,39 @@ def test_plot_is_a_png(result: CompareResult, tmp_path: Path) -> None:
     with Image.open(written[0]) as img:
         img.load()
         assert img.format == "PNG" and img.width > 500 and img.height > 200
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "message"),
+    [
+        ("--json", "a_folder", "is a folder"),
+        ("--junit", "a_folder", "is a folder"),
+        ("--csv", "a_file/r.csv", "a_file is a file, not a folder"),
+        ("--markdown", "-", "only --json writes to stdout"),
+        ("--plot", "latency.pdf", "written as a PNG"),
+    ],
+)
+def test_report_paths_are_checked_before_the_run(tmp_path: Path, option: str, name: str, message: str) -> None:
+    from typer.testing import CliRunner
+
+    from resnet_deploy.cli.bench import app
+
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    workspace = tmp_path / "ws"
+    args = ["compare", "resnet18", "--workspace", str(workspace), option, name if name == "-" else str(tmp_path / name)]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 2 and message in run.output and "Traceback" not in run.output
+    assert not workspace.exists()  # refused before the model loaded or anything was built
+
+
+def test_two_reports_on_one_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--json and --csv both write"):
+        report.check_report_paths({"--json": tmp_path / "r.txt", "--csv": tmp_path / "r.txt"})
+
+
+def test_a_report_that_cannot_be_written_is_one_line(result: CompareResult, tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UsageError, match="cannot write --csv"):
+        report.write_reports(result, csv_path=tmp_path / "taken")
+    assert list(tmp_path.iterdir()) == [tmp_path / "taken"]  # and no temp file beside it

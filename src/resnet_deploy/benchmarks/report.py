@@ -15,6 +15,7 @@ from typing import Any
 from resnet_deploy.benchmarks.compare import CompareResult, Row
 from resnet_deploy.benchmarks.latency import LatencyStats
 from resnet_deploy.benchmarks.parity import ParityMetrics
+from resnet_deploy.errors import UsageError
 from resnet_deploy.workspace import atomic_path, atomic_write_text
 
 LATENCY_FIELDS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "images_per_s")
@@ -418,6 +419,37 @@ def _plot_by_batch(result: CompareResult, path: Path, plt: Any) -> None:
     plt.close(fig)
 
 
+def check_report_paths(paths: dict[str, Path | None]) -> None:
+    """Before the run: every report can be written where asked (`{'--json': path, ...}`), so a typo does not
+    cost the minutes of benchmarking before it. Only --json writes to stdout ('-'); two reports never share a
+    file; the plot is a PNG and is named so."""
+    import os
+
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        path = Path(path)
+        if str(path) == "-":
+            if option != "--json":
+                raise UsageError(f"{option} -: only --json writes to stdout", f"give {option} a file name")
+            continue
+        if option == "--plot" and path.suffix.lower() != ".png":
+            raise UsageError(f"--plot {path}: the plot is written as a PNG", f"name it {path.with_suffix('.png').name}")
+        if path.resolve() in seen:
+            raise UsageError(f"{seen[path.resolve()]} and {option} both write {path}", "give each report its own file")
+        seen[path.resolve()] = option
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a folder", f"give a file name, e.g. {option} {path / 'report'}")
+        existing = path.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"{option} {path}: {existing} is a file, not a folder", "pass a path inside a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"{option} {path}: {existing} is not writable", "pass a writable path")
+
+
 def write_reports(
     result: CompareResult,
     json_path: Path | None = None,
@@ -427,12 +459,20 @@ def write_reports(
 ) -> list[Path]:
     """Write the requested files (atomically); returns what was written."""
     written = []
-    for path, render in ((json_path, to_json), (markdown_path, to_markdown), (csv_path, to_csv)):
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(path), render(result))
-            written.append(Path(path))
-    if plot_path is not None:
-        plot(result, Path(plot_path))
-        written.append(Path(plot_path))
+    for option, path, render in (
+        ("--json", json_path, to_json),
+        ("--markdown", markdown_path, to_markdown),
+        ("--csv", csv_path, to_csv),
+        ("--plot", plot_path, None),
+    ):
+        if path is None:
+            continue
+        try:
+            if render is None:
+                plot(result, Path(path))
+            else:
+                atomic_write_text(Path(path), render(result))
+        except OSError as exc:
+            raise UsageError(f"cannot write {option} {path}: {exc.strerror or exc}", "pass a writable path") from None
+        written.append(Path(path))
     return written

@@ -193,6 +193,9 @@ def compare(
         fit_range=not (min_shape or opt_shape or max_shape),
     )
     validate_options(options)  # fail on bad options before the model loads
+    report.check_report_paths(
+        {"--json": json_out, "--markdown": markdown, "--csv": csv_out, "--plot": plot, "--junit": junit}
+    )
     gate_config = parity_gate.configure(options, tolerances)  # and on a bad tolerance file
     given = bool(min_shape or opt_shape or max_shape)
     pipe = common.open_pipeline(
