@@ -109,6 +109,26 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changed
 
 
+def _copy(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the folder itself (no lock file left behind) where the OS has flock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock, as before
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class Workspace:
     """One model's folder and manifest. Artifact keys look like `onnx-fp32`, `onnx-int8-tensorrt`."""
 
@@ -118,6 +138,7 @@ class Workspace:
         self.dir = self.root / name
         self.manifest_path = self.dir / MANIFEST
         self.manifest: dict[str, Any] = self._load()
+        self._as_loaded = _copy(self.artifacts)  # what save() may refresh from disk: entries this run left alone
 
     def _load(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
@@ -132,8 +153,18 @@ class Workspace:
         return data
 
     def save(self) -> None:
+        """Write the manifest. Another command on this workspace may have recorded artifacts since this one
+        read it: under a lock, the entries this command did not change are taken from the file as it is now,
+        so two commands at once each keep what they built (the last one's model and range are the top level)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
+        with _locked(self.dir):
+            if self.manifest_path.exists():
+                on_disk = self._load()["artifacts"]
+                for key, entry in on_disk.items():
+                    if key not in self.artifacts or self.artifacts[key] == self._as_loaded.get(key):
+                        self.artifacts[key] = entry
+            atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
+            self._as_loaded = _copy(self.artifacts)
 
     def path(self, filename: str) -> Path:
         return self.dir / filename

@@ -1,0 +1,52 @@
+"""The workspace manifest when more than one command works on it."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+from resnet_deploy.workspace import Workspace
+
+
+def _record(root: Path, key: str, payload: bytes) -> None:
+    ws = Workspace(root, "resnet18")
+    file = ws.path(f"{key}.bin")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(payload)
+    ws.record(key, file, {"key": key}, format="test")
+
+
+def test_two_commands_started_together_keep_both_artifacts(tmp_path: Path) -> None:
+    # both read the manifest before either recorded (as `resnet-export torchscript` and `program` at once)
+    first, second = Workspace(tmp_path, "resnet18"), Workspace(tmp_path, "resnet18")
+    for ws, key in ((first, "torchscript"), (second, "program")):
+        file = ws.path(f"{key}.bin")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(key.encode())
+        ws.record(key, file, {"key": key}, format="test")
+    on_disk = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())
+    assert set(on_disk["artifacts"]) == {"torchscript", "program"}
+    assert Workspace(tmp_path, "resnet18").why_stale("torchscript", {"key": "torchscript"}) is None
+    # a rebuild by one command is not undone by another that still holds the old entry
+    _record(tmp_path, "program", b"rebuilt")
+    first.save()
+    assert Workspace(tmp_path, "resnet18").why_stale("program", {"key": "program"}) is None
+
+
+def _many(root: Path, name: str) -> None:
+    for i in range(15):
+        _record(root, f"{name}-{i}", f"{name}{i}".encode())
+
+
+def test_concurrent_processes_lose_no_entry(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_many, args=(tmp_path, name)) for name in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    artifacts = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())["artifacts"]
+    assert len(artifacts) == 45
+    assert not [p.name for p in (tmp_path / "resnet18").iterdir() if p.name.startswith(".")]  # no lock or temp files
