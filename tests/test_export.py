@@ -239,6 +239,20 @@ def test_unreadable_and_mismatched_checkpoints_via_cli(tmp_path):
     assert "it is a resnet34 checkpoint: use resnet34 as the model" in " ".join(out.split()), out
 
 
+def test_paths_with_brackets_are_printed_as_they_are(tmp_path):
+    torch.manual_seed(11)
+    weights = tmp_path / "ft[red] ü.pt"  # rich markup in a file name must not be eaten
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), weights)
+    workspace = tmp_path / "ws[b]"
+    result, out = invoke(
+        "torchscript", "resnet18", "--weights", weights, "--workspace", workspace, "--opt-shape", "1x3x64x64"
+    )
+    assert result.exit_code == 0, out
+    flat = "".join(out.split())
+    assert f"weights:{weights}".replace(" ", "") in flat
+    assert f"->{workspace}/resnet18/resnet18.ts" in flat and f"manifest:{workspace}/resnet18/manifest.json" in flat
+
+
 def test_unwritable_workspace(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")

@@ -17,6 +17,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)  # logs: one mes
 def step(message: str) -> Iterator[None]:
     """A spinner while the step runs, then `✓ message (time)`; on error the spinner just goes away."""
     start = time.perf_counter()
+    message = escape(message)  # paths and names are shown as typed: `ft[red].pt` is not markup
     with console.status(message + " ..."):
         yield
     console.print(f"[green]✓[/] {message} [dim]({time.perf_counter() - start:.1f}s)[/]")

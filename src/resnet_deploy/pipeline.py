@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from resnet_deploy import console
 from resnet_deploy.errors import DeployError
 from resnet_deploy.models import load_model
@@ -215,7 +217,9 @@ class Pipeline:
         stale = self.ws.why_stale(key, fingerprint)
         if stale is None:
             self._checked[key] = fingerprint
-            console.info(f"[dim]reusing {self.ws.dir / self.ws.artifacts[key]['path']} (inputs unchanged)[/]")
+            console.info(
+                f"[dim]reusing {escape(str(self.ws.dir / self.ws.artifacts[key]['path']))} (inputs unchanged)[/]"
+            )
             return self.artifact(key)
         if key in self.ws.artifacts:
             console.info(f"[dim]{key} is stale ({stale}): rebuilding[/]")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from resnet_deploy import console
 from resnet_deploy.runtimes.base import Artifact, device_name
 
@@ -32,7 +34,7 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
         if isinstance(artifact, Artifact) and artifact.key:
             built.append(artifact.key)
 
-    console.info(f"[bold]building the default artifact set in {pipe.ws.dir}[/] (skip with --no-build)")
+    console.info(f"[bold]building the default artifact set in {escape(str(pipe.ws.dir))}[/] (skip with --no-build)")
     with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
         warnings.simplefilter("ignore", FutureWarning)
         add(pipe.torchscript())

@@ -443,7 +443,7 @@ def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
                 art = Artifact.from_file(Path(case.artifact_path))
                 art.precision = case.precision
                 batch = resize_batch(images, case.size) if case.size else images
-                with console.step(escape(f"explain {case.artifact}{at}: stage outputs against PyTorch")):
+                with console.step(f"explain {case.artifact}{at}: stage outputs against PyTorch"):
                     exp = explain(art, pipe.model, batch, runtime=case.runtime, device=case.device)
                 done[key] = exp.text()
                 console.info(escape(exp.text()))

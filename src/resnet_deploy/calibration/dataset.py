@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
+from rich.markup import escape
 
 from resnet_deploy import console
 from resnet_deploy.errors import UsageError
@@ -41,7 +42,7 @@ def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None)
         console.warn(f"calibration: {describe_ignored(images.ignored)}")
     skipped = f", skipped {len(images.skipped)} unreadable" if images.skipped else ""
     console.info(
-        f"calibration set: {len(images)} images from {len(images.paths)} files in {folder}{skipped} "
+        f"calibration set: {len(images)} images from {len(images.paths)} files in {escape(str(folder))}{skipped} "
         f"(preprocessing: resize {pre.resize}, crop {pre.crop})"
     )
     if len(images) < FEW_IMAGES:

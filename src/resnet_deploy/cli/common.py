@@ -160,7 +160,7 @@ def print_written(pipeline: Any, keys: list[str]) -> None:
     """The closing summary: what was written where."""
     from rich.table import Table
 
-    table = Table(title=f"{pipeline.ws.dir}", title_justify="left", show_edge=False)
+    table = Table(title=escape(str(pipeline.ws.dir)), title_justify="left", show_edge=False)
     for col in ("artifact", "file", "precision", "size", "worst rel L2"):
         table.add_column(col)
     for key in keys:
@@ -169,13 +169,13 @@ def print_written(pipeline: Any, keys: list[str]) -> None:
         worst = entry.get("verification", {}).get("worst_rel_l2")
         table.add_row(
             key,
-            str(path),
+            escape(str(path)),
             entry.get("precision", ""),
             f"{path.stat().st_size / 1e6:.1f} MB",
             f"{worst:.1e}" if isinstance(worst, float) else "-",
         )
     console.print(table)
-    console.print(f"manifest: {pipeline.ws.manifest_path}")
+    console.print(escape(f"manifest: {pipeline.ws.manifest_path}"))
 
 
 def command_line() -> str:

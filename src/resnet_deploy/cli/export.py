@@ -213,6 +213,8 @@ def trt(
     Shapes default to the range the ONNX was exported for. Without TensorRT or a GPU it still makes
     the ONNX it would build from, then says what is missing.
     """
+    from rich.markup import escape
+
     from resnet_deploy import console, engines
     from resnet_deploy.errors import UsageError
 
@@ -230,7 +232,7 @@ def trt(
         path = engines.engine_from_onnx(
             onnx_file, precision, output, min_shape, opt_shape, max_shape, size, timing_cache
         )
-        console.info(f"engine: {path}\nbuild record: {engines.sidecar_path(path)}")
+        console.info(escape(f"engine: {path}\nbuild record: {engines.sidecar_path(path)}"))
         return
     if output is not None:
         raise UsageError("--output only applies with --onnx", "engines built from a model go to the workspace")
