@@ -185,19 +185,33 @@ def test_follow_up_commands_keep_the_workspace_range(tmp_path):
     ws = tmp_path / "ws"
     base = ("resnet18", "--num-classes", "10", "--workspace", ws)
     result, out = invoke(
-        "onnx", *base[:1], "--dynamic", "--max-shape", "2x3x128x128", "--opt-shape", "1x3x96x96", *base[1:]
-    )
+        "onnx", *base[:1], "--dynamic", "--max-shape", "2x3x128x128", "--opt-shape", "1x3x96x96", *base[1:],
+        "--resize", "112", "--crop", "96",
+    )  # fmt: skip
     assert result.exit_code == 0, out
-    result, out = invoke("onnx", "resnet18", "--workspace", ws, "--fp16")  # no shape flags, no --num-classes
+    result, out = invoke("onnx", "resnet18", "--workspace", ws, "--fp16")  # no shape, class or preprocessing flags
     assert result.exit_code == 0, out
     assert "reusing" in out and "stale" not in out, out
     manifest = json.loads((ws / "resnet18" / "manifest.json").read_text())
     assert manifest["model"]["num_classes"] == 10
+    assert (manifest["preprocess"]["resize"], manifest["preprocess"]["crop"]) == (112, 96)
     assert manifest["input"]["max"] == [2, 3, 128, 128]
     fp16 = onnx.load(str(ws / "resnet18" / manifest["artifacts"]["onnx-fp16"]["path"]))
     assert [d.dim_param for d in fp16.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
     result, out = invoke("onnx", "resnet18", "--workspace", ws, "--static")  # asked for: rebuilt static
     assert result.exit_code == 0 and "onnx-fp32 is stale (changed: input.dynamic, input.max" in out, out
+
+
+def test_recorded_preprocessing_is_kept_for_the_same_weights_only(tmp_path):
+    Pipeline(ModelOptions("resnet18", resize=72, crop=64), tmp_path).ws.save()
+    again = Pipeline(ModelOptions("resnet18"), tmp_path)
+    assert (again.preprocess.resize, again.preprocess.crop) == (72, 64)
+    one_flag = Pipeline(ModelOptions("resnet18", crop=56), tmp_path)  # a flag changes its own field only
+    assert (one_flag.preprocess.resize, one_flag.preprocess.crop) == (72, 56)
+    checkpoint = tmp_path / "finetuned.pt"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), checkpoint)
+    other = Pipeline(ModelOptions("resnet18", weights=str(checkpoint)), tmp_path)
+    assert (other.preprocess.resize, other.preprocess.crop) == (256, 224)  # other weights: their own transforms
 
 
 def test_a_command_that_builds_nothing_leaves_the_manifest_alone(tmp_path):

@@ -148,13 +148,7 @@ class Pipeline:
                     "recorded last]",
                     exc.hint,
                 ) from None
-        base = self.source.preprocess
-        self.preprocess = Preprocess(
-            options.resize or base.resize,
-            options.crop or base.crop,
-            options.mean or base.mean,
-            options.std or base.std,
-        )
+        self.preprocess = self._preprocess(options, previous)
         if isinstance(shapes, ShapeRequest):
             shape_range = shapes.resolve(self.preprocess.crop)
         elif isinstance(shapes, ShapeRange):
@@ -167,6 +161,28 @@ class Pipeline:
         self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
         self.set_range(shape_range)
+
+    def _preprocess(self, options: ModelOptions, previous: dict[str, Any]) -> Preprocess:
+        """Each of resize/crop/mean/std: the flag, else what this workspace recorded for these same weights
+        (so `onnx --crop 64` then `torchscript` or `compare` keep 64, as they keep the weights and the range),
+        else the weights' own transforms. Other weights start again from their own transforms."""
+        base = self.source.preprocess
+        same = ("architecture", "weights", "weights_sha256")
+        recorded = self.ws.manifest.get("preprocess")
+        if recorded and all(previous.get(k) == self.source.to_dict()[k] for k in same):
+            base = Preprocess.from_dict(recorded)
+        chosen = Preprocess(
+            options.resize or base.resize,
+            options.crop or base.crop,
+            options.mean or base.mean,
+            options.std or base.std,
+        )
+        if base is not self.source.preprocess and chosen != self.source.preprocess:
+            console.info(
+                f"[dim]preprocessing as recorded here: resize {chosen.resize}, crop {chosen.crop}, "
+                f"mean {','.join(map(str, chosen.mean))}, std {','.join(map(str, chosen.std))}[/]"
+            )
+        return chosen
 
     def set_range(self, shape_range: ShapeRange) -> None:
         """The input range every artifact built from now on is exported and verified for.
