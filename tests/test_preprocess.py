@@ -38,21 +38,22 @@ def test_modes_other_than_rgb_become_rgb(tmp_path: Path) -> None:
 def test_files_not_read_are_named_not_passed_over(tmp_path: Path) -> None:
     picture = Image.fromarray((np.random.default_rng(1).random((50, 60, 3)) * 255).astype(np.uint8))
     picture.save(tmp_path / "a.jpg")
-    picture.save(tmp_path / "b.tiff")
+    picture.save(tmp_path / "b.gif")
+    picture.save(tmp_path / "c.TIFF")  # read, as torchvision's ImageFolder reads it
     (tmp_path / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata beside a copied file
     (tmp_path / ".thumbnails").mkdir()
     picture.save(tmp_path / ".thumbnails" / "a.jpg")
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
     images = load_folder(tmp_path, PRE)
-    assert images.paths == [tmp_path / "a.jpg"]
+    assert images.paths == [tmp_path / "a.jpg", tmp_path / "c.TIFF"]
     assert [p.name for p, _ in images.skipped] == ["gone.png"]  # a broken link is unreadable, and listed
-    assert sorted(p.name for p in images.ignored) == ["._a.jpg", "a.jpg", "b.tiff"]
+    assert sorted(p.name for p in images.ignored) == ["._a.jpg", "a.jpg", "b.gif"]
     said = describe_ignored(images.ignored)
-    assert said == "ignored 3 files: 1 .tiff (not read: convert to .png/.jpg), 2 hidden (first: ._a.jpg)"
+    assert said == "ignored 3 files: 1 .gif (not read: convert to .png/.jpg), 2 hidden (first: ._a.jpg)"
 
 
 def test_a_folder_of_only_unread_formats_says_what_it_holds(tmp_path: Path) -> None:
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "scan.TIF")
-    with pytest.raises(UsageError, match=r"holds no \.jpg.*\(ignored 1 file: 1 \.tif \(not read"):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "clip.GIF")
+    with pytest.raises(UsageError, match=r"holds no \.jpg/.*\.npz files \(ignored 1 file: 1 \.gif \(not read"):
         load_folder(tmp_path, PRE)

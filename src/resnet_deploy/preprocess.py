@@ -18,27 +18,15 @@ from resnet_deploy.errors import UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-TENSOR_SUFFIXES = frozenset({".npy", ".npz"})
-#: images PIL may or may not read but this tool does not take: named when a folder holds them
-OTHER_IMAGE_SUFFIXES = frozenset(
-    {
-        ".tif",
-        ".tiff",
-        ".gif",
-        ".heic",
-        ".heif",
-        ".avif",
-        ".jfif",
-        ".jp2",
-        ".ppm",
-        ".pgm",
-        ".ico",
-        ".dng",
-        ".cr2",
-        ".nef",
-    }
-)
+#: what torchvision's ImageFolder reads, and .jfif (JPEG by another name); most common first, for messages
+_IMAGES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif")
+_TENSORS = (".npy", ".npz")
+IMAGE_SUFFIXES = frozenset(_IMAGES)
+TENSOR_SUFFIXES = frozenset(_TENSORS)
+INPUT_SUFFIXES_TEXT = "/".join(_IMAGES + _TENSORS)
+#: images in formats this tool does not take (animations, formats PIL needs plugins for, camera raw):
+#: named when a folder holds them, never passed over in silence
+OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".ico", ".dng", ".cr2", ".nef"})
 
 
 @dataclass(frozen=True)
@@ -121,7 +109,7 @@ def find_inputs(folder: Path) -> list[Path]:
 
 def scan_inputs(folder: Path) -> tuple[list[Path], list[Path]]:
     """(inputs, ignored) below `folder`, both sorted. Ignored, to be said rather than passed over in silence:
-    images in formats this tool does not read (.tif, .gif, ...) and hidden image files (macOS's `._x.jpg`,
+    images in formats this tool does not read (.gif, .heic, ...) and hidden image files (macOS's `._x.jpg`,
     anything under a `.folder`). A broken link named like an image is an input, and reported as unreadable."""
     folder = Path(folder)
     if not folder.exists():
@@ -144,7 +132,7 @@ def scan_inputs(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def describe_ignored(ignored: Sequence[Path]) -> str | None:
-    """`ignored 3 files: 2 .tiff, 1 hidden (._a.jpg)`, or None when nothing was."""
+    """`ignored 3 files: 2 .gif, 1 hidden (._a.jpg)`, or None when nothing was."""
     if not ignored:
         return None
     hidden = [p for p in ignored if p.suffix.lower() not in OTHER_IMAGE_SUFFIXES]
@@ -241,7 +229,7 @@ def _require_inputs(folder: Path, what: str) -> tuple[list[Path], list[Path]]:
         many = "500 or more " if what.startswith("calibration") else ""
         found = f" ({describe_ignored(ignored)})" if ignored else ""
         raise UsageError(
-            f"{what} folder {folder} holds no .jpg/.jpeg/.png/.bmp/.webp/.npy/.npz files{found}",
+            f"{what} folder {folder} holds no {INPUT_SUFFIXES_TEXT} files{found}",
             f"put {many}images from your deployment domain in it",
         )
     return candidates, ignored

@@ -53,7 +53,7 @@ def onnx(
         Path | None,
         typer.Option(
             "--calib",
-            help="Folder of calibration images (searched recursively; jpg/png/bmp/webp, or preprocessed .npy/.npz). "
+            help="Folder of calibration images (searched recursively; jpg/png/tiff/bmp/webp/ppm, or preprocessed .npy/.npz). "
             "Use 500+ images from the deployment domain.",
         ),
     ] = None,
