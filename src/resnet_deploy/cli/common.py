@@ -162,7 +162,7 @@ def print_written(pipeline: Any, keys: list[str]) -> None:
 
     table = Table(title=escape(str(pipeline.ws.dir)), title_justify="left", show_edge=False)
     for col in ("artifact", "file", "precision", "size", "worst rel L2"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold" if col == "file" else "ellipsis")  # a path is wrapped, never cut
     for key in keys:
         entry = pipeline.ws.artifacts[key]
         path = pipeline.ws.dir / entry["path"]
