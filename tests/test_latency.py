@@ -29,6 +29,8 @@ def test_summarize_statistics() -> None:
     assert s.mean_ms == pytest.approx(40.0)
     assert s.p50_ms == pytest.approx(30.0)
     assert s.p90_ms == pytest.approx(float(np.percentile([10, 20, 30, 40, 100], 90)))
+    assert s.p99_ms == pytest.approx(float(np.percentile([10, 20, 30, 40, 100], 99)))  # 97.6, not the max
+    assert s.p99_ms < s.max_ms
     assert s.p50_ms <= s.p90_ms <= s.p99_ms <= s.max_ms
     assert s.std_ms == pytest.approx(float(np.std([10, 20, 30, 40, 100], ddof=1)))
     assert s.images_per_s == pytest.approx(4 / 0.040)
