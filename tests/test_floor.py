@@ -93,3 +93,12 @@ def test_floors_counts_every_size_once(resnet18) -> None:
     assert set(flops) == {"64x64", "96x80"}
     assert [f.batch for f in per_row] == [1, 4, 1]
     assert per_row[1].math_floor_ms == pytest.approx(4 * per_row[0].math_floor_ms)
+
+
+def test_memory_floor_reads_the_weights_at_the_rows_precision() -> None:
+    # an INT8 engine reads 1 byte per weight, FP16 2, FP32 4: at batch 1 the weights dominate what moves
+    io = (3 * 224 * 224 + 1000) * 4  # float32 input and logits at every precision
+    ceil = Ceilings("cuda:0", "GPU", {"fp32": 50.0, "fp16": 500.0, "int8": 1000.0}, 4000.0, "given")
+    for precision, width in (("fp32", 4), ("fp16", 2), ("int8", 1)):
+        f = row_floor(_Row(precision, 1, 0.001, runtime="tensorrt"), int(8e9), 25_000_000, 1000, ceil)
+        assert f.memory_floor_ms == pytest.approx((25_000_000 * width + io) / 4000e9 * 1e3), precision
