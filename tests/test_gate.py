@@ -70,6 +70,29 @@ max_rel_l2 = false             # switched off
     assert fp16.max_rel_l2 is None and fp16.min_cosine == DEFAULT_TOLERANCES["fp16"].min_cosine
 
 
+def test_artifact_rules_apply_in_file_order_and_only_to_their_precision(tmp_path: Path) -> None:
+    f = tmp_path / "tol.toml"
+    f.write_text(
+        """
+[artifact."*.onnx"]            # every ONNX file ...
+min_cosine = 0.9
+
+[artifact."resnet18.int8*"]    # ... and this one, written later, wins where both match
+min_cosine = 0.95
+
+[artifact."resnet18*"]         # only the int8 rows of these files
+precision = "int8"
+min_top1_agreement = 0.5
+"""
+    )
+    cfg = gate.load_tolerances(f)
+    int8 = cfg.tolerance_for("int8", "onnx-int8-tensorrt", "ws/resnet18.int8-tensorrt.onnx")
+    assert (int8.min_cosine, int8.min_top1_agreement) == (0.95, 0.5)
+    fp32 = cfg.tolerance_for("fp32", "onnx-fp32", "ws/resnet18.onnx")
+    assert fp32.min_cosine == 0.9  # the int8-only rule left the fp32 row's top-1 bound alone
+    assert fp32.min_top1_agreement == DEFAULT_TOLERANCES["fp32"].min_top1_agreement
+
+
 def test_example_tolerance_file_is_valid() -> None:
     cfg = gate.load_tolerances(EXAMPLE)
     assert set(cfg.precisions) == {"fp32", "tf32", "fp16", "int8"}
@@ -134,6 +157,8 @@ def test_evaluate_exit_codes_and_junit(tmp_path: Path) -> None:
     assert gate.exit_code(ok, 2) == 2 and gate.exit_code(ok, 3) == 3
     res = gate.evaluate([good, bad, broken])
     assert not res.passed and res.exit_code == 1 and gate.exit_code(res, 0) == 1
+    assert gate.exit_code(res, 3) == 1  # a failed check outranks a missing runtime ...
+    assert gate.exit_code(res, 2) == 2  # ... and a usage error (a bad option, a shape refused) outranks both
     assert [c.status for c in res.cases] == ["passed", "failed", "error"]
     assert not gate.evaluate([]).passed  # an empty gate never passes silently
     reference = _Row("pytorch", None, "torch-eager", "fp32", _metrics(1.0, 0.0))
