@@ -53,9 +53,15 @@ def test_profile_short_shapes_and_static_profile():
     assert p.min == p.opt == p.max == (1, 3, 224, 224) and not p.dynamic
 
 
-def test_profile_outside_the_recorded_range_is_refused():
+@pytest.mark.parametrize(
+    "flags",
+    [{"max_shape": "16x3x448x448"}, {"min_shape": "1x3x32x32"}, {"min_shape": "1x3x64x32", "opt_shape": "1x3x64x64"}],
+    ids=["above-max", "below-min", "below-min-width"],
+)
+def test_profile_outside_the_recorded_range_is_refused(flags):
+    # the ONNX was verified only inside the recorded range: below its min is as unverified as above its max
     with pytest.raises(UsageError, match=r"outside the range 1x3x64x64 \.\. 8x3x448x448") as e:
-        engines.profile_shapes(max_shape="16x3x448x448", recorded=RECORDED)
+        engines.profile_shapes(recorded=RECORDED, **flags)
     assert "resnet-export onnx" in str(e.value)
 
 
