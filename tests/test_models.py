@@ -45,8 +45,19 @@ def _finetuned(tmp_path, wrap):
         lambda sd: {f"module.{k}": v for k, v in sd.items()},
         lambda sd: {f"_orig_mod.module.{k}": v for k, v in sd.items()},  # torch.compile(DataParallel(model))
         lambda sd: {f"module._orig_mod.{k}": v for k, v in sd.items()},  # DataParallel(torch.compile(model))
+        lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},  # torch.compile(model)
+        lambda sd: {"model_state_dict": {f"module._orig_mod.{k}": v for k, v in sd.items()}},
     ],
-    ids=["plain", "model_state_dict", "state_dict", "dataparallel", "compiled-dataparallel", "dataparallel-compiled"],
+    ids=[
+        "plain",
+        "model_state_dict",
+        "state_dict",
+        "dataparallel",
+        "compiled-dataparallel",
+        "dataparallel-compiled",
+        "torch.compile",
+        "nested-dataparallel-compiled",
+    ],
 )
 def test_checkpoint_formats_and_num_classes_from_fc(tmp_path, wrap):
     original, path = _finetuned(tmp_path, wrap)
