@@ -11,12 +11,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
 from resnet_deploy.benchmarks import gate, junit
-from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, ParityMetrics
+from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, ParityMetrics, check, compare
 from resnet_deploy.errors import UsageError
+from resnet_deploy.export.verify import reference_logits
+from resnet_deploy.preprocess import load_folder
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "tolerances.toml"
@@ -181,6 +185,33 @@ def test_evaluate_exit_codes_and_junit(tmp_path: Path) -> None:
     f = tmp_path / "loose.toml"
     f.write_text('[artifact."*.int8.onnx"]\nmin_cosine = 0.8\nmin_top1_agreement = 0.4\n')
     assert gate.evaluate([good, bad], gate.load_tolerances(f)).passed
+
+
+def test_nan_or_zero_logits_fail_the_cosine_bound_and_the_gate(trained, tmp_path) -> None:
+    """One image whose logits overflowed to NaN (FP16) or came out all zero must fail cosine, the bound the
+    INT8 gate relies on (it has no rel L2 bound), not count as a perfect match."""
+    art = trained.pipeline(tmp_path, dynamic=False).onnx()
+    images = load_folder(trained.heldout_dir, trained.preprocess, limit=8).tensors
+    session = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([session.run(None, {"input": x[None]})[0] for x in images])
+    reference = reference_logits(trained.model, images)
+    honest = compare(reference, logits)
+    assert honest.min_cosine > 0.9999 and honest.top1_agreement == 1.0 and honest.top5_overlap == 1.0
+
+    overflowed = logits.copy()
+    overflowed[3] = np.nan
+    metrics = compare(reference, overflowed)
+    assert np.isnan(metrics.cosine) and np.isnan(metrics.min_cosine) and np.isnan(metrics.rel_l2)
+    for precision in ("fp16", "int8"):
+        assert "cosine" in {v.metric for v in check(metrics, DEFAULT_TOLERANCES[precision])}
+    result = gate.evaluate([_Row("onnx-int8", str(art.path), "onnxruntime-cpu", "int8", metrics)])
+    assert not result.passed and result.exit_code == 1 and result.cases[0].status == "failed"
+
+    silent = logits.copy()
+    silent[5] = 0.0
+    zero = compare(reference, silent)
+    assert zero.min_cosine == 0.0 and zero.cosine < 0.9
+    assert compare(np.zeros((2, 11)), np.zeros((2, 11))).cosine == 1.0  # two zero vectors do agree
 
 
 # -- the CLI on the trained model ------------------------------------------------------------------

@@ -38,8 +38,11 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityMetrics:
     ref_norm = float(np.linalg.norm(ref))
     rel_l2 = float(np.linalg.norm(cand - ref) / ref_norm) if ref_norm > 0 else float(np.linalg.norm(cand))
     dots = (ref * cand).sum(axis=1)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
-    cos = np.where(norms > 0, dots / np.maximum(norms, 1e-300), 1.0)
+    ref_norms, cand_norms = np.linalg.norm(ref, axis=1), np.linalg.norm(cand, axis=1)
+    norms = ref_norms * cand_norms
+    # two zero vectors agree (1.0), a zero against a non-zero does not (0.0); NaN stays NaN, so that a
+    # NaN logit (an FP16 overflow) fails the cosine bound instead of counting as a perfect match
+    cos = np.divide(dots, norms, out=((ref_norms == 0) & (cand_norms == 0)).astype(np.float64), where=norms != 0)
     k = min(5, ref.shape[1])
     top_ref = np.argsort(-ref, axis=1)[:, :k]
     top_cand = np.argsort(-cand, axis=1)[:, :k]
