@@ -10,12 +10,16 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
+from resnet_deploy.benchmarks.parity import compare
 from resnet_deploy.cli.export import app
 from resnet_deploy.errors import VerificationError
 from resnet_deploy.export.onnx import export_onnx
+from resnet_deploy.export.verify import reference_logits
 from resnet_deploy.models import ARCHITECTURES
 from resnet_deploy.pipeline import ModelOptions, Pipeline
+from resnet_deploy.preprocess import load_folder
 from resnet_deploy.shapes import ShapeRange
+from resnet_deploy.workspace import sha256_file
 
 runner = CliRunner()
 CHECK_SHAPES = [(1, 3, 224, 224), (2, 3, 320, 256), (3, 3, 97, 131), (4, 3, 224, 224)]
@@ -286,6 +290,32 @@ def test_failed_verification_leaves_nothing(tmp_path):
         )
     assert list((tmp_path / "resnet18").iterdir()) == []  # no file, no manifest: nothing half-done
     assert "onnx-fp32" not in pipe.ws.artifacts
+
+
+def test_an_artifact_edited_on_disk_is_rebuilt_not_reused(trained, tmp_path):
+    """Same inputs but a file that is no longer what was built and verified (a hand edit, a bad copy):
+    the workspace must rebuild it, never hand it on as verified."""
+    art = trained.pipeline(tmp_path).onnx()
+    model = onnx.load(str(art.path))
+    bias = next(t for t in model.graph.initializer if t.name == "fc.bias")
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[0] += 100.0  # class 0 now wins every image
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(art.path))
+    edited = sha256_file(art.path)
+
+    again = trained.pipeline(tmp_path)
+    assert again.ws.why_stale("onnx-fp32", again.ws.artifacts["onnx-fp32"]["inputs"]) == (
+        f"{art.path.name} was modified since it was built"
+    )
+    rebuilt = again.onnx()
+    assert sha256_file(rebuilt.path) != edited
+    assert sha256_file(rebuilt.path) == again.ws.artifacts["onnx-fp32"]["sha256"]
+    images = load_folder(trained.heldout_dir, trained.preprocess, limit=16).tensors
+    session = ort.InferenceSession(str(rebuilt.path), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([session.run(None, {"input": images[i : i + 4]})[0] for i in range(0, 16, 4)])
+    metrics = compare(reference_logits(again.model, images), logits)
+    assert metrics.top1_agreement == 1.0 and metrics.rel_l2 < 1e-4
 
 
 @pytest.mark.slow
