@@ -11,6 +11,7 @@ from PIL import Image
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import Preprocess, describe_ignored, load_file, load_folder
 
+REPO = Path(__file__).resolve().parents[1]
 PRE = Preprocess(72, 64)
 
 
@@ -57,3 +58,27 @@ def test_a_folder_of_only_unread_formats_says_what_it_holds(tmp_path: Path) -> N
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "clip.GIF")
     with pytest.raises(UsageError, match=r"holds no \.jpg/.*\.npz files \(ignored 1 file: 1 \.gif \(not read"):
         load_folder(tmp_path, PRE)
+
+
+@pytest.mark.parametrize(
+    ("resize", "crop", "mean", "std"),
+    [(256, 224, None, None), (255, 223, None, None), (72, 64, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))],
+    ids=["imagenet", "odd-margins", "custom-stats"],
+)
+def test_preprocess_is_torchvisions_eval_transform_on_real_photos(resize, crop, mean, std) -> None:
+    """Resize of the short side, center crop, RGB order, per-channel mean/std: what the model was trained
+    with. A mistake here is invisible to parity (reference and artifact see the same wrong tensors) and
+    to calibration (its ranges match the wrong tensors), and costs accuracy in deployment."""
+    from torchvision import transforms as T
+
+    kw = {"mean": mean, "std": std} if mean else {}
+    pre = Preprocess(resize, crop, **kw)
+    reference = T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), T.Normalize(pre.mean, pre.std)])
+    for name in ("chelsea.jpg", "coins.jpg", "astronaut.jpg"):  # landscape, landscape, square
+        with Image.open(REPO / "calibration" / name) as img:
+            photo = img.convert("RGB")
+        for im in (photo, photo.transpose(Image.Transpose.ROTATE_90)):  # and portrait
+            ours = pre(im)
+            want = reference(im).numpy()
+            assert ours.shape == want.shape == (3, crop, crop), name
+            np.testing.assert_allclose(ours, want, atol=1e-5, err_msg=name)
