@@ -48,17 +48,21 @@ Images = Annotated[
     typer.Option("--images", help="Folder of real images for parity. Default: ./calibration."),
 ]
 MaxImages = Annotated[int, typer.Option("--max-images", help="Use at most this many parity images (evenly spread).")]
+FLAG = common.FLAG
 Artifacts = Annotated[
     list[Path] | None,
     typer.Option(
         "--artifact",
         help="Also compare this .onnx/.ts/.pt2/.engine file against the model (repeatable). "
         "With --artifact the default set is not built.",
+        metavar="FILE",
     ),
 ]
 Build = Annotated[
     bool,
-    typer.Option("--build/--no-build", help="Build the default artifact set when the workspace has none."),
+    typer.Option(
+        "--build/--no-build", help="Build the default artifact set when the workspace has none.", metavar=FLAG
+    ),
 ]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")]
 MarkdownOut = Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")]
@@ -67,7 +71,9 @@ PlotOut = Annotated[Path | None, typer.Option("--plot", help="Write a PNG of lat
 GateFlag = Annotated[
     bool,
     typer.Option(
-        "--gate", help="CI gate: exit 1 when any artifact/runtime is outside its tolerances, 0 when all pass."
+        "--gate",
+        help="CI gate: exit 1 when any artifact/runtime is outside its tolerances, 0 when all pass.",
+        metavar=FLAG,
     ),
 ]
 JunitOut = Annotated[
@@ -87,11 +93,14 @@ FloorFlag = Annotated[
         "--floor",
         help="Measure this device's peak matrix rates and copy bandwidth, and report how far each row is "
         "from its floor (FLOPs / peak rate). Adds a few seconds.",
+        metavar=FLAG,
     ),
 ]
 ExplainFlag = Annotated[
     bool,
-    typer.Option("--explain", help="For failing artifacts, show where they diverge: stem, layer1-4 or head."),
+    typer.Option(
+        "--explain", help="For failing artifacts, show where they diverge: stem, layer1-4 or head.", metavar=FLAG
+    ),
 ]
 
 

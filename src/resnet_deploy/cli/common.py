@@ -48,6 +48,9 @@ def typed_options(ctx: typer.Context, names: Iterable[str]) -> list[str]:
     return typed
 
 
+#: the metavar of an on/off flag: nothing (typer would print "<bool>" after it, as if it took a value)
+FLAG = ""
+
 Model = Annotated[
     str,
     typer.Argument(
@@ -68,6 +71,7 @@ Trust = Annotated[
     typer.Option(
         "--trust-checkpoint",
         help="Allow a checkpoint holding pickled objects (a whole nn.Module). Only for files you trust.",
+        metavar=FLAG,
     ),
 ]
 Workspace = Annotated[Path, typer.Option("--workspace", help="Where artifacts/<model>/ lives.")]
@@ -78,6 +82,7 @@ Dynamic = Annotated[
         help="Dynamic batch, height and width, or fixed at the opt shape. Default: the range this workspace "
         "recorded last, else static.",
         show_default=False,
+        metavar=FLAG,
     ),
 ]
 MinShape = Annotated[

@@ -44,10 +44,16 @@ def onnx(
     max_shape: common.MaxShape = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
     fp16: Annotated[
-        bool, typer.Option("--fp16", help="Also write an FP16 ONNX (float32 input/output kept), for TensorRT.")
+        bool,
+        typer.Option(
+            "--fp16", help="Also write an FP16 ONNX (float32 input/output kept), for TensorRT.", metavar=common.FLAG
+        ),
     ] = False,
     int8: Annotated[
-        bool, typer.Option("--int8", help="Also write an INT8 ONNX with explicit Q/DQ, calibrated on --calib.")
+        bool,
+        typer.Option(
+            "--int8", help="Also write an INT8 ONNX with explicit Q/DQ, calibrated on --calib.", metavar=common.FLAG
+        ),
     ] = False,
     calib: Annotated[
         Path | None,
@@ -171,8 +177,12 @@ app.command("program", help="Export a torch.export program (.pt2), verified agai
 def trt(
     ctx: typer.Context,
     model: common.Model = DEFAULT_MODEL,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Build from the FP16 ONNX (FP32 inputs/outputs).")] = False,
-    int8: Annotated[bool, typer.Option("--int8", help="Build from the INT8 Q/DQ ONNX (needs --calib).")] = False,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Build from the FP16 ONNX (FP32 inputs/outputs).", metavar=common.FLAG)
+    ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Build from the INT8 Q/DQ ONNX (needs --calib).", metavar=common.FLAG)
+    ] = False,
     calib: Annotated[
         Path | None, typer.Option("--calib", help="Folder of calibration images for --int8, e.g. ./calibration.")
     ] = None,
