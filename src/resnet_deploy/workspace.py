@@ -71,16 +71,25 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def check_writable(folder: Path) -> None:
-    """Fail early, with the fix, rather than after minutes of export."""
-    folder = Path(folder)
-    existing = folder
+def why_not_writable(folder: Path) -> str | None:
+    """Why files cannot be made in `folder` (created if missing), read off its nearest existing ancestor;
+    None when they can. Cheap, so commands ask before minutes of work rather than after."""
+    existing = Path(folder)
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise UsageError(f"workspace {folder} is not a folder ({existing} is a file)", "pass another --workspace")
+        return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"workspace {folder} is not writable", "pass a writable --workspace DIR")
+        return f"{existing} is not writable"
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, with the fix, rather than after minutes of export."""
+    folder = Path(folder)
+    reason = why_not_writable(folder)
+    if reason:
+        raise UsageError(f"workspace {folder}: {reason}", "pass another --workspace DIR")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")

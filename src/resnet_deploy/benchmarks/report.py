@@ -16,7 +16,7 @@ from resnet_deploy.benchmarks.compare import CompareResult, Row
 from resnet_deploy.benchmarks.latency import LatencyStats
 from resnet_deploy.benchmarks.parity import ParityMetrics
 from resnet_deploy.errors import UsageError
-from resnet_deploy.workspace import atomic_path, atomic_write_text
+from resnet_deploy.workspace import atomic_path, atomic_write_text, why_not_writable
 
 LATENCY_FIELDS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "images_per_s")
 PARITY_FIELDS = ("max_abs", "mean_abs", "rel_l2", "cosine", "min_cosine", "top1_agreement", "top5_overlap", "count")
@@ -423,7 +423,6 @@ def check_report_paths(paths: dict[str, Path | None]) -> None:
     """Before the run: every report can be written where asked (`{'--json': path, ...}`), so a typo does not
     cost the minutes of benchmarking before it. Only --json writes to stdout ('-'); two reports never share a
     file; the plot is a PNG and is named so."""
-    import os
 
     seen: dict[Path, str] = {}
     for option, path in paths.items():
@@ -441,13 +440,9 @@ def check_report_paths(paths: dict[str, Path | None]) -> None:
         seen[path.resolve()] = option
         if path.is_dir():
             raise UsageError(f"{option} {path} is a folder", f"give a file name, e.g. {option} {path / 'report'}")
-        existing = path.parent
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            raise UsageError(f"{option} {path}: {existing} is a file, not a folder", "pass a path inside a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise UsageError(f"{option} {path}: {existing} is not writable", "pass a writable path")
+        reason = why_not_writable(path.parent)
+        if reason:
+            raise UsageError(f"{option} {path}: {reason}", "pass a path in a writable folder")
 
 
 def write_reports(
