@@ -7,6 +7,7 @@ The tampered ONNX files are exports of modified copies of the trained model: two
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,8 +294,23 @@ def test_tolerance_file_changes_the_verdict(trained, workspace: Path, tampered, 
         '[artifact."perturbed.onnx"]\nmax_rel_l2 = 0.5\nmin_cosine = 0.9\nmin_top1_agreement = 0.8\n'
         '[artifact."perturbd.onnx"]\nmin_cosine = 0.1\n'  # a typo: said, not silently ignored
     )
-    res = _compare(trained, workspace, "--gate", "--tolerances", str(loose), "--artifact", str(tampered["perturbed"]))
+    out = tmp_path / "loose.json"
+    res = _compare(
+        trained,
+        workspace,
+        "--gate",
+        "--tolerances",
+        str(loose),
+        "--artifact",
+        str(tampered["perturbed"]),
+        "--json",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
+    # the artifact rule outranks the [fp32] defaults in compare's own rows too, so its table and JSON agree
+    # with the gate instead of marking the row failed while the gate passes it
+    (row,) = [r for r in json.loads(out.read_text())["rows"] if r["artifact_key"] == "file:perturbed.onnx"]
+    assert row["passed"] and row["violations"] == [], row["violations"]
     text = " ".join(res.output.split())
     assert '[artifact."perturbd.onnx"] matched no artifact of this run' in text, res.output
     assert '[artifact."perturbed.onnx"] matched no' not in text
