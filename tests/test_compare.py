@@ -362,6 +362,37 @@ def test_run_compare_in_process_and_degenerate_reference(trained, workspace) -> 
     assert degenerate_warning(healthy) is None
 
 
+def test_degenerate_reference_means_fewer_classes_than_a_third_of_what_the_images_could_show(trained) -> None:
+    """Random weights often answer two or three classes for a handful of photos, not one: that is still
+    flagged. The threshold is checked on the trained model's real logits, subsets of the held-out crops
+    picked so that they predict exactly k classes."""
+    from resnet_deploy.export.verify import reference_logits
+    from resnet_deploy.preprocess import load_folder
+
+    images = load_folder(trained.heldout_dir, trained.preprocess).tensors
+    logits = reference_logits(trained.model, images)
+    by_class: dict[int, list[int]] = {}
+    for i, c in enumerate(logits.argmax(1)):
+        by_class.setdefault(int(c), []).append(i)
+    common = sorted(by_class, key=lambda c: -len(by_class[c]))[:4]
+    assert len(by_class) >= 4 and len(by_class[common[-1]]) >= 6, {c: len(v) for c, v in by_class.items()}
+
+    def predicting(k: int, n: int) -> np.ndarray:
+        """n images whose reference predictions cover exactly k classes, round robin"""
+        classes = common[:k]
+        picked = [by_class[classes[j % k]][j // k] for j in range(n)]
+        return logits[picked]
+
+    # 11 images of an 11-class model could show 11 classes: 3 is under a third, 4 is not
+    three = degenerate_warning(predicting(3, 11), trained.num_classes)
+    assert three is not None and "3 distinct classes over 11 images" in three
+    assert degenerate_warning(predicting(4, 11), trained.num_classes) is None
+    # 6 images could show 6: exactly a third (2) passes, one class does not
+    assert degenerate_warning(predicting(2, 6), trained.num_classes) is None
+    assert "1 distinct class over 6 images" in degenerate_warning(predicting(1, 6), trained.num_classes)
+    assert degenerate_warning(logits, trained.num_classes) is None
+
+
 def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_path) -> None:
     from resnet_deploy.benchmarks.default_set import fit_range
 
