@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
-from resnet_deploy.workspace import Workspace
+import pytest
+
+from resnet_deploy.workspace import Workspace, atomic_path, atomic_write_text
 
 
 def _record(root: Path, key: str, payload: bytes) -> None:
@@ -50,3 +53,30 @@ def test_concurrent_processes_lose_no_entry(tmp_path: Path) -> None:
     artifacts = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())["artifacts"]
     assert len(artifacts) == 45
     assert not [p.name for p in (tmp_path / "resnet18").iterdir() if p.name.startswith(".")]  # no lock or temp files
+
+
+def test_a_failing_writer_leaves_the_old_file_whole_and_no_temp_file(tmp_path: Path) -> None:
+    """An export or report that fails halfway (or is interrupted) keeps the previous file as it was: the
+    manifest's hash of it stays valid, and no half-written artifact is ever picked up."""
+    ws = Workspace(tmp_path, "resnet18")
+    _record(tmp_path, "resnet18", b"the old artifact")
+    target = ws.path("resnet18.bin")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half of a new one")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"the old artifact"
+    assert Workspace(tmp_path, "resnet18").why_stale("resnet18", {"key": "resnet18"}) is None
+    assert sorted(p.name for p in ws.dir.iterdir()) == ["manifest.json", "resnet18.bin"]
+
+    # while a writer is busy the old file is still whole; it is replaced at once, with normal permissions
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"new")
+        assert tmp != target and tmp.suffix == ".bin" and target.read_bytes() == b"the old artifact"
+    assert target.read_bytes() == b"new"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    atomic_write_text(target, "text")
+    assert target.read_text() == "text"
+    assert sorted(p.name for p in ws.dir.iterdir()) == ["manifest.json", "resnet18.bin"]
