@@ -198,6 +198,11 @@ def test_nan_or_zero_logits_fail_the_cosine_bound_and_the_gate(trained, tmp_path
     reference = reference_logits(trained.model, images)
     honest = compare(reference, logits)
     assert honest.min_cosine > 0.9999 and honest.top1_agreement == 1.0 and honest.top5_overlap == 1.0
+    # relative L2 is measured against the reference's norm: logits blown up 10x are 900% off, not 90%
+    # (which would pass a rel L2 bound of 1), and a candidate that outputs zeros is 100% off, not infinitely
+    blown = compare(reference, logits * 10)
+    assert blown.rel_l2 == pytest.approx(9.0, rel=1e-4) and blown.cosine > 0.9999
+    assert compare(reference, np.zeros_like(logits)).rel_l2 == pytest.approx(1.0)
 
     overflowed = logits.copy()
     overflowed[3] = np.nan
@@ -212,6 +217,10 @@ def test_nan_or_zero_logits_fail_the_cosine_bound_and_the_gate(trained, tmp_path
     silent[5] = 0.0
     zero = compare(reference, silent)
     assert zero.min_cosine == 0.0 and zero.cosine < 0.9
+    # max abs is the worst single logit (the silent image's largest), mean abs the average over all of them
+    assert zero.max_abs == pytest.approx(np.abs(reference[5]).max(), rel=1e-5)
+    assert zero.mean_abs == pytest.approx(np.abs(silent - reference).mean(), rel=1e-6)
+    assert zero.mean_abs < zero.max_abs / 5
     assert compare(np.zeros((2, 11)), np.zeros((2, 11))).cosine == 1.0  # two zero vectors do agree
 
 
