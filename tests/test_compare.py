@@ -393,6 +393,28 @@ def test_degenerate_reference_means_fewer_classes_than_a_third_of_what_the_image
     assert degenerate_warning(logits, trained.num_classes) is None
 
 
+def test_a_fixed_batch_export_is_checked_at_its_own_batch(trained, tmp_path) -> None:
+    """An ONNX exported for a fixed batch of 2 (a common deployment export) is refused at batch 1 in one
+    line and, at batch 2, gets parity over every image, run two at a time as it is deployed (an odd image
+    count: the last pair padded), not a row that errors because parity ran it at batch 1."""
+    from resnet_deploy.pipeline import ModelOptions, Pipeline, ShapeRequest
+
+    ws = tmp_path / "batch2-ws"
+    opts = ModelOptions(trained.architecture, str(trained.checkpoint), resize=trained.resize, crop=trained.crop)
+    Pipeline(opts, ws, shapes=ShapeRequest(False, opt_shape="2x3x64x64")).onnx()
+    out = tmp_path / "b2.json"
+    args = [*trained.cli_args, "--workspace", ws, "--images", trained.heldout_dir, "--no-build", "--threads", "1"]
+    args += ["--iters", "2", "--warmup", "1", "--max-images", "31", "--runtimes", "onnxruntime-cpu"]
+    result = invoke([*args, "--batch", "1,2", "--json", out])
+    assert result.exit_code == 2, result.output  # the batch-1 row: a shape the file does not accept
+    rows = {r["batch"]: r for r in json.loads(out.read_text())["rows"]}
+    assert "only accepts 2x3x64x64" in rows[1]["error"] and "Traceback" not in result.output
+    at2 = rows[2]
+    assert at2["error"] is None and at2["passed"], at2
+    assert at2["parity"]["count"] == 31 and at2["parity"]["top1_agreement"] == 1.0
+    assert at2["parity"]["rel_l2"] < 1e-4 and at2["latency"]["batch"] == 2
+
+
 def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_path) -> None:
     from resnet_deploy.benchmarks.default_set import fit_range
 
