@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
 from resnet_deploy.benchmarks.parity import degenerate_warning
 from resnet_deploy.cli.bench import app
+from resnet_deploy.errors import UsageError
 from resnet_deploy.runtimes.base import runtimes_for
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -413,6 +414,20 @@ def test_a_fixed_batch_export_is_checked_at_its_own_batch(trained, tmp_path) -> 
     assert at2["error"] is None and at2["passed"], at2
     assert at2["parity"]["count"] == 31 and at2["parity"]["top1_agreement"] == 1.0
     assert at2["parity"]["rel_l2"] < 1e-4 and at2["latency"]["batch"] == 2
+
+
+def test_warmup_and_iters_out_of_range_are_refused_before_anything_runs(trained, tmp_path) -> None:
+    """--iters 0 would time nothing and --warmup -1 would quietly mean no warm-up: both are usage errors,
+    said before the model loads or anything is built."""
+    ws = tmp_path / "ws"
+    base = [*trained.cli_args, "--workspace", ws, "--images", trained.heldout_dir, "--max-images", "4", "--no-build"]
+    for bad in (["--iters", "0"], ["--iters", "-3"], ["--warmup", "-1"]):
+        result = invoke([*base, "--threads", "1", *bad])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "--iters must be >= 1 and --warmup >= 0" in " ".join(result.output.split()), result.output
+        assert "Traceback" not in result.output and not ws.exists()
+    with pytest.raises(UsageError, match="--warmup >= 0"):
+        run_compare(trained.pipeline(ws), CompareOptions(warmup=-1, build=False, progress=False))
 
 
 def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_path) -> None:
