@@ -167,9 +167,9 @@ class Pipeline:
         (so `onnx --crop 64` then `torchscript` or `compare` keep 64, as they keep the weights and the range),
         else the weights' own transforms. Other weights start again from their own transforms."""
         base = self.source.preprocess
-        same = ("architecture", "weights", "weights_sha256")
+        source = self.source.to_dict()
         recorded = self.ws.manifest.get("preprocess")
-        if recorded and all(previous.get(k) == self.source.to_dict()[k] for k in same):
+        if recorded and all(previous.get(k) == source[k] for k in ("architecture", "weights", "weights_sha256")):
             base = Preprocess.from_dict(recorded)
         chosen = Preprocess(
             options.resize or base.resize,
