@@ -118,7 +118,9 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return changed
 
 
-def _copy(obj: Any) -> Any:
+def as_json(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (tuples become lists, Paths strings): a deep copy that compares
+    equal to what a manifest or cache on disk holds."""
     return json.loads(json.dumps(obj, default=str))
 
 
@@ -147,7 +149,7 @@ class Workspace:
         self.dir = self.root / name
         self.manifest_path = self.dir / MANIFEST
         self.manifest: dict[str, Any] = self._load()
-        self._as_loaded = _copy(self.artifacts)  # what save() may refresh from disk: entries this run left alone
+        self._as_loaded = as_json(self.artifacts)  # what save() may refresh from disk: entries this run left alone
 
     def _load(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
@@ -173,7 +175,7 @@ class Workspace:
                     if key not in self.artifacts or self.artifacts[key] == self._as_loaded.get(key):
                         self.artifacts[key] = entry
             atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
-            self._as_loaded = _copy(self.artifacts)
+            self._as_loaded = as_json(self.artifacts)
 
     def path(self, filename: str) -> Path:
         return self.dir / filename
@@ -193,7 +195,7 @@ class Workspace:
         entry = self.artifacts.get(key)
         if not entry:
             return "not built yet"
-        old, new = entry.get("inputs") or {}, json.loads(json.dumps(fingerprint, default=str))
+        old, new = entry.get("inputs") or {}, as_json(fingerprint)
         if old != new:
             return f"changed: {', '.join(changed_keys(old, new))}"
         file = self.dir / entry["path"]
@@ -210,7 +212,7 @@ class Workspace:
             "path": rel.as_posix(),
             "sha256": sha256_file(self.dir / rel),
             "created": now(),
-            "inputs": json.loads(json.dumps(fingerprint, default=str)),
+            "inputs": as_json(fingerprint),
             **info,
         }
         self.artifacts[key] = entry

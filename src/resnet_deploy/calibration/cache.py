@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
-from resnet_deploy.workspace import atomic_write_text, changed_keys, now, sha256_json
+from resnet_deploy.workspace import as_json, atomic_write_text, changed_keys, now, sha256_json
 
 SCHEMA = 1
 
@@ -39,7 +39,7 @@ def _content_sha256(key: Any, ranges: Any) -> str:
 class CalibrationCache:
     def __init__(self, path: Path, key: dict[str, Any]) -> None:
         self.path = Path(path)
-        self.key = json.loads(json.dumps(key, default=str))
+        self.key = as_json(key)
 
     def load(self) -> CachedRanges | None:
         """The cached ranges if the file's key equals ours; None (and why) otherwise."""
