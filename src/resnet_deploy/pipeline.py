@@ -178,10 +178,7 @@ class Pipeline:
             options.std or base.std,
         )
         if base is not self.source.preprocess and chosen != self.source.preprocess:
-            console.info(
-                f"[dim]preprocessing as recorded here: resize {chosen.resize}, crop {chosen.crop}, "
-                f"mean {','.join(map(str, chosen.mean))}, std {','.join(map(str, chosen.std))}[/]"
-            )
+            console.info(f"[dim]preprocessing as recorded here: {chosen.describe()}[/]")
         return chosen
 
     def set_range(self, shape_range: ShapeRange) -> None:

@@ -53,6 +53,13 @@ class Preprocess:
     def from_dict(cls, d: dict) -> Preprocess:
         return cls(int(d["resize"]), int(d["crop"]), tuple(d["mean"]), tuple(d["std"]))  # type: ignore[arg-type]
 
+    def describe(self) -> str:
+        """One line for logs, in the CLI's terms: `resize 256, crop 224, mean 0.485,..., std 0.229,...`."""
+        return (
+            f"resize {self.resize}, crop {self.crop}, "
+            f"mean {','.join(map(str, self.mean))}, std {','.join(map(str, self.std))}"
+        )
+
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 

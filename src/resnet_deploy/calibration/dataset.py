@@ -43,7 +43,7 @@ def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None)
     skipped = f", skipped {len(images.skipped)} unreadable" if images.skipped else ""
     console.info(
         f"calibration set: {len(images)} images from {len(images.paths)} files in {escape(str(folder))}{skipped} "
-        f"(preprocessing: resize {pre.resize}, crop {pre.crop})"
+        f"(preprocessing: {pre.describe()})"
     )
     if len(images) < FEW_IMAGES:
         console.warn(
