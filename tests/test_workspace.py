@@ -80,3 +80,47 @@ def test_a_failing_writer_leaves_the_old_file_whole_and_no_temp_file(tmp_path: P
     atomic_write_text(target, "text")
     assert target.read_text() == "text"
     assert sorted(p.name for p in ws.dir.iterdir()) == ["manifest.json", "resnet18.bin"]
+
+
+def test_a_command_that_makes_nothing_leaves_no_folder(tmp_path: Path) -> None:
+    """A Ctrl-C or a failure before the first artifact leaves no empty `artifacts/<model>/` (nor the
+    workspace folder, when the command made it); a folder that holds something is kept."""
+    from resnet_deploy.pipeline import ModelOptions, Pipeline
+
+    root = tmp_path / "new" / "ws"
+    pipe = Pipeline(ModelOptions("resnet18"), root)
+    assert not (tmp_path / "new").exists()  # checking the workspace is writable created nothing
+
+    def interrupted(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipe.build("onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(), interrupted, lambda a: {})
+    assert not (tmp_path / "new").exists()
+
+    # the same failure in a folder with other things in it removes only what it made
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "keep.txt").write_text("x")
+    with pytest.raises(KeyboardInterrupt):
+        pipe.build("onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(), interrupted, lambda a: {})
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["keep.txt"]
+
+
+def test_the_recorded_hash_is_of_the_file_this_command_wrote(tmp_path: Path) -> None:
+    """Two commands building the same artifact at once: each records the hash of its own file, so if the
+    other's file replaced it in between, the entry reads as modified and is rebuilt, never trusted."""
+    from resnet_deploy.workspace import sha256_file
+
+    ws = Workspace(tmp_path, "resnet18")
+    target = ws.path("model.bin")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"ours")
+        ours = sha256_file(tmp)
+    target.write_bytes(b"theirs, moved in after ours")
+    ws.record("model", target, {"key": "model"}, ours, format="test")
+    assert ws.artifacts["model"]["sha256"] == ours
+    assert (
+        Workspace(tmp_path, "resnet18").why_stale("model", {"key": "model"})
+        == "model.bin was modified since it was built"
+    )

@@ -20,7 +20,7 @@ from resnet_deploy.models import load_model
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.runtimes.base import Artifact
 from resnet_deploy.shapes import ShapeRange, make_range
-from resnet_deploy.workspace import Workspace, atomic_path, check_writable, sha256_json
+from resnet_deploy.workspace import Workspace, atomic_path, check_writable, sha256_file, sha256_json
 
 DEFAULT_MODEL = "resnet50"
 DEFAULT_WORKSPACE = Path("artifacts")
@@ -241,10 +241,12 @@ class Pipeline:
             with console.step(f"export {key} -> {target}"):
                 write(tmp)
             details = check(Artifact(fmt, tmp, precision, self.shape_range, key))
+            sha256 = sha256_file(tmp)
         self.ws.record(
             key,
             target,
             fingerprint,
+            sha256,
             format=fmt,
             precision=precision,
             model_sha256=self.model_hash(),

@@ -42,18 +42,44 @@ def atomic_path(path: Path) -> Iterator[Path]:
     An interrupted or failing writer therefore leaves either the old file or nothing, never half a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the real suffix last: some writers and readers go by it (torch.export warns unless ".pt2")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    created = _make_parents(path.parent)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
-        os.replace(tmp_path, path)
+        # keep the real suffix last: some writers and readers go by it (torch.export warns unless ".pt2")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
+            os.replace(tmp_path, path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
     except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        _remove_empty(created)
         raise
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return the ones made, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Undo `_make_parents` after a failure (a Ctrl-C before the first artifact, a failed export), so a
+    command that made nothing leaves no empty `artifacts/<model>/` behind. A folder something else has
+    written into since is kept."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _umask() -> int:
@@ -90,9 +116,11 @@ def check_writable(folder: Path) -> None:
     reason = why_not_writable(folder)
     if reason:
         raise UsageError(f"workspace {folder}: {reason}", "pass another --workspace DIR")
+    existing = folder
+    while not existing.exists():  # probe where the folder will be made: nothing is created before it is needed
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -205,12 +233,16 @@ class Workspace:
             return f"{file.name} was modified since it was built"
         return None
 
-    def record(self, key: str, file: Path, fingerprint: dict[str, Any], **info: Any) -> dict[str, Any]:
+    def record(
+        self, key: str, file: Path, fingerprint: dict[str, Any], sha256: str | None = None, **info: Any
+    ) -> dict[str, Any]:
+        """`sha256`: the hash of the file this command wrote, taken before it was moved into place; hashing
+        the path now could read another command's file, had one replaced it since."""
         file = Path(file)
         rel = file.relative_to(self.dir) if file.is_absolute() else file
         entry = {
             "path": rel.as_posix(),
-            "sha256": sha256_file(self.dir / rel),
+            "sha256": sha256 or sha256_file(self.dir / rel),
             "created": now(),
             "inputs": as_json(fingerprint),
             **info,

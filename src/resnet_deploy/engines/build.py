@@ -179,11 +179,12 @@ def engine_from_onnx(
         with console.step(f"build {actual.upper()} TensorRT engine -> {engine_file}"):
             built = build_engine(onnx_path, tmp, profile, actual, workspace_size, cache)
         _smoke_test(tmp, actual, profile, device, env)
+        sha256 = sha256_file(tmp)
     info = {
         "format": "engine",
         "path": engine_file.name,
         "precision": actual,
-        "sha256": sha256_file(engine_file),
+        "sha256": sha256,
         "created": now(),
         "source_onnx": str(onnx_path.resolve()),
         "source_onnx_sha256": sha256_file(onnx_path),
