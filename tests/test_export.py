@@ -218,6 +218,21 @@ def test_recorded_preprocessing_is_kept_for_the_same_weights_only(tmp_path):
     assert (other.preprocess.resize, other.preprocess.crop) == (256, 224)  # other weights: their own transforms
 
 
+def test_a_crop_that_conflicts_with_a_recorded_or_default_resize_names_where_it_came_from(tmp_path):
+    from resnet_deploy.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--crop 300 is larger than the resize 256 of these weights") as info:
+        Pipeline(ModelOptions("resnet18", crop=300), tmp_path)
+    assert "--resize 342" in info.value.hint
+    Pipeline(ModelOptions("resnet18", resize=72, crop=64), tmp_path).ws.save()
+    with pytest.raises(UsageError, match=r"--crop 96 is larger than the resize 72 recorded in this workspace"):
+        Pipeline(ModelOptions("resnet18", crop=96), tmp_path)
+    with pytest.raises(UsageError, match=r"--resize 60 is smaller than the crop 64 recorded in this workspace"):
+        Pipeline(ModelOptions("resnet18", resize=60), tmp_path)
+    with pytest.raises(UsageError, match=r"--crop 96 is larger than --resize 80"):  # both typed: as before
+        Pipeline(ModelOptions("resnet18", resize=80, crop=96), tmp_path)
+
+
 def test_a_command_that_builds_nothing_leaves_the_manifest_alone(tmp_path):
     from resnet_deploy.pipeline import ShapeRequest
 

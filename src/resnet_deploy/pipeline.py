@@ -15,7 +15,7 @@ from typing import Any
 from rich.markup import escape
 
 from resnet_deploy import console
-from resnet_deploy.errors import DeployError
+from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.models import load_model
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.runtimes.base import Artifact
@@ -171,12 +171,18 @@ class Pipeline:
         recorded = self.ws.manifest.get("preprocess")
         if recorded and all(previous.get(k) == source[k] for k in ("architecture", "weights", "weights_sha256")):
             base = Preprocess.from_dict(recorded)
-        chosen = Preprocess(
-            options.resize or base.resize,
-            options.crop or base.crop,
-            options.mean or base.mean,
-            options.std or base.std,
-        )
+        resize, crop = options.resize or base.resize, options.crop or base.crop
+        if crop > resize and not (options.resize and options.crop):  # one of them came from the record or weights
+            origin = "recorded in this workspace" if base is not self.source.preprocess else "of these weights"
+            if options.crop:
+                raise UsageError(
+                    f"--crop {crop} is larger than the resize {resize} {origin}",
+                    f"add --resize (at least {crop}; ImageNet's ratio gives --resize {crop * 256 // 224})",
+                )
+            raise UsageError(
+                f"--resize {resize} is smaller than the crop {crop} {origin}", f"add --crop (at most {resize})"
+            )
+        chosen = Preprocess(resize, crop, options.mean or base.mean, options.std or base.std)
         if base is not self.source.preprocess and chosen != self.source.preprocess:
             console.info(f"[dim]preprocessing as recorded here: {chosen.describe()}[/]")
         return chosen
