@@ -47,6 +47,8 @@ def _finetuned(tmp_path, wrap):
         lambda sd: {f"module._orig_mod.{k}": v for k, v in sd.items()},  # DataParallel(torch.compile(model))
         lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},  # torch.compile(model)
         lambda sd: {"model_state_dict": {f"module._orig_mod.{k}": v for k, v in sd.items()}},
+        lambda sd: {"module": sd, "optimizer": None, "global_steps": 10},  # DeepSpeed's model_states.pt
+        lambda sd: {"model": {"module": sd}, "epoch": 1},  # a trainer's dict around a wrapper's state
     ],
     ids=[
         "plain",
@@ -57,6 +59,8 @@ def _finetuned(tmp_path, wrap):
         "dataparallel-compiled",
         "torch.compile",
         "nested-dataparallel-compiled",
+        "deepspeed",
+        "model-module",
     ],
 )
 def test_checkpoint_formats_and_num_classes_from_fc(tmp_path, wrap):

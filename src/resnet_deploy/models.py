@@ -32,7 +32,7 @@ ARCHITECTURES = (
     "wide_resnet101_2",
 )
 TORCHVISION_WEIGHTS = ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
-CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "module")  # module: DeepSpeed
 EMA_KEYS = ("state_dict_ema", "model_ema")  # timm's exponential-moving-average copies
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 
@@ -259,19 +259,24 @@ def extract_state_dict(obj: Any, notes: list[str] | None = None) -> dict[str, An
 
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
-    if isinstance(obj, Mapping):
+    where = "checkpoint"
+    for _ in range(3):  # {'model': {'module': sd}}: a wrapper's state saved inside a trainer's dict
+        if not isinstance(obj, Mapping):
+            break
         found = [k for k in (*CHECKPOINT_KEYS, *EMA_KEYS) if isinstance(obj.get(k), Mapping | torch.nn.Module)]
-        if found:
-            inner = obj[found[0]]
-            obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
-            ema = [k for k in found if k in EMA_KEYS]
-            if notes is not None and found[0] in EMA_KEYS:
-                notes.append(f"using the EMA weights in '{found[0]}' (the checkpoint has no other weights)")
-            elif notes is not None and ema:
-                notes.append(
-                    f"using '{found[0]}'; the checkpoint also holds EMA weights in '{ema[0]}', not used "
-                    f"(to export those, torch.save(checkpoint['{ema[0]}'], 'ema.pt') and pass that file)"
-                )
+        if not found:
+            break
+        inner = obj[found[0]]
+        obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
+        ema = [k for k in found if k in EMA_KEYS]
+        if notes is not None and found[0] in EMA_KEYS:
+            notes.append(f"using the EMA weights in '{found[0]}' (the checkpoint has no other weights)")
+        elif notes is not None and ema:
+            notes.append(
+                f"using '{found[0]}'; the checkpoint also holds EMA weights in '{ema[0]}', not used "
+                f"(to export those, torch.save({where}['{ema[0]}'], 'ema.pt') and pass that file)"
+            )
+        where += f"['{found[0]}']"
     if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UsageError(
             "the checkpoint holds no state_dict",
