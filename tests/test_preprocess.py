@@ -82,3 +82,21 @@ def test_preprocess_is_torchvisions_eval_transform_on_real_photos(resize, crop, 
             want = reference(im).numpy()
             assert ours.shape == want.shape == (3, crop, crop), name
             np.testing.assert_allclose(ours, want, atol=1e-5, err_msg=name)
+
+
+def test_a_large_photo_is_read_without_a_warning_and_a_bomb_is_skipped_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow warns above MAX_IMAGE_PIXELS (89 MP) and refuses above twice that; the limit is lowered here
+    so the same paths run on small images."""
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)
+    Image.fromarray(np.uint8(_gradient(110, 120) * 255), "L").save(tmp_path / "large.png")  # 1.3x the limit
+    Image.fromarray(np.uint8(_gradient(150, 150) * 255), "L").save(tmp_path / "bomb.png")  # 2.25x
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_folder(tmp_path, PRE)
+    assert [p.name for p in loaded.paths] == ["large.png"]
+    [(path, reason)] = loaded.skipped
+    assert path.name == "bomb.png" and reason.startswith("DecompressionBombError: Image size (22500 pixels)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,9 +167,13 @@ def load_file(path: Path, pre: Preprocess) -> np.ndarray:
     else:
         from PIL import Image
 
-        with Image.open(path) as img:
-            img.load()
-            return pre(img)[None]
+        with warnings.catch_warnings():
+            # a large photo the user chose (> 89 MP) is read without a raw warning line; one past Pillow's
+            # hard limit (2x that) raises DecompressionBombError and is skipped with that reason
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return pre(img)[None]
     out = []
     for a in arrays:
         a = np.asarray(a, dtype=np.float32)
