@@ -15,6 +15,12 @@ from typing import Any
 from rich.markup import escape
 
 from resnet_deploy import console
+from resnet_deploy.checkpoints import (
+    extract_state_dict,
+    read_checkpoint,
+    strip_attribute_prefix,
+    strip_wrapper_prefixes,
+)
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.workspace import sha256_file
@@ -32,9 +38,6 @@ ARCHITECTURES = (
     "wide_resnet101_2",
 )
 TORCHVISION_WEIGHTS = ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
-CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "module")  # module: DeepSpeed
-EMA_KEYS = ("state_dict_ema", "model_ema")  # timm's exponential-moving-average copies
-STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
 @dataclass
@@ -139,190 +142,11 @@ def _torchvision_pretrained(arch: str, name: str, num_classes: int | None) -> tu
     return model, source
 
 
-def _read_checkpoint(path: Path, trust: bool) -> Any:
-    import pickle
-    import re
-
-    import torch
-
-    if not path.exists():
-        raise UsageError(
-            f"weights file {path} does not exist", "pass an existing file, 'none', or a torchvision weights name"
-        )
-    if path.is_dir():
-        raise UsageError(f"weights path {path} is a folder", "pass the checkpoint file inside it")
-    if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(path):
-        return read_safetensors(path)
-    if not _looks_like_torch_save(path):
-        raise UsageError(
-            f"cannot read weights file {path}: it is not a torch.save() file (empty, truncated or another format)",
-            "check the file",
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as exc:
-        if not trust and "weights_only" in str(exc):
-            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            what = found.group(1) if found else "for example a whole nn.Module"
-            raise UsageError(
-                f"{path.name} holds pickled Python objects ({what}), not just tensors",
-                "save model.state_dict() instead, or pass --trust-checkpoint if you trust where the file came from",
-            ) from None
-        raise UsageError(f"cannot read weights file {path}: it is not a PyTorch checkpoint", "check the file") from None
-    except Exception as exc:
-        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise UsageError(
-            f"cannot read weights file {path}: {msg}", "check that it is a complete torch.save() file"
-        ) from None
-
-
-_SAFETENSORS_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-
-
-def read_safetensors(path: Path) -> dict[str, Any]:
-    """A `.safetensors` file as a state_dict, read here (the format is an 8-byte header length, a JSON
-    header, then raw little-endian tensors), so it loads without the safetensors package and without
-    unpickling anything."""
-    import json
-    import math
-
-    import torch
-
-    def bad(why: str) -> UsageError:
-        return UsageError(
-            f"cannot read weights file {path}: not a complete .safetensors file ({why})", "check the file"
-        )
-
-    data = bytearray(path.read_bytes())
-    if len(data) < 8:
-        raise bad("shorter than its header")
-    size = int.from_bytes(data[:8], "little")
-    if size > len(data) - 8:
-        raise bad("truncated header")
-    try:
-        header = json.loads(data[8 : 8 + size])
-    except ValueError:
-        raise bad("its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise bad("its header is not a table of tensors")
-    header.pop("__metadata__", None)
-    start_of_data, available = 8 + size, len(data) - 8 - size
-    out: dict[str, Any] = {}
-    for name, info in header.items():
-        try:
-            dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
-            shape = [int(d) for d in info["shape"]]
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise bad(f"tensor {name} has an unreadable entry or a dtype this reader does not know") from None
-        count = math.prod(shape)
-        if not 0 <= begin <= end <= available or end - begin != count * dtype.itemsize:
-            raise bad(f"tensor {name} lies outside the file (truncated?)")
-        flat = torch.frombuffer(data, dtype=dtype, count=count, offset=start_of_data + begin) if count else None
-        out[name] = flat.reshape(shape).clone() if flat is not None else torch.empty(shape, dtype=dtype)
-    return out
-
-
-def _looks_like_safetensors(path: Path) -> bool:
-    """A header length that fits the file, then the JSON header's opening brace."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
-
-
-def _looks_like_torch_save(path: Path) -> bool:
-    """torch.save writes a zip archive (or, in the legacy format, a pickle starting with 0x80)."""
-    import zipfile
-
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, "rb") as f:
-        return f.read(1) == b"\x80"
-
-
-def extract_state_dict(obj: Any, notes: list[str] | None = None) -> dict[str, Any]:
-    """The model's tensors from what a training framework saved: a plain state_dict, a dict holding one
-    ({'model_state_dict'|'state_dict'|'model': ...}, timm's EMA copies), wrapper prefixes (DataParallel,
-    torch.compile) removed. What was chosen among several is appended to `notes`, to be said."""
-    import torch
-
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.state_dict()
-    where = "checkpoint"
-    for _ in range(3):  # {'model': {'module': sd}}: a wrapper's state saved inside a trainer's dict
-        if not isinstance(obj, Mapping):
-            break
-        found = [k for k in (*CHECKPOINT_KEYS, *EMA_KEYS) if isinstance(obj.get(k), Mapping | torch.nn.Module)]
-        if not found:
-            break
-        inner = obj[found[0]]
-        obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
-        ema = [k for k in found if k in EMA_KEYS]
-        if notes is not None and found[0] in EMA_KEYS:
-            notes.append(f"using the EMA weights in '{found[0]}' (the checkpoint has no other weights)")
-        elif notes is not None and ema:
-            notes.append(
-                f"using '{found[0]}'; the checkpoint also holds EMA weights in '{ema[0]}', not used "
-                f"(to export those, torch.save({where}['{ema[0]}'], 'ema.pt') and pass that file)"
-            )
-        where += f"['{found[0]}']"
-    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UsageError(
-            "the checkpoint holds no state_dict",
-            "save model.state_dict(), or a dict with 'model_state_dict', 'state_dict' or 'state_dict_ema'",
-        )
-    return {strip_wrapper_prefixes(k): v for k, v in obj.items()}
-
-
-def strip_attribute_prefix(state: dict[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
-    """A LightningModule saves its network under the attribute it lives in (`model.conv1.weight`,
-    `net.fc.bias`), beside whatever else it holds (a loss's weights). Keep the one ResNet found: the
-    prefix under which both `conv1.weight` and `fc.weight` are. Several such networks is an error."""
-    keys = set(state)
-    prefixes = sorted(k[: -len("conv1.weight")] for k in keys if k.endswith("conv1.weight"))
-    prefixes = [p for p in prefixes if (p == "" or p.endswith(".")) and f"{p}fc.weight" in keys]
-    if not prefixes or "" in prefixes:
-        return state
-    if len(prefixes) > 1:
-        quoted = ", ".join(f"'{p}'" for p in prefixes)
-        raise UsageError(
-            f"the checkpoint holds {len(prefixes)} networks (under {quoted}): which one to export is unclear",
-            "save the one you want as a plain state_dict, its keys without the prefix",
-        )
-    prefix = prefixes[0]
-    kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if notes is not None:
-        others = [k for k in state if not k.startswith(prefix)]
-        ignored = f"; ignored {len(others)} other key(s): {', '.join(others[:3])}" if others else ""
-        notes.append(f"using the {len(kept)} tensors under '{prefix}'{ignored}")
-    return kept
-
-
-def strip_wrapper_prefixes(key: str) -> str:
-    """`module._orig_mod.conv1.weight` and `_orig_mod.module.conv1.weight` alike -> `conv1.weight`."""
-    while True:
-        prefix = next((p for p in STRIP_PREFIXES if key.startswith(p)), None)
-        if prefix is None:
-            return key
-        key = key[len(prefix) :]
-
-
 def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool) -> tuple[Any, ModelSource]:
     import torch
     import torchvision
 
-    obj = _read_checkpoint(path, trust)
+    obj = read_checkpoint(path, trust)
     sha = sha256_file(path)
     if trust and isinstance(obj, torch.nn.Module):
         return _trusted_module(arch, obj, path, sha, num_classes)
