@@ -53,6 +53,26 @@ def cuda_math(tf32: bool = False, benchmark: bool = True) -> Iterator[None]:
         cudnn.benchmark = saved_benchmark
 
 
+#: how TorchScript's interpreter starts every error it passes on; the error itself is the last line
+_TORCHSCRIPT_BANNER = "The following operation failed in the TorchScript interpreter"
+
+
+def error_cause(exc: BaseException, limit: int = 200) -> str:
+    """The line of `exc`'s message that says what went wrong: the first, except for TorchScript.
+
+    TorchScript's interpreter wraps any error raised inside a scripted or traced module (a shape
+    mismatch, CUDA out of memory, a GPU fuser that fails to compile) as "The following operation failed
+    in the TorchScript interpreter.", then a traceback of the scripted code, then the original error
+    ("RuntimeError: addmm: mat1 and mat2 shapes cannot be multiplied ...") as its last line.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith(_TORCHSCRIPT_BANNER):
+        return lines[-1][:limit]
+    return lines[0][:limit]
+
+
 class _TorchRuntime(Runtime):
     """Shared run/run_device for modules that take and return torch tensors."""
 
@@ -91,9 +111,12 @@ class _TorchRuntime(Runtime):
                     with cuda_math(self.tf32):
                         out = self.module(x)
             except Exception as exc:
+                cause = error_cause(exc)
                 raise UsageError(
-                    f"{self.describe()} rejected input {tuple(batch.shape)}: {str(exc).splitlines()[0][:200]}",
-                    "re-export with --dynamic to accept other shapes",
+                    f"{self.describe()} rejected input {tuple(batch.shape)}: {cause}",
+                    "the batch does not fit in the GPU's memory: use a smaller --batch"
+                    if "out of memory" in cause.lower()
+                    else "re-export with --dynamic to accept other shapes",
                 ) from None
         return out.float()
 

@@ -1,0 +1,76 @@
+"""What a runtime says when a model or a session fails: the cause, not a wrapper's banner.
+
+These paths matter most on a GPU (a TorchScript fuser or a CUDA provider that fails there and not
+here), but what decides the message is plain Python and runs here on real TorchScript and ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from resnet_deploy.errors import UsageError
+from resnet_deploy.runtimes.base import Artifact
+from resnet_deploy.runtimes.torch import TorchScriptRuntime, error_cause
+
+
+class _Flat(torch.nn.Module):
+    """A classifier whose head takes exactly 3x2x2 inputs, like old ResNets' fixed-size pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(x, 1))
+
+
+def _traced(tmp_path):
+    path = tmp_path / "flat.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(_Flat().eval(), torch.randn(1, 3, 2, 2)).save(str(path))
+    return path
+
+
+def test_torchscript_failure_names_its_cause_not_the_interpreter_banner(tmp_path) -> None:
+    runtime = TorchScriptRuntime(Artifact("torchscript", _traced(tmp_path), "fp32"))
+    assert runtime.run(np.ones((2, 3, 2, 2), np.float32)).shape == (2, 4)
+    with pytest.raises(UsageError) as err:
+        runtime.run(np.ones((1, 3, 4, 4), np.float32))
+    message = str(err.value)
+    assert "cannot be multiplied" in message and "1x48" in message, message
+    assert "TorchScript interpreter" not in message
+    assert "--dynamic" in err.value.hint
+
+
+def test_error_cause_takes_torchscripts_last_line_and_anything_elses_first(tmp_path) -> None:
+    module = torch.jit.load(str(_traced(tmp_path)))
+    with pytest.raises(RuntimeError) as err:
+        module(torch.ones(1, 3, 4, 4))
+    assert str(err.value).startswith("The following operation failed in the TorchScript interpreter")
+    assert error_cause(err.value).startswith("RuntimeError: ") and "cannot be multiplied" in error_cause(err.value)
+    assert error_cause(ValueError("first line\nsecond line")) == "first line"
+    assert error_cause(RuntimeError("")) == "RuntimeError"
+
+
+class _OutOfMemory(torch.nn.Module):
+    """Raises what the CUDA caching allocator raises when a batch does not fit (the text is what matters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x.flatten(1)
+
+
+def test_out_of_memory_asks_for_a_smaller_batch_not_a_re_export(tmp_path) -> None:
+    path = tmp_path / "oom.ts"
+    torch.jit.script(_OutOfMemory()).save(str(path))
+    runtime = TorchScriptRuntime(Artifact("torchscript", path, "fp32"))
+    with pytest.raises(UsageError) as err:
+        runtime.run(np.ones((4, 3, 2, 2), np.float32))
+    assert "CUDA out of memory" in err.value.message
+    assert "smaller --batch" in err.value.hint and "--dynamic" not in err.value.hint
