@@ -74,3 +74,72 @@ def test_out_of_memory_asks_for_a_smaller_batch_not_a_re_export(tmp_path) -> Non
         runtime.run(np.ones((4, 3, 2, 2), np.float32))
     assert "CUDA out of memory" in err.value.message
     assert "smaller --batch" in err.value.hint and "--dynamic" not in err.value.hint
+
+
+# -- ONNX Runtime: a provider that did not start, or nodes it leaves to the CPU -------------------------
+
+
+def _two_node_onnx(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["a"], name="abs0"), helper.make_node("Neg", ["a"], ["y"], name="neg0")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "two.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10  # what ONNX Runtime 1.2x-1.3x reads (onnx's own default may be newer)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_cuda_provider_that_cannot_start_is_a_missing_dependency_not_a_refused_node(tmp_path) -> None:
+    """With CPU fallback disabled, ONNX Runtime reports a CUDA provider whose libraries did not load (so
+    every node went to the CPU) exactly as it reports one node it cannot run. This ONNX Runtime cannot
+    start the CUDA provider (a CPU-only build, or no GPU), which is the first case."""
+    import onnxruntime as ort
+
+    from resnet_deploy.errors import MissingDependencyError
+    from resnet_deploy.runtimes.onnxruntime import open_session
+
+    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        pytest.skip("the CUDA provider can start here")
+    with pytest.raises(MissingDependencyError, match=r"could not start CUDAExecutionProvider for two\.onnx"):
+        open_session(str(_two_node_onnx(tmp_path)), "CUDAExecutionProvider", "cuda:0", None, "two.onnx")
+
+
+def test_node_placements_read_from_onnxruntimes_own_verbose_log(tmp_path) -> None:
+    import onnxruntime as ort
+
+    from resnet_deploy.runtimes.onnxruntime import _captured_stderr, _session_options, node_placements
+
+    with _captured_stderr() as log:
+        ort.InferenceSession(
+            str(_two_node_onnx(tmp_path)), _session_options(ort, None, 0), providers=["CPUExecutionProvider"]
+        )
+    assert node_placements(log.text) == {"CPUExecutionProvider": (2, [])}, log.text[-2000:]
+
+
+def test_node_placements_name_the_nodes_of_each_provider() -> None:
+    """The per-provider form ONNX Runtime logs when the graph is split (session_state.cc)."""
+    from resnet_deploy.runtimes.onnxruntime import node_placements
+
+    prefix = "2026-11-22 11:41:39.201500048 [V:onnxruntime:, session_state.cc:1585 VerifyEachNodeIsAssignedToAnEp] "
+    log = "\n".join(
+        [
+            prefix + "Node placements",
+            prefix + " Node(s) placed on [CPUExecutionProvider]. Number of nodes: 2",
+            prefix + "  ReduceMean (node_mean)",
+            prefix + "  DequantizeLinear (fc.weight_DequantizeLinear)",
+            prefix + " Node(s) placed on [CUDAExecutionProvider]. Number of nodes: 1",
+            prefix + "  Conv (node_conv1)",
+            "2026-11-22 11:41:39.201667800 [V:onnxruntime:, session_state.cc:193 CreateGraphInfo] SaveMLValueNameIndexMapping",
+        ]
+    )
+    assert node_placements(log) == {
+        "CPUExecutionProvider": (2, ["ReduceMean (node_mean)", "DequantizeLinear (fc.weight_DequantizeLinear)"]),
+        "CUDAExecutionProvider": (1, ["Conv (node_conv1)"]),
+    }

@@ -6,6 +6,12 @@ ONNX Runtime quietly falls back to the CPU when a provider fails to load; a benc
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -97,6 +103,16 @@ def session_device(name: str, device: str) -> str:
     return "cuda:0" if device == "cpu" else device_name(device)
 
 
+def _session_options(ort: Any, threads: int | None, log_level: int = 3) -> Any:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = log_level
+    return opts
+
+
 def open_session(source: str | bytes, provider: str, device: str, threads: int | None, label: str) -> Any:
     """An InferenceSession on exactly `provider`, or a clear error: the one place sessions are made.
 
@@ -106,12 +122,7 @@ def open_session(source: str | bytes, provider: str, device: str, threads: int |
     """
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts = _session_options(ort, threads)
     providers: list[Any] = [provider]
     if provider != "CPUExecutionProvider":
         import torch  # noqa: F401  loads the CUDA and cuDNN libraries (the nvidia-* wheels) the provider links to
@@ -128,15 +139,104 @@ def open_session(source: str | bytes, provider: str, device: str, threads: int |
     except Exception as exc:
         text = str(exc).splitlines()[0][:200]
         if "fallback" in text.lower():
-            raise UsageError(
-                f"ONNX Runtime's {provider} cannot run every node of {label}: {text}",
-                "run it with --device cpu, or on TensorRT",
-            ) from None
+            # Either the provider did not start at all (its libraries did not load: every node fell to
+            # the CPU) or it refused some nodes. ONNX Runtime's error says neither, so ask it again with
+            # the CPU allowed and its node placement logged.
+            raise _fallback_error(ort, source, provider, providers, threads, label, text) from None
         raise UsageError(f"ONNX Runtime cannot load {label}: {text}") from None
     if provider not in session.get_providers():
-        raise MissingDependencyError(
-            f"ONNX Runtime could not start {provider} for {label} (session has {session.get_providers()})",
-            "onnxruntime-gpu must be built for the CUDA major version torch uses "
-            "(python -c 'import onnxruntime.capi.build_and_package_info as i; print(i.cuda_version)')",
-        )
+        raise _not_started(provider, label, session.get_providers())
     return session
+
+
+def _not_started(provider: str, label: str, started: list[str], why: str | None = None) -> MissingDependencyError:
+    return MissingDependencyError(
+        f"ONNX Runtime could not start {provider} for {label} (session has {started})" + (f": {why}" if why else ""),
+        "onnxruntime-gpu must be built for the CUDA major version torch uses "
+        "(python -c 'import onnxruntime.capi.build_and_package_info as i; print(i.cuda_version)')",
+    )
+
+
+def _fallback_error(
+    ort: Any, source: str | bytes, provider: str, providers: list[Any], threads: int | None, label: str, text: str
+) -> Exception:
+    """The error for a session refused because nodes would run on the CPU: which provider, which nodes."""
+    try:
+        with _captured_stderr() as log:
+            probe = ort.InferenceSession(source, sess_options=_session_options(ort, threads, 0), providers=providers)
+        started = probe.get_providers()
+        del probe
+    except Exception:
+        return UsageError(f"ONNX Runtime's {provider} cannot run every node of {label}: {text}")
+    if provider not in started:
+        return _not_started(provider, label, started, _load_failure(log.text))
+    on_cpu = node_placements(log.text).get("CPUExecutionProvider")
+    if on_cpu and on_cpu[1]:
+        shown = ", ".join(on_cpu[1][:8]) + (f" and {on_cpu[0] - 8} more" if on_cpu[0] > 8 else "")
+        text = f"{on_cpu[0]} node(s) would run on the CPU: {shown}"
+    return UsageError(
+        f"ONNX Runtime's {provider} cannot run every node of {label}: {text}",
+        "run it with --device cpu, or on TensorRT",
+    )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PLACED = re.compile(r"\s*(?:All nodes|Node\(s\)) placed on \[([^\]]+)\]\. Number of nodes: (\d+)")
+_NODE = re.compile(r"\s+(\S+ \(.*\))\s*$")
+
+
+def node_placements(log: str) -> dict[str, tuple[int, list[str]]]:
+    """provider -> (node count, ["OpType (node name)", ...]) from ONNX Runtime's verbose session log.
+
+    ONNX Runtime (session_state.cc, VerifyEachNodeIsAssignedToAnEp) logs " All nodes placed on [P].
+    Number of nodes: N" when one provider takes the whole graph (no names), else per provider " Node(s)
+    placed on [P]. Number of nodes: N" followed by one "  OpType (name)" line per node.
+    """
+    out: dict[str, tuple[int, list[str]]] = {}
+    current: str | None = None
+    for raw in log.splitlines():
+        line = _ANSI.sub("", raw)
+        marker = line.find("VerifyEachNodeIsAssignedToAnEp] ")
+        if marker < 0:
+            current = None
+            continue
+        message = line[marker + len("VerifyEachNodeIsAssignedToAnEp] ") :]
+        head = _PLACED.match(message)
+        if head:
+            current = head.group(1)
+            out[current] = (int(head.group(2)), [])
+        elif current and (node := _NODE.match(message)):
+            out[current][1].append(node.group(1))
+    return out
+
+
+def _load_failure(log: str) -> str | None:
+    """ONNX Runtime's own line saying why a provider did not start, e.g. "Failed to load library
+    libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file"."""
+    for raw in log.splitlines():
+        line = _ANSI.sub("", raw).strip()
+        if ("[E:" in line or "[W:" in line) and "Failed to" in line:
+            return line[line.index("Failed to") :][:300]
+    return None
+
+
+class _Captured:
+    text = ""
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[_Captured]:
+    """What is written to file descriptor 2 inside the block (ONNX Runtime logs there from C++)."""
+    captured = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.text = tmp.read().decode("utf-8", "replace")
