@@ -108,6 +108,10 @@ def test_cuda_runtime_matches_the_cpu_reference(gpu_setup, key, name, options) -
         on_device = runtime.run_device(x)
         assert on_device.is_cuda and on_device.dtype == torch.float32
         assert _rel_l2(on_device.cpu().numpy(), runtime.run(images[:4])) < 1e-3
+        # any float CUDA tensor in any memory order is converted, never bound by pointer as something else
+        # (garbage would be rel L2 ~1; half-rounded inputs move INT8 logits by a quantization step at most)
+        other = x.half().contiguous(memory_format=torch.channels_last)
+        assert _rel_l2(runtime.run_device(other).cpu().numpy(), on_device.cpu().numpy()) < 0.1
     finally:
         runtime.close()
 

@@ -75,9 +75,11 @@ class OnnxRuntime(Runtime):
         if self.device == "cpu" or not batch.is_cuda:
             return super().run_device(batch)
         self.check_input(batch)
-        batch = batch.contiguous()
+        # bound by pointer as float32 NCHW on the session's GPU, so converted to exactly that first (a no-op
+        # when it is so): a half tensor bound as float32 would be read as the wrong bytes, twice as many
+        batch = batch.to(device=self.device, dtype=torch.float32).contiguous()
         binding = self.session.io_binding()
-        dev_id = batch.device.index or 0
+        dev_id = device_index(self.device)
         binding.bind_input(self.input_name, "cuda", dev_id, np.float32, list(batch.shape), batch.data_ptr())
         if self.num_classes is None:
             # a class dimension the graph leaves symbolic: ONNX Runtime allocates the output, and reading
