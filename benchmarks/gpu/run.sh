@@ -26,6 +26,15 @@ WARMUP=${WARMUP:-10}
 DEVICE=${DEVICE:-cuda}          # DEVICE=cpu BATCHES=1,2 ITERS=2 WARMUP=1: a dry run of the phases anywhere
 BATCHES=${BATCHES:-1,8,64,256}
 
+# ONNX Runtime's CUDA provider (libonnxruntime_providers_cuda.so, no RPATH) needs libcublas, libcurand,
+# libcudart and libcudnn when a session is made, and finds them only if already loaded or on the loader's
+# path: `import torch` loads just the ones torch links (torch 2.15 no longer links libcurand). Put the
+# nvidia-* wheels' folders torch loads from on that path, so the provider gets the same files.
+nvlib=$("$PY" -c "import importlib.util as u, os; s = u.find_spec('nvidia'); print(':'.join(d for p in
+(s.submodule_search_locations if s else []) for d in (os.path.join(p, 'cu13', 'lib'), os.path.join(p, 'cudnn', 'lib'))
+if os.path.isdir(d)))" 2>/dev/null || true)
+[ -n "$nvlib" ] && export LD_LIBRARY_PATH=$nvlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
 # the CLI through the same interpreter as everything else, whatever is (or is not) on PATH there
 resnet-bench() { "$PY" -m resnet_deploy.cli.bench "$@"; }
 
@@ -67,6 +76,30 @@ for phase in "$@"; do
         "$PY" -c "import json, onnxruntime as o; from resnet_deploy.benchmarks.compare import environment;
 from resnet_deploy.pipeline import tool_versions; print(json.dumps({**environment('$DEVICE'),
 'packages': tool_versions(), 'onnxruntime_providers': o.get_available_providers()}, indent=2))"
+        # Listed is not started: the CUDA provider loads libcublas/libcurand/libcudnn when a session is made,
+        # finding them only if `import torch` loaded them. Start one on a one-node graph the way the runtime
+        # does; if it cannot, the error names the library ONNX Runtime failed to load.
+        "$PY" - <<'PY' || true
+import os
+
+import torch
+from onnx import TensorProto, helper
+from resnet_deploy.runtimes.onnxruntime import open_session
+libs = sorted({p.rsplit("/", 1)[-1] for p in open("/proc/self/maps").read().split()
+               if any(k in p for k in ("libcudart", "libcublas", "libcurand", "libcufft", "libcudnn.so"))})
+print("CUDA libraries loaded by import torch:", ", ".join(libs) or "none")
+print("LD_LIBRARY_PATH:", os.environ.get("LD_LIBRARY_PATH", ""))
+g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+m.ir_version = 10
+try:
+    s = open_session(m.SerializeToString(), "CUDAExecutionProvider", "cuda:0", None, "a one-node graph")
+    print("ONNX Runtime CUDA provider starts:", s.get_providers())
+except Exception as exc:
+    print("ONNX Runtime CUDA provider does NOT start:", exc)
+PY
       } 2>&1 | tee "$OUT/env.txt"
       ;;
     tests)
