@@ -101,8 +101,9 @@ def test_cuda_runtime_matches_the_cpu_reference(gpu_setup, key, name, options) -
         assert runtime.device.startswith("cuda")
         out = np.concatenate([runtime.run(images[i : i + 4]) for i in range(0, len(images) - 3, 4)])
         metrics = compare(reference[: len(out)], out)
+        # the gate's bounds for the precision (top-1 >= 99% for FP32/FP16, 95% for INT8, whose CUDA kernels
+        # round differently from the CPU's: one more flipped image of ~130 must not fail a passing model)
         assert check(metrics, DEFAULT_TOLERANCES[runtime.precision]) == [], (runtime.name, metrics)
-        assert metrics.top1_agreement >= 0.99
         # device-resident (torch CUDA tensors in and out, IO binding for ONNX Runtime) gives the same logits
         x = torch.from_numpy(images[:4]).cuda()
         on_device = runtime.run_device(x)
