@@ -75,6 +75,21 @@ def test_resnet50_torchscript_and_program_match(resnet50_workspace):
             assert rel_l2(program(x).numpy(), ref) < 1e-4, shape
 
 
+def test_the_program_and_the_torchscript_fix_no_device_in_their_graphs(resnet50_workspace):
+    """The CUDA runtimes load on the CPU then move (`.to(cuda)`, `map_location`): a constant or a device
+    check the export fixed to the CPU would fail only on a GPU. The program runs whole on the meta device
+    (torch 2.11's traced convolution has no meta kernel, so the TorchScript graph is read instead)."""
+    from resnet_deploy.export.program import load_program
+
+    folder, _ = resnet50_workspace
+    program = load_program(folder / "resnet50.pt2").to("meta")
+    with torch.no_grad():
+        out = program(torch.empty(2, 3, 97, 131, device="meta"))
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 1000)
+    graph = str(torch.jit.load(str(folder / "resnet50.ts")).inlined_graph)
+    assert "aten::_convolution" in graph and not [line for line in graph.splitlines() if "Device" in line]
+
+
 def test_torchscript_fixes_ieee_fp32_in_every_convolution(resnet50_workspace, tmp_path):
     """A trace keeps cuDNN's flags per convolution; ours must not be a TF32 model in disguise on a GPU."""
     from resnet_deploy.export.torchscript import traced_conv_flags

@@ -230,7 +230,6 @@ class TorchExportRuntime(_TorchFileRuntime):
     what = "torch.export"
 
     def _load(self, path: str) -> Any:
-
         from resnet_deploy.export.program import load_program
 
         module = load_program(path)
