@@ -97,12 +97,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def why_not_writable(folder: Path) -> str | None:
     """Why files cannot be made in `folder` (created if missing), read off its nearest existing ancestor;
     None when they can. Cheap, so commands ask before minutes of work rather than after."""
-    existing = Path(folder)
-    while not existing.exists():
-        existing = existing.parent
+    existing = _nearest_existing(Path(folder))
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -116,11 +120,8 @@ def check_writable(folder: Path) -> None:
     reason = why_not_writable(folder)
     if reason:
         raise UsageError(f"workspace {folder}: {reason}", "pass another --workspace DIR")
-    existing = folder
-    while not existing.exists():  # probe where the folder will be made: nothing is created before it is needed
-        existing = existing.parent
-    try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test.")
+    try:  # probe where the folder will be made: nothing is created before it is needed
+        fd, probe = tempfile.mkstemp(dir=_nearest_existing(folder), prefix=".write-test.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
