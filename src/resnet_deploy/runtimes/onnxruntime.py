@@ -105,7 +105,9 @@ def session_device(name: str, device: str) -> str:
     return "cuda:0" if device == "cpu" else device_name(device)
 
 
-def _session_options(ort: Any, threads: int | None, log_level: int = 3) -> Any:
+def _session_options(ort: Any, threads: int | None, log_level: int = 4) -> Any:
+    """`log_level` 4 (fatal only): every failure reaches the user as the exception this module turns into
+    one line, so ONNX Runtime's own colored error lines would only say it twice."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
