@@ -96,6 +96,7 @@ def _two_node_onnx(tmp_path):
     return path
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
 def test_a_cuda_provider_that_cannot_start_is_a_missing_dependency_not_a_refused_node(tmp_path) -> None:
     """With CPU fallback disabled, ONNX Runtime reports a CUDA provider whose libraries did not load (so
     every node went to the CPU) exactly as it reports one node it cannot run. This ONNX Runtime cannot
