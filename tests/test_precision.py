@@ -106,6 +106,16 @@ def test_fp16_file_keeps_float32_io(models: Shared) -> None:
     assert entry["precision"] == "fp16" and entry["verification"]["worst_rel_l2"] < 2e-2
 
 
+def test_artifact_file_replaced_in_place_reads_its_new_precision(models: Shared, tmp_path: Path) -> None:
+    """--artifact files are parsed once for the preflight and once to run (cached): a file overwritten in
+    between, or between two runs in one process, must not keep the old file's precision."""
+    path = tmp_path / "model.onnx"
+    path.write_bytes(models.pipe.onnx().path.read_bytes())
+    assert Artifact.from_file(path).precision == "fp32"
+    path.write_bytes(models.fp16().path.read_bytes())
+    assert Artifact.from_file(path).precision == "fp16"
+
+
 @pytest.mark.parametrize("target", ["tensorrt", "cpu"])
 def test_int8_matches_fp32_on_heldout_images(models: Shared, target: str) -> None:
     m = models.parity(models.int8(target))

@@ -6,6 +6,7 @@ benchmark and parity code never branch on the backend.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
@@ -71,12 +72,20 @@ class Artifact:
                 f"cannot tell the format of {path.name}",
                 "use .onnx, .ts/.pt (TorchScript), .pt2 (torch.export) or .engine/.plan (TensorRT)",
             )
-        precision = "fp32"
-        if fmt == "onnx":
-            from resnet_deploy.export.onnx import onnx_precision
-
-            precision = onnx_precision(path)
+        stat = path.stat()
+        precision = _file_precision(fmt, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         return cls(fmt, path, precision)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_precision(fmt: str, path: str, mtime_ns: int, size: int) -> str:
+    """Cached on the file's identity: `resnet-bench` checks each --artifact before the model loads and uses it
+    after, and parsing a ResNet-50 ONNX graph to find its precision takes a while. A changed file misses."""
+    if fmt != "onnx":
+        return "fp32"
+    from resnet_deploy.export.onnx import onnx_precision
+
+    return onnx_precision(Path(path))
 
 
 class Runtime(ABC):
