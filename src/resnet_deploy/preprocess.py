@@ -65,7 +65,8 @@ class Preprocess:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     def __call__(self, image) -> np.ndarray:
-        """PIL image -> float32 CHW array."""
+        """PIL image -> float32 CHW array. EXIF orientation is not applied, as torchvision's ImageFolder (the
+        usual training loader) does not apply it: calibration should see what training saw."""
         from PIL import Image
 
         image = _to_rgb(image)
