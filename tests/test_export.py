@@ -199,6 +199,35 @@ def test_reexport_reuses_and_changed_inputs_rebuild(tmp_path):
     assert (ws / "resnet18" / "manifest.json").read_text() == manifest
 
 
+def test_an_opset_above_what_can_be_verified_here_is_refused_before_loading(tmp_path):
+    """Above ONNX Runtime's newest opset the file was written then failed to load under its temp name; above
+    onnx's, torch's converter logged a traceback and the hint said "use --opset 18 or higher"."""
+    import onnxruntime
+
+    from resnet_deploy.export.onnx import max_opset
+
+    highest, _ = max_opset()
+    assert highest >= 18
+    probe = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Relu", ["x"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", highest)],
+        ir_version=8,
+    )
+    ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])  # the limit itself loads
+    for opset in (highest + 1, 99):
+        result, out = invoke("onnx", "resnet18", "--opset", opset, "--workspace", tmp_path / "ws")
+        assert result.exit_code == 2, out
+        assert f"--opset {opset} is above {highest}" in out and f"from 18 to {highest}" in out, out
+        assert "Traceback" not in out and "load resnet18" not in out  # before the model loads
+    assert onnxruntime.__version__ in out or onnx.__version__ in out  # names what sets the limit
+    assert not (tmp_path / "ws").exists()
+
+
 def test_follow_up_commands_keep_the_workspace_range(tmp_path):
     """The README's order (--dynamic, then --fp16) must not quietly re-export the FP32 ONNX as static."""
     ws = tmp_path / "ws"

@@ -98,14 +98,10 @@ def onnx(
     from resnet_deploy.calibration.dataset import check_calibration_request
     from resnet_deploy.calibration.quantize import check_method, recipe
     from resnet_deploy.errors import UsageError
-    from resnet_deploy.export.onnx import MIN_OPSET
+    from resnet_deploy.export.onnx import check_opset
 
     # everything that can be wrong with the options is reported before the model loads
-    if opset < MIN_OPSET:
-        raise UsageError(
-            f"--opset {opset} is below {MIN_OPSET}, the lowest torch's exporter writes a ResNet at",
-            f"use --opset {MIN_OPSET} or higher",
-        )
+    check_opset(opset)
     if int8 and calib is None:
         raise UsageError("--int8 needs --calib DIR, a folder of real images", "e.g. --calib ./calibration")
     calibration = {"--calib": calib, "--calib-size": calib_size, "--calib-method": calib_method, "--target": target}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,52 @@ OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 18
 #: below this the exporter's down-conversion fails on ResNet's ReduceMean (axes became an input at 18)
 MIN_OPSET = 18
+
+
+@functools.cache
+def max_opset() -> tuple[int, str]:
+    """The highest opset an export can be written at and verified here, and what sets that limit.
+
+    Above onnx's newest opset torch's converter fails with a logged traceback; above the newest ONNX
+    Runtime loads, the file is written but cannot be verified. Both only after the model loaded and
+    exported, so the CLI asks here first. ONNX Runtime's limit is probed with a one-node model (about
+    a millisecond a session): it has no API that says it.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    limit, who = int(onnx.defs.onnx_opset_version()), f"onnx {onnx.__version__}"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return limit, who
+    value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", value[:1], value[1:])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    for opset in range(limit, MIN_OPSET - 1, -1):
+        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+        try:
+            ort.InferenceSession(probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception:
+            continue
+        return opset, f"ONNX Runtime {ort.__version__}" if opset < limit else who
+    return limit, who
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset outside what torch's exporter writes and this machine can verify, before any work."""
+    if opset < MIN_OPSET:
+        raise UsageError(
+            f"--opset {opset} is below {MIN_OPSET}, the lowest torch's exporter writes a ResNet at",
+            f"use --opset {MIN_OPSET} or higher",
+        )
+    highest, who = max_opset()
+    if opset > highest:
+        raise UsageError(
+            f"--opset {opset} is above {highest}, the highest {who} supports (every export is verified on it)",
+            f"use an --opset from {MIN_OPSET} to {highest}",
+        )
 
 
 def example_input(shape_range: ShapeRange) -> Any:
