@@ -294,6 +294,9 @@ def test_a_command_that_builds_nothing_leaves_the_manifest_alone(tmp_path):
         (("onnx", "resnet18", "--dynamic", "--min-shape", "1x3x300x300"), "min <= opt <= max"),
         (("onnx", "resnet18", "--opt-shape", "1x4x224x224"), "3 channels"),
         (("onnx", "resnet18", "--dynamic", "--max-shape", "0x3x224x224"), "positive"),
+        (("onnx", "resnet18", "--crop", "0"), "--crop 0: must be a positive number"),  # not "the default crop"
+        (("trt", "resnet18", "--resize", "0"), "--resize 0: must be a positive number"),
+        (("onnx", "resnet18", "--resize", "-5"), "--resize -5: must be a positive number"),
     ],
 )
 def test_bad_input_one_clear_line(tmp_path, args, message):

@@ -40,6 +40,13 @@ class ModelOptions:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a zero or negative --resize/--crop before the model loads: 0 used to read as "not given"
+        and quietly became the default, and -5 was reported as smaller than the crop."""
+        for flag, value in (("--resize", self.resize), ("--crop", self.crop)):
+            if value is not None and value <= 0:
+                raise UsageError(f"{flag} {value}: must be a positive number of pixels", "e.g. --resize 256 --crop 224")
+
 
 @dataclass
 class ShapeRequest:
@@ -171,10 +178,11 @@ class Pipeline:
         recorded = self.ws.manifest.get("preprocess")
         if recorded and all(previous.get(k) == source[k] for k in ("architecture", "weights", "weights_sha256")):
             base = Preprocess.from_dict(recorded)
-        resize, crop = options.resize or base.resize, options.crop or base.crop
-        if crop > resize and not (options.resize and options.crop):  # one of them came from the record or weights
+        resize = base.resize if options.resize is None else options.resize
+        crop = base.crop if options.crop is None else options.crop
+        if crop > resize and (options.resize is None or options.crop is None):  # one came from the record or weights
             origin = "recorded in this workspace" if base is not self.source.preprocess else "of these weights"
-            if options.crop:
+            if options.crop is not None:
                 raise UsageError(
                     f"--crop {crop} is larger than the resize {resize} {origin}",
                     f"add --resize (at least {crop}; ImageNet's ratio gives --resize {crop * 256 // 224})",
