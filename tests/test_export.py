@@ -297,6 +297,8 @@ def test_a_command_that_builds_nothing_leaves_the_manifest_alone(tmp_path):
         (("onnx", "resnet18", "--crop", "0"), "--crop 0: must be a positive number"),  # not "the default crop"
         (("trt", "resnet18", "--resize", "0"), "--resize 0: must be a positive number"),
         (("onnx", "resnet18", "--resize", "-5"), "--resize -5: must be a positive number"),
+        (("onnx", "resnet18", "--std", "nan,1,1"), "invalid --std 'nan,1,1': every number must be finite"),
+        (("onnx", "resnet18", "--mean", "inf,0,0"), "invalid --mean 'inf,0,0': every number must be finite"),
     ],
 )
 def test_bad_input_one_clear_line(tmp_path, args, message):

@@ -100,3 +100,12 @@ def test_a_large_photo_is_read_without_a_warning_and_a_bomb_is_skipped_with_the_
     assert [p.name for p in loaded.paths] == ["large.png"]
     [(path, reason)] = loaded.skipped
     assert path.name == "bomb.png" and reason.startswith("DecompressionBombError: Image size (22500 pixels)")
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"), [((float("nan"), 0.0, 0.0), (1.0, 1.0, 1.0)), ((0.0, 0.0, 0.0), (1.0, float("inf"), 1.0))]
+)
+def test_a_mean_or_std_that_is_not_finite_is_refused(mean, std) -> None:
+    """A NaN std passed the `std > 0` check (NaN compares false) and made every preprocessed pixel NaN."""
+    with pytest.raises(UsageError, match="finite"):
+        Preprocess(72, 64, mean, std)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,8 +45,9 @@ class Preprocess:
             raise UsageError("--resize and --crop must be positive")
         if self.crop > self.resize:
             raise UsageError(f"--crop {self.crop} is larger than --resize {self.resize}", "crop at most the resize")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
-            raise UsageError("--mean and --std take three numbers, std positive", "e.g. --std 0.229,0.224,0.225")
+        finite = all(math.isfinite(v) for v in (*self.mean, *self.std))  # a NaN std passes `s <= 0`
+        if len(self.mean) != 3 or len(self.std) != 3 or not finite or any(s <= 0 for s in self.std):
+            raise UsageError("--mean and --std take three finite numbers, std positive", "e.g. --std 0.229,0.224,0.225")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -98,16 +100,21 @@ def _to_rgb(image):
     return image.convert("RGB")
 
 
-def parse_floats3(text: str | None, default: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Parse `0.485,0.456,0.406` for --mean/--std."""
+def parse_floats3(
+    text: str | None, default: tuple[float, float, float], name: str = "value"
+) -> tuple[float, float, float]:
+    """Parse `0.485,0.456,0.406` for --mean/--std (`name`, for the message). `nan` and `inf` parse as
+    floats but would turn every input into NaN: refused with the rest, before the model loads."""
     if text is None:
         return default
     try:
         vals = tuple(float(v) for v in text.replace(" ", "").split(","))
     except ValueError:
-        raise UsageError(f"invalid value '{text}'", "give three comma-separated numbers") from None
+        raise UsageError(f"invalid {name} '{text}'", "give three comma-separated numbers") from None
     if len(vals) != 3:
-        raise UsageError(f"invalid value '{text}': need 3 numbers, got {len(vals)}")
+        raise UsageError(f"invalid {name} '{text}': need 3 numbers, got {len(vals)}")
+    if not all(math.isfinite(v) for v in vals):
+        raise UsageError(f"invalid {name} '{text}': every number must be finite", "e.g. 0.485,0.456,0.406")
     return vals  # type: ignore[return-value]
 
 

@@ -127,8 +127,8 @@ def model_options(
         trust_checkpoint=trust,
         resize=resize,
         crop=crop,
-        mean=parse_floats3(mean, None) if mean else None,  # type: ignore[arg-type]
-        std=parse_floats3(std, None) if std else None,  # type: ignore[arg-type]
+        mean=parse_floats3(mean, None, "--mean") if mean else None,  # type: ignore[arg-type]
+        std=parse_floats3(std, None, "--std") if std else None,  # type: ignore[arg-type]
     )
 
 
