@@ -308,6 +308,8 @@ def test_cli_int8_with_calib_exactly_as_written(small_workspace):
         (["--fp16", "--int8", "--calib", "c"], "exclude each other"),
         (["--calib", "c"], "--calib only applies with --int8"),
         (["--int8"], "--calib DIR"),
+        (["resnet18", "--calib-method", "minmax"], "--calib-method only applies with --int8"),  # not ignored
+        (["resnet18", "--fp16", "--calib-size", "4"], "--calib-size only applies with --int8"),
         (["--workspace-size", "lots"], "invalid size"),
         (["--onnx", "missing.onnx"], "does not exist"),
     ],

@@ -243,6 +243,15 @@ def trt(
     if output is not None:
         raise UsageError("--output only applies with --onnx", "engines built from a model go to the workspace")
     precision = engines.precision_from_flags(fp16, int8, calib)
+    unused = [
+        name for name, value in (("--calib-method", calib_method), ("--calib-size", calib_size)) if value is not None
+    ]
+    if unused and precision != "int8":  # as `onnx` does: said now, not dropped after minutes of export
+        one = len(unused) == 1
+        raise UsageError(
+            f"{', '.join(unused)} only appl{'ies' if one else 'y'} with --int8",
+            f"add --int8 --calib DIR, or drop {'it' if one else 'them'}",
+        )
     if precision == "int8":
         from resnet_deploy.calibration.dataset import check_calibration_request
         from resnet_deploy.calibration.quantize import check_method
