@@ -299,6 +299,11 @@ def test_a_command_that_builds_nothing_leaves_the_manifest_alone(tmp_path):
         (("onnx", "resnet18", "--resize", "-5"), "--resize -5: must be a positive number"),
         (("onnx", "resnet18", "--std", "nan,1,1"), "invalid --std 'nan,1,1': every number must be finite"),
         (("onnx", "resnet18", "--mean", "inf,0,0"), "invalid --mean 'inf,0,0': every number must be finite"),
+        # an empty value (an unset shell variable) is an error, never "not given" and the default
+        (("onnx", "resnet18", "--opt-shape", ""), "invalid shape ''"),
+        (("torchscript", "resnet18", "--dynamic", "--max-shape", ""), "invalid shape ''"),
+        (("onnx", "resnet18", "--std", ""), "invalid --std ''"),
+        (("program", "resnet18", "--weights", ""), "--weights is empty"),
     ],
 )
 def test_bad_input_one_clear_line(tmp_path, args, message):

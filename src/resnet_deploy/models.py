@@ -100,6 +100,8 @@ def load_model(
         raise UsageError(f"--num-classes must be positive, got {num_classes}")
     spec = weights.strip()
 
+    if not spec:  # `--weights "$UNSET"`: Path("") is the current folder, which said "weights path . is a folder"
+        raise UsageError("--weights is empty", "pass 'none', a torchvision weights name or a checkpoint file")
     if spec.lower() == "none":
         torch.manual_seed(seed)
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes or 1000)

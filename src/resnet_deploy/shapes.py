@@ -142,12 +142,22 @@ def make_range(
     opt_shape: str | None = None,
     max_shape: str | None = None,
 ) -> ShapeRange:
-    """Build the range from CLI options; without --dynamic only --opt-shape may be given."""
-    opt = parse_shape(opt_shape) if opt_shape else (1, 3, crop, crop)
+    """Build the range from CLI options; without --dynamic only --opt-shape may be given.
+
+    An option typed empty (`--opt-shape "$UNSET"`) is an invalid shape, not "not given": `is None` tests."""
+    opt = parse_shape(opt_shape) if opt_shape is not None else (1, 3, crop, crop)
     if not dynamic:
-        if min_shape or max_shape:
+        if min_shape is not None or max_shape is not None:
             raise UsageError("--min-shape/--max-shape need --dynamic", "add --dynamic or drop them")
         return ShapeRange.static(opt)
-    lo = parse_shape(min_shape) if min_shape else tuple(min(a, b) for a, b in zip(DEFAULT_MIN, opt, strict=True))
-    hi = parse_shape(max_shape) if max_shape else tuple(max(a, b) for a, b in zip(DEFAULT_MAX, opt, strict=True))
+    lo = (
+        parse_shape(min_shape)
+        if min_shape is not None
+        else tuple(min(a, b) for a, b in zip(DEFAULT_MIN, opt, strict=True))
+    )
+    hi = (
+        parse_shape(max_shape)
+        if max_shape is not None
+        else tuple(max(a, b) for a, b in zip(DEFAULT_MAX, opt, strict=True))
+    )
     return ShapeRange(lo, opt, hi, dynamic=True)  # type: ignore[arg-type]

@@ -127,8 +127,8 @@ def model_options(
         trust_checkpoint=trust,
         resize=resize,
         crop=crop,
-        mean=parse_floats3(mean, None, "--mean") if mean else None,  # type: ignore[arg-type]
-        std=parse_floats3(std, None, "--std") if std else None,  # type: ignore[arg-type]
+        mean=parse_floats3(mean, None, "--mean") if mean is not None else None,  # type: ignore[arg-type]
+        std=parse_floats3(std, None, "--std") if std is not None else None,  # type: ignore[arg-type]
     )
 
 
@@ -156,7 +156,7 @@ def open_pipeline(
     resolve_architecture(model)  # a misspelt name is reported before anything slow happens
     options = model_options(model, weights, num_classes, trust, resize, crop, mean, std)
     shapes = None
-    if dynamic is not None or min_shape or opt_shape or max_shape:
+    if dynamic is not None or any(s is not None for s in (min_shape, opt_shape, max_shape)):
         shapes = ShapeRequest(bool(dynamic), min_shape, opt_shape, max_shape)
     return Pipeline(options, workspace, shapes=shapes, dynamic_default=not static_by_default)
 

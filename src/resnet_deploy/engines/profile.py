@@ -68,9 +68,9 @@ def profile_shapes(
         lo0, opt0, hi0 = recorded_like
     else:
         lo0, opt0, hi0 = recorded.min, recorded.opt, recorded.max
-    lo = parse_shape(min_shape) if min_shape else lo0
-    opt = parse_shape(opt_shape) if opt_shape else opt0
-    hi = parse_shape(max_shape) if max_shape else hi0
+    lo = parse_shape(min_shape) if min_shape is not None else lo0
+    opt = parse_shape(opt_shape) if opt_shape is not None else opt0
+    hi = parse_shape(max_shape) if max_shape is not None else hi0
     profile = ShapeRange(lo, opt, hi, dynamic=lo != hi)  # type: ignore[arg-type]
     check_fixed_axes(onnx_dims, profile, what)
     if recorded is not None and not (recorded.contains(profile.min) and recorded.contains(profile.max)):
