@@ -340,6 +340,19 @@ def test_paths_with_brackets_are_printed_as_they_are(tmp_path):
     assert f"->{workspace}/resnet18/resnet18.ts" in flat and f"manifest:{workspace}/resnet18/manifest.json" in flat
 
 
+def test_a_program_that_refuses_part_of_its_own_range_says_how_to_fix_the_range(tmp_path):
+    """torch.export fixes from the example whether ResNet's last map is 1x1: a .pt2 exported at 64x64 refuses
+    32x32. The hint was "re-export with --dynamic", which the command already had."""
+    args = ("program", "resnet18", "--dynamic", "--min-shape", "1x3x32x32", "--opt-shape", "1x3x64x64")
+    result, out = invoke(*args, "--max-shape", "2x3x64x64", "--workspace", tmp_path / "ws")
+    if result.exit_code == 0:
+        pytest.skip("this torch exports a .pt2 that runs across the 1x1 boundary")
+    flat = " ".join(out.split())
+    assert result.exit_code == 2 and "rejected input (1, 3, 32, 32)" in flat, out
+    assert "re-export with --dynamic" not in flat and "above 32 from --min-shape up" in flat, out
+    assert not (tmp_path / "ws").exists()
+
+
 def test_unwritable_workspace(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")

@@ -114,11 +114,25 @@ class _TorchRuntime(Runtime):
                 cause = error_cause(exc)
                 raise UsageError(
                     f"{self.describe()} rejected input {tuple(batch.shape)}: {cause}",
-                    "the batch does not fit in the GPU's memory: use a smaller --batch"
-                    if "out of memory" in cause.lower()
-                    else "re-export with --dynamic to accept other shapes",
+                    self._rejected_hint(cause, tuple(batch.shape)),
                 ) from None
         return out.float()
+
+    def _rejected_hint(self, cause: str, shape: tuple[int, ...]) -> str:
+        """The fix for an input the module refused. Inside the dynamic range the artifact was exported for, it
+        refuses part of its own range, and "re-export with --dynamic" would be no fix. torch.export does that
+        when the range crosses a size where a ResNet stage's map turns 1x1 (a side of 32 or less), since it
+        fixes that from the example at the opt shape."""
+        if "out of memory" in cause.lower():
+            return "the batch does not fit in the GPU's memory: use a smaller --batch"
+        exported = self.artifact.input_range if self.artifact else None
+        if exported is not None and exported.dynamic and exported.contains(shape):
+            return (
+                "it does not run every shape of the range it was exported for (torch.export fixes from the "
+                "opt shape whether the last feature map is 1x1, i.e. height or width 32 or less): re-export with "
+                "height and width above 32 from --min-shape up (e.g. --min-shape 1x3x64x64), or use the ONNX"
+            )
+        return "re-export with --dynamic to accept other shapes"
 
     def synchronize(self) -> None:
         import torch
