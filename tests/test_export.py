@@ -458,3 +458,10 @@ def test_verification_computes_each_reference_once_per_model():
     del model
     gc.collect()
     assert len(verify._REFERENCES) == entries - 1  # a model that is gone takes its references with it
+
+
+def test_help_paragraphs_are_not_cut_mid_sentence():
+    """typer keeps a docstring's line breaks: `trt --help` broke 'it still makes / the ONNX' at any width."""
+    result = runner.invoke(app, ["trt", "--help"], env={"COLUMNS": "240", "TERMINAL_WIDTH": "240"})
+    assert result.exit_code == 0
+    assert "Without TensorRT or a GPU it still makes the ONNX it would build from" in result.output, result.output

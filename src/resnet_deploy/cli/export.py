@@ -216,9 +216,8 @@ def trt(
 ) -> None:
     """Build a TensorRT engine (FP32, FP16 or INT8) from the workspace's ONNX, exporting it first if needed.
 
-    Shapes default to the range the ONNX was exported for. Without TensorRT or a GPU it still makes
-    the ONNX it would build from, then says what is missing.
-    """
+    Shapes default to the range the ONNX was exported for. Without TensorRT or a GPU it still makes the ONNX it would build from, then says what is missing.
+    """  # one line: typer's help keeps a docstring's line breaks, which cut the sentence mid-way
     from rich.markup import escape
 
     from resnet_deploy import console, engines
