@@ -350,6 +350,7 @@ def test_a_program_that_refuses_part_of_its_own_range_says_how_to_fix_the_range(
     flat = " ".join(out.split())
     assert result.exit_code == 2 and "rejected input (1, 3, 32, 32)" in flat, out
     assert "re-export with --dynamic" not in flat and "above 32 from --min-shape up" in flat, out
+    assert "resnet18.pt2 on torch-export rejected" in flat and ".tmp" not in flat, out  # not the temp file's name
     assert not (tmp_path / "ws").exists()
 
 
@@ -465,3 +466,16 @@ def test_help_paragraphs_are_not_cut_mid_sentence():
     result = runner.invoke(app, ["trt", "--help"], env={"COLUMNS": "240", "TERMINAL_WIDTH": "240"})
     assert result.exit_code == 0
     assert "Without TensorRT or a GPU it still makes the ONNX it would build from" in result.output, result.output
+
+
+def test_torchscript_and_program_take_the_preprocessing_options(tmp_path):
+    """The crop sets the default shape, and the README lists --resize/--crop/--mean/--std as common options."""
+    result, out = invoke("torchscript", "resnet18", "--crop", "64", "--resize", "72", "--workspace", tmp_path)
+    assert result.exit_code == 0, out
+    manifest = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())
+    assert (manifest["preprocess"]["resize"], manifest["preprocess"]["crop"]) == (72, 64)
+    assert manifest["artifacts"]["torchscript"]["input"]["opt"] == [1, 3, 64, 64]
+    result, out = invoke("program", "resnet18", "--std", "0.2,0.2,0.2", "--workspace", tmp_path)
+    assert result.exit_code == 0, out
+    manifest = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())
+    assert manifest["preprocess"]["std"] == [0.2, 0.2, 0.2] and manifest["preprocess"]["crop"] == 64  # kept

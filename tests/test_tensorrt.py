@@ -275,7 +275,9 @@ def test_cli_without_tensorrt_makes_the_onnx_then_says_what_is_missing(small_wor
     # --onnx FILE: no model, no workspace; same message, pointing at that file
     proc = _cli("--onnx", str(onnx), cwd=small_workspace)
     assert proc.returncode == 3
-    assert f"ready at {onnx}" in _one_error_line(proc)
+    line = _one_error_line(proc)
+    assert f"ready at {onnx}" in line
+    assert f"resnet-bench compare --artifact {onnx}" in line  # outside a workspace compare needs the path
     assert not onnx.with_suffix(".engine").exists()
 
 
@@ -312,15 +314,19 @@ def test_cli_int8_with_calib_exactly_as_written(small_workspace):
         (["resnet18", "--fp16", "--calib-size", "4"], "--calib-size only applies with --int8"),
         (["--workspace-size", "lots"], "invalid size"),
         (["--onnx", "missing.onnx"], "does not exist"),
+        (["resnet18", "--timing-cache", str(REPO)], f"--timing-cache {REPO} is a folder"),
+        (["--onnx", "m.onnx", "--output", str(REPO)], f"--output {REPO} is a folder"),
     ],
 )
 def test_cli_usage_errors_exit_2(args, match, tmp_path):
+    """Refused before the model loads: nothing is exported into the workspace first."""
     from resnet_deploy.cli.export import app
 
     where = [] if "--onnx" in args else ["--workspace", str(tmp_path)]  # --onnx takes no workspace
     result = CliRunner().invoke(app, ["trt", *args, *where])
     assert result.exit_code == 2, result.output
-    assert match in result.output and "Traceback" not in result.output
+    assert match in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -352,6 +358,18 @@ def test_cli_onnx_that_is_not_onnx_exits_2_in_one_line(content, tmp_path):
     assert "Traceback" not in result.output
     result = CliRunner().invoke(app, ["trt", "--onnx", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder" in result.output, result.output
+
+
+@needs_no_tensorrt
+def test_cli_new_workspace_exports_the_onnx_for_the_profile_asked(tmp_path):
+    """No range recorded yet: the ONNX made first covers the profile asked for, rather than refusing it as
+    outside the default range of an ONNX that did not exist."""
+    shapes = ["--min-shape", "1x3x32x32", "--opt-shape", "1x3x64x64", "--max-shape", "2x3x64x64"]
+    proc = _cli(*SMALL, *shapes, "--workspace", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "FP32 ONNX the engine is built from is ready" in _one_error_line(proc)
+    manifest = json.loads((tmp_path / "resnet18" / "manifest.json").read_text())
+    assert (manifest["input"]["min"], manifest["input"]["max"]) == ([1, 3, 32, 32], [2, 3, 64, 64])
 
 
 def test_cli_profile_outside_the_recorded_range_exits_2_before_exporting(small_workspace):

@@ -254,7 +254,7 @@ class Pipeline:
         with atomic_path(target) as tmp:
             with console.step(f"export {key} -> {target}"):
                 write(tmp)
-            details = check(Artifact(fmt, tmp, precision, self.shape_range, key))
+            details = check(Artifact(fmt, tmp, precision, self.shape_range, key, name=target.name))
             sha256 = sha256_file(tmp)
         self.ws.record(
             key,

@@ -114,6 +114,17 @@ def why_not_writable(folder: Path) -> str | None:
     return None
 
 
+def check_output_file(option: str, path: Path) -> None:
+    """A file an option names (a report, a timing cache, an engine) can be written there: checked before
+    the minutes of work whose result it would hold, not after."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder", f"give a file name, e.g. {option} {path / path.name}")
+    reason = why_not_writable(path.parent)
+    if reason:
+        raise UsageError(f"{option} {path}: {reason}", "pass a path in a writable folder")
+
+
 def check_writable(folder: Path) -> None:
     """Fail early, with the fix, rather than after minutes of export."""
     folder = Path(folder)

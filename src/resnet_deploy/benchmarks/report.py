@@ -16,7 +16,7 @@ from resnet_deploy.benchmarks.compare import CompareResult, Row
 from resnet_deploy.benchmarks.latency import LatencyStats
 from resnet_deploy.benchmarks.parity import ParityMetrics
 from resnet_deploy.errors import UsageError
-from resnet_deploy.workspace import atomic_path, atomic_write_text, why_not_writable
+from resnet_deploy.workspace import atomic_path, atomic_write_text, check_output_file
 
 LATENCY_FIELDS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "images_per_s")
 PARITY_FIELDS = ("max_abs", "mean_abs", "rel_l2", "cosine", "min_cosine", "top1_agreement", "top5_overlap", "count")
@@ -438,11 +438,7 @@ def check_report_paths(paths: dict[str, Path | None]) -> None:
         if path.resolve() in seen:
             raise UsageError(f"{seen[path.resolve()]} and {option} both write {path}", "give each report its own file")
         seen[path.resolve()] = option
-        if path.is_dir():
-            raise UsageError(f"{option} {path} is a folder", f"give a file name, e.g. {option} {path / 'report'}")
-        reason = why_not_writable(path.parent)
-        if reason:
-            raise UsageError(f"{option} {path}: {reason}", "pass a path in a writable folder")
+        check_output_file(option, path)
 
 
 def write_reports(

@@ -132,6 +132,14 @@ def model_options(
     )
 
 
+def recorded_range(workspace: Path, model: str) -> dict[str, Any] | None:
+    """The input range `model`'s workspace recorded, or None in a new one; read without loading the model."""
+    from resnet_deploy.models import resolve_architecture
+    from resnet_deploy.workspace import Workspace
+
+    return Workspace(workspace, resolve_architecture(model)).manifest.get("input")
+
+
 def open_pipeline(
     model: str,
     weights: str | None,

@@ -151,14 +151,31 @@ def _export_torch_format(
     min_shape: common.MinShape = None,
     opt_shape: common.OptShape = None,
     max_shape: common.MaxShape = None,
+    resize: common.Resize = None,
+    crop: common.Crop = None,
+    mean: common.Mean = None,
+    std: common.Std = None,
     weights: common.Weights = None,
     num_classes: common.NumClasses = None,
     trust_checkpoint: common.Trust = False,
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
-    """`torchscript` and `program` differ only in the exporter, so they share one command body."""
+    """`torchscript` and `program` differ only in the exporter, so they share one command body. They take the
+    preprocessing options too: the crop sets the default shape, and the workspace records them for `compare`."""
     pipe = common.open_pipeline(
-        model, weights, num_classes, trust_checkpoint, workspace, dynamic, min_shape, opt_shape, max_shape
+        model,
+        weights,
+        num_classes,
+        trust_checkpoint,
+        workspace,
+        dynamic,
+        min_shape,
+        opt_shape,
+        max_shape,
+        resize,
+        crop,
+        mean,
+        std,
     )
     artifact = pipe.torchscript() if ctx.info_name == "torchscript" else pipe.program()
     common.print_written(pipe, [artifact.key])
@@ -222,8 +239,12 @@ def trt(
 
     from resnet_deploy import console, engines
     from resnet_deploy.errors import UsageError
+    from resnet_deploy.workspace import check_output_file
 
     size = engines.parse_bytes(workspace_size)
+    for option, path in (("--timing-cache", timing_cache), ("--output", output)):
+        if path is not None:
+            check_output_file(option, path)
     if onnx_file is not None:
         # the file fixes the model, its preprocessing and its INT8 scales: options about those would be ignored
         ignored = common.typed_options(ctx, MODEL_OPTIONS)
@@ -258,17 +279,24 @@ def trt(
         if calib_method is not None:
             check_method(calib_method)
         check_calibration_request(calib, calib_size)  # before the model loads and the ONNX is made
+    # the ONNX an engine is built from: the range the workspace recorded; in a new workspace, the profile
+    # asked for (else the dynamic defaults), so the ONNX made first covers it
+    fresh = common.recorded_range(workspace, model) is None
     pipe = common.open_pipeline(
         model,
         weights,
         num_classes,
         trust_checkpoint,
         workspace,
+        dynamic=True if fresh and any(s is not None for s in (min_shape, opt_shape, max_shape)) else None,
+        min_shape=min_shape if fresh else None,
+        opt_shape=opt_shape if fresh else None,
+        max_shape=max_shape if fresh else None,
         resize=resize,
         crop=crop,
         mean=mean,
         std=std,
-        static_by_default=False,  # the ONNX an engine is built from: the recorded range, else dynamic defaults
+        static_by_default=False,
     )
     artifact = engines.engine_for_pipeline(
         pipe, precision or "fp32", calib, calib_method, calib_size, min_shape, opt_shape, max_shape, size, timing_cache

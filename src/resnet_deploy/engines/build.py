@@ -171,14 +171,14 @@ def engine_from_onnx(
     profile = profile_shapes(min_shape, opt_shape, max_shape, onnx_dims=input_dims(graph), what=onnx_path.name)
     reason = tensorrt_unavailable_reason()
     if reason:
-        raise missing_tensorrt_error(reason, onnx_path, actual)
+        raise missing_tensorrt_error(reason, onnx_path, actual, in_workspace=False)
     engine_file = Path(output) if output else onnx_path.with_suffix(".engine")
     cache = Path(timing_cache) if timing_cache else engine_file.parent / "timing.cache"
     env = build_environment(device_index(device))
     with atomic_path(engine_file) as tmp:
         with console.step(f"build {actual.upper()} TensorRT engine -> {engine_file}"):
             built = build_engine(onnx_path, tmp, profile, actual, workspace_size, cache)
-        _smoke_test(tmp, actual, profile, device, env)
+        _smoke_test(tmp, actual, profile, device, env, engine_file.name)
         sha256 = sha256_file(tmp)
     info = {
         "format": "engine",
@@ -197,14 +197,19 @@ def engine_from_onnx(
     return engine_file
 
 
-def _smoke_test(engine_file: Path, precision: str, profile: ShapeRange, device: str, env: dict[str, Any]) -> None:
-    """No model to compare with here: check the engine runs at min/opt/max and gives finite logits."""
+def _smoke_test(
+    engine_file: Path, precision: str, profile: ShapeRange, device: str, env: dict[str, Any], name: str
+) -> None:
+    """No model to compare with here: check the engine runs at min/opt/max and gives finite logits.
+    `engine_file` is still the temp file; errors name the engine as `name`."""
     import numpy as np
 
     from resnet_deploy.export.verify import random_batch
     from resnet_deploy.runtimes.base import Artifact, create
 
-    runtime = create("tensorrt", Artifact("engine", engine_file, precision, profile, "engine", dict(env)), device)
+    runtime = create(
+        "tensorrt", Artifact("engine", engine_file, precision, profile, "engine", dict(env), name=name), device
+    )
     try:
         for i, shape in enumerate([profile.min, profile.opt, profile.max]):
             out = runtime.run(random_batch(shape, seed=i))

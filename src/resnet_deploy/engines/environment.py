@@ -89,14 +89,15 @@ def install_hint(reason: str) -> str:
     return "run it on a machine with an NVIDIA GPU whose driver works (nvidia-smi lists the GPU)"
 
 
-def missing_tensorrt_error(reason: str, onnx: Path | None = None, precision: str = "fp32") -> MissingDependencyError:
-    """The one line `resnet-export trt` ends with where it cannot build: what, how to fix, what it made."""
+def missing_tensorrt_error(
+    reason: str, onnx: Path | None = None, precision: str = "fp32", in_workspace: bool = True
+) -> MissingDependencyError:
+    """The one line `resnet-export trt` ends with where it cannot build: what, how to fix, what it made.
+    `compare` finds a workspace's ONNX by itself; a file from elsewhere (`trt --onnx`) needs --artifact."""
     message = f"cannot build a TensorRT engine here: {reason}"
     if onnx is not None:
-        message += (
-            f"; the {precision.upper()} ONNX the engine is built from is ready at {onnx} "
-            "(it runs on ONNX Runtime: resnet-bench compare)"
-        )
+        run_it = "resnet-bench compare" if in_workspace else f"resnet-bench compare --artifact {onnx}"
+        message += f"; the {precision.upper()} ONNX the engine is built from is ready at {onnx} (it runs on ONNX Runtime: {run_it})"
     return MissingDependencyError(message, install_hint(reason))
 
 

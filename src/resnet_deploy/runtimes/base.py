@@ -55,10 +55,12 @@ class Artifact:
     key: str | None = None
     entry: dict[str, Any] = field(default_factory=dict)
     model: Any = None  # the nn.Module for format "pytorch"
+    #: the name to report while `path` is the temp file an export is verified under, not yet renamed
+    name: str | None = None
 
     @property
     def label(self) -> str:
-        return self.path.name if self.path else (self.key or self.format)
+        return self.name or (self.path.name if self.path else (self.key or self.format))
 
     @classmethod
     def from_file(cls, path: Path) -> Artifact:
