@@ -201,6 +201,13 @@ def test_pickled_module_needs_trust(tmp_path):
         assert torch.equal(model(x), whole(x))
 
 
+def test_trust_without_a_checkpoint_file_says_it_has_no_effect(capsys):
+    load_model("resnet18", "none", trust_checkpoint=True)
+    assert "--trust-checkpoint has no effect: the weights are none" in capsys.readouterr().err
+    load_model("resnet18", "none")
+    assert "--trust-checkpoint" not in capsys.readouterr().err
+
+
 def test_trusted_pickled_module_must_be_the_named_architecture_and_runs_in_float32(tmp_path):
     torch.manual_seed(9)
     whole = torchvision.models.resnet18(num_classes=3).eval()

@@ -102,11 +102,14 @@ def load_model(
 
     if not spec:  # `--weights "$UNSET"`: Path("") is the current folder, which said "weights path . is a folder"
         raise UsageError("--weights is empty", "pass 'none', a torchvision weights name or a checkpoint file")
+    named = spec.lower() == "none" or (spec.upper() in TORCHVISION_WEIGHTS and not Path(spec).exists())
+    if named and trust_checkpoint:  # said, since the user expected it to matter
+        console.warn(f"--trust-checkpoint has no effect: the weights are {spec}, not a checkpoint file")
     if spec.lower() == "none":
         torch.manual_seed(seed)
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes or 1000)
         source = ModelSource(arch, "none", None, num_classes or 1000, seed)
-    elif spec.upper() in TORCHVISION_WEIGHTS and not Path(spec).exists():
+    elif named:
         model, source = _torchvision_pretrained(arch, spec.upper(), num_classes)
     else:
         model, source = _from_checkpoint(arch, Path(spec), num_classes, trust_checkpoint)
