@@ -144,3 +144,22 @@ def test_node_placements_name_the_nodes_of_each_provider() -> None:
         "CPUExecutionProvider": (2, ["ReduceMean (node_mean)", "DequantizeLinear (fc.weight_DequantizeLinear)"]),
         "CUDAExecutionProvider": (1, ["Conv (node_conv1)"]),
     }
+
+
+def test_an_onnx_file_too_new_for_onnxruntime_names_the_ir_version(tmp_path) -> None:
+    """ONNX Runtime puts 200+ characters of C++ source location and signature before the cause; the
+    message keeps the cause (here: a file saved by an onnx package newer than this ONNX Runtime reads)."""
+    import onnx
+
+    from resnet_deploy.runtimes.onnxruntime import OnnxRuntime
+
+    path = _two_node_onnx(tmp_path)
+    model = onnx.load(str(path))
+    model.ir_version = 99  # no ONNX Runtime reads this
+    onnx.save(model, str(path))
+    with pytest.raises(UsageError) as info:
+        OnnxRuntime(Artifact.from_file(path))
+    text = str(info.value)
+    assert "Unsupported model IR version: 99" in text, text
+    assert ".cc:" not in text and "onnxruntime::" not in text, text
+    assert "model.ir_version" in text  # the fix

@@ -141,16 +141,33 @@ def open_session(source: str | bytes, provider: str, device: str, threads: int |
     try:
         session = ort.InferenceSession(source, sess_options=opts, providers=providers)
     except Exception as exc:
-        text = str(exc).splitlines()[0][:200]
+        text = load_error_text(exc)
         if "fallback" in text.lower():
             # Either the provider did not start at all (its libraries did not load: every node fell to
             # the CPU) or it refused some nodes. ONNX Runtime's error says neither, so ask it again with
             # the CPU allowed and its node placement logged.
             raise _fallback_error(ort, source, provider, providers, threads, label, text) from None
-        raise UsageError(f"ONNX Runtime cannot load {label}: {text}") from None
+        hint = None
+        if "IR version" in text:  # written by an onnx package newer than this ONNX Runtime reads
+            hint = "upgrade onnxruntime, or re-save the file with an IR version it reads (model.ir_version = 10)"
+        raise UsageError(f"ONNX Runtime cannot load {label}: {text}", hint) from None
     if provider not in session.get_providers():
         raise _not_started(provider, label, session.get_providers())
     return session
+
+
+#: ONNX Runtime's C++ source location and function signature inside its messages, e.g.
+#: "/onnxruntime_src/onnxruntime/core/graph/model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, ...) "
+_SOURCE_LOCATION = re.compile(r"[\w./\\-]+\.(?:cc|cpp|cu|h):\d+ [\w:~<>*&]+\(.*?\)\s*")
+
+
+def load_error_text(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ONNX Runtime's error without its C++ source location and signature: those take
+    200+ characters before the cause ("Unsupported model IR version: 14, max supported IR version: 13"),
+    which a plain cut at the start would drop."""
+    lines = str(exc).splitlines()
+    text = _SOURCE_LOCATION.sub("", lines[0]) if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _not_started(provider: str, label: str, started: list[str], why: str | None = None) -> MissingDependencyError:
