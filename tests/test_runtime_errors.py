@@ -163,3 +163,28 @@ def test_an_onnx_file_too_new_for_onnxruntime_names_the_ir_version(tmp_path) -> 
     assert "Unsupported model IR version: 99" in text, text
     assert ".cc:" not in text and "onnxruntime::" not in text, text
     assert "model.ir_version" in text  # the fix
+
+
+@pytest.mark.parametrize("dims", [["N", 10], ["N", 1, "H", "W"]], ids=["not-an-image", "grayscale"])
+def test_an_onnx_that_does_not_take_rgb_images_is_refused_as_such(tmp_path, dims) -> None:
+    """Not "re-export with --dynamic": no shape option makes a grayscale or non-image model take RGB."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from resnet_deploy.runtimes.onnxruntime import OnnxRuntime
+
+    graph = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    path = tmp_path / "other.onnx"
+    onnx.save(model, str(path))
+    shown = "x".join("?" if isinstance(d, str) else str(d) for d in dims)
+    with pytest.raises(UsageError) as info:
+        OnnxRuntime(Artifact.from_file(path))
+    assert f"other.onnx is not an RGB image model: its input 'x' is {shown}, not Nx3xHxW" in str(info.value)
+    assert "--dynamic" not in str(info.value)

@@ -48,6 +48,7 @@ class OnnxRuntime(Runtime):
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dims = list(inp.shape)  # ints for static dims, names for dynamic ones
+        _require_image_input(self.input_dims, inp.name, artifact.label)
         out = self.session.get_outputs()[0]
         self.output_name = out.name
         self.num_classes = out.shape[1] if isinstance(out.shape[1], int) else None  # for device-resident outputs
@@ -95,6 +96,18 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def _require_image_input(dims: list[Any], name: str, label: str) -> None:
+    """Refuse a graph that does not take Nx3xHxW now: every row would otherwise fail on its shape with
+    "re-export with --dynamic", which cannot help a model of another kind (a grayscale or non-image one)."""
+    if len(dims) == 4 and (dims[1] == 3 or not isinstance(dims[1], int)):  # a symbolic channel count is checked per run
+        return
+    shown = "x".join(str(d) if isinstance(d, int) else "?" for d in dims)
+    raise UsageError(
+        f"{label} is not an RGB image model: its input '{name}' is {shown}, not Nx3xHxW",
+        "pass an ONNX export of the ResNet you name, e.g. from resnet-export onnx MODEL",
+    )
 
 
 def session_device(name: str, device: str) -> str:
