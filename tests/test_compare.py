@@ -458,3 +458,39 @@ def test_engine_rows_away_from_the_opt_shape_are_flagged() -> None:
     assert "64x3x224x224" in note and "256x3x224x224" in note and "512x" not in note  # 512: out of profile
     assert "--opt-shape" in note
     assert opt_shape_notes([engine], [(1, 3, 224, 224)]) == []
+
+
+def _pooled_classifier_onnx(path: Path, classes: int) -> Path:
+    """A real image classifier of another model: global average pool, then `classes` logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((classes, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "w"], ["logits"], transB=1),
+        ],
+        "other",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_artifact_of_a_model_with_other_classes_is_a_named_mismatch(trained, tmp_path) -> None:
+    other = _pooled_classifier_onnx(tmp_path / "other.onnx", trained.num_classes - 4)
+    out = tmp_path / "r.json"
+    args = [*trained.cli_args, "--workspace", tmp_path / "ws", "--images", trained.heldout_dir, *FAST]
+    result = invoke([*args, "--runtimes", "onnxruntime-cpu", "--artifact", other, "--json", out])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert f"other.onnx outputs {trained.num_classes - 4} values per image, but the model has 11 classes" in text
+    assert "ValueError" not in text and "Traceback" not in text
+    (row,) = json.loads(out.read_text())["rows"]
+    assert "but the model has 11 classes" in row["error"] and not row["passed"]

@@ -44,7 +44,7 @@ from resnet_deploy.benchmarks.parity import (
     distinct_predictions,
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
-from resnet_deploy.errors import DeployError, UsageError
+from resnet_deploy.errors import DeployError, UsageError, VerificationError
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 
@@ -275,6 +275,17 @@ def _run_batched(runtime: Runtime, images: np.ndarray, batch: int) -> np.ndarray
         out = np.asarray(runtime.run(images[idx]))
         outs.append(out[: min(batch, n - i)])
     return np.concatenate(outs)
+
+
+def _require_same_classes(art: Artifact, logits: np.ndarray, reference: np.ndarray) -> None:
+    """An artifact of another model (another class count) is a mismatch to name as such, not a numpy
+    shape error: the usual cause is an --artifact exported from other weights than MODEL/--weights."""
+    got, want = logits.reshape(len(logits), -1).shape[1], reference.reshape(len(reference), -1).shape[1]
+    if got != want:
+        raise VerificationError(
+            f"{art.label} outputs {got} values per image, but the model has {want} classes",
+            "compare it against the model it was exported from: the same MODEL, --weights and --num-classes",
+        )
 
 
 def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -> list[_Job]:
@@ -548,7 +559,9 @@ class _Bench:
         try:
             if art.input_range is not None:
                 art.input_range.check(shape, art.label)
-            parity = compare(self.refs[size], _run_batched(runtime, resize_batch(self.images, size), batch))
+            logits = _run_batched(runtime, resize_batch(self.images, size), batch)
+            _require_same_classes(art, logits, self.refs[size])
+            parity = compare(self.refs[size], logits)
             violations = check(parity, tol)
         except Exception as exc:
             error = _error_text(exc)
