@@ -494,3 +494,16 @@ def test_an_artifact_of_a_model_with_other_classes_is_a_named_mismatch(trained, 
     assert "ValueError" not in text and "Traceback" not in text
     (row,) = json.loads(out.read_text())["rows"]
     assert "but the model has 11 classes" in row["error"] and not row["passed"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("--batch", "1,4,1", "1 is listed twice"), ("--size", "64,96x80,64x64", "64x64 is listed twice")],
+)
+def test_a_batch_or_size_listed_twice_is_refused(trained, tmp_path, option, value, message) -> None:
+    """Listed twice, a shape would be benchmarked, reported and gated twice under one name."""
+    ws = tmp_path / "ws"
+    result = invoke([*trained.cli_args, "--workspace", ws, option, value, *FAST])
+    assert result.exit_code == 2, result.output
+    assert f"invalid {option} '{value}': {message}" in " ".join(result.output.split()), result.output
+    assert not ws.exists()

@@ -7,8 +7,9 @@ the work lives in benchmarks/.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -119,6 +120,13 @@ def _split(text: str | None, option: str) -> list[str]:
     return parts
 
 
+def _once_each(values: list[Any], text: str, option: str, show: Callable[[Any], str] = str) -> None:
+    """A value listed twice would run, report and gate the same rows twice (JUnit cases with one name)."""
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UsageError(f"invalid {option} '{text}': {show(twice)} is listed twice", "list each value once")
+
+
 def parse_batches(text: str) -> list[int]:
     try:
         batches = [int(b) for b in _split(text, "--batch")]
@@ -126,6 +134,7 @@ def parse_batches(text: str) -> list[int]:
         raise UsageError(f"invalid --batch '{text}'", "give comma-separated positive integers, e.g. 1,8") from None
     if not batches or any(b < 1 for b in batches):
         raise UsageError(f"invalid --batch '{text}'", "give comma-separated positive integers, e.g. 1,8")
+    _once_each(batches, text, "--batch")
     return batches
 
 
@@ -133,6 +142,7 @@ def parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
     from resnet_deploy.shapes import parse_size
 
     sizes = [parse_size(s) for s in _split(text, "--size")]
+    _once_each(sizes, text or "", "--size", lambda hw: f"{hw[0]}x{hw[1]}")
     return sizes or None
 
 
