@@ -449,10 +449,10 @@ def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
                 console.info(escape(exp.text()))
             except DeployError as exc:
                 done[key] = None
-                console.warn(escape(f"--explain {case.artifact}{at}: {exc}"))
+                console.warn(f"--explain {case.artifact}{at}: {exc}")  # warn escapes markup itself
             except Exception as exc:  # a diagnosis must never hide the verdict
                 done[key] = None
-                console.warn(escape(f"--explain {case.artifact}{at} failed: {type(exc).__name__}: {exc}"))
+                console.warn(f"--explain {case.artifact}{at} failed: {type(exc).__name__}: {exc}")
         case.explanation = done[key]
 
 
@@ -488,9 +488,7 @@ def finish(
     result = evaluate(run.rows, config)
     for rule in config.unmatched(run.rows):
         keys = ", ".join(sorted({r.artifact_key for r in run.rows}))
-        console.warn(
-            escape(f'{config.source}: [artifact."{rule.pattern}"] matched no artifact of this run (keys: {keys})')
-        )
+        console.warn(f'{config.source}: [artifact."{rule.pattern}"] matched no artifact of this run (keys: {keys})')
     if explain and result.failures:
         _explain_failures(result, pipe, _explain_images(pipe, run))
     if junit is not None:
