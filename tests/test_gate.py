@@ -332,3 +332,19 @@ def test_malformed_tolerance_file_exits_2(trained, workspace: Path, tmp_path: Pa
     res = _compare(trained, workspace, "--gate", "--tolerances", str(bad))
     assert res.exit_code == 2, res.output
     assert "bad.toml" in res.output and "min_cosine must be a number" in res.output
+
+
+def test_a_gate_that_checked_nothing_fails_in_junit_too(trained, tmp_path: Path) -> None:
+    """An empty workspace with --no-build leaves only PyTorch against itself: the gate fails (exit 1), and
+    the JUnit report must say so as a failing case, or a CI test view shows the job green."""
+    from resnet_deploy.cli.bench import app
+
+    report = tmp_path / "parity.xml"
+    args = [*trained.cli_args, "--workspace", str(tmp_path / "empty"), "--no-build", "--images"]
+    args += [str(trained.heldout_dir), "--max-images", "4", "--warmup", "0", "--iters", "1", "--gate"]
+    res = runner.invoke(app, ["compare", *args, "--junit", str(report)])
+    assert res.exit_code == 1, res.output
+    root = ET.parse(report).getroot()
+    assert root.get("failures") == "1" and root.get("tests") == "2", ET.tostring(root, encoding="unicode")
+    (failure,) = root.iter("failure")
+    assert "no artifact was checked" in failure.get("message", "")
