@@ -507,3 +507,12 @@ def test_a_batch_or_size_listed_twice_is_refused(trained, tmp_path, option, valu
     assert result.exit_code == 2, result.output
     assert f"invalid {option} '{value}': {message}" in " ".join(result.output.split()), result.output
     assert not ws.exists()
+
+
+def test_an_artifact_that_is_a_folder_is_named_a_folder(trained, tmp_path) -> None:
+    folder = tmp_path / "exports.onnx"  # a folder, whatever its name says
+    folder.mkdir()
+    result = invoke([*trained.cli_args, "--workspace", tmp_path / "ws", "--artifact", folder, *FAST])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"artifact {folder} is a folder" in text and "does not exist" not in text, text

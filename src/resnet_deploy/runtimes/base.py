@@ -66,6 +66,8 @@ class Artifact:
     def from_file(cls, path: Path) -> Artifact:
         """An artifact given on the command line: format from the suffix, precision from the file."""
         path = Path(path)
+        if path.is_dir():  # "does not exist" would send the user looking for a path that is right there
+            raise UsageError(f"artifact {path} is a folder", "pass one .onnx, .pt/.ts, .pt2 or .engine file in it")
         if not path.is_file():
             raise UsageError(f"artifact {path} does not exist", "pass an .onnx, .pt/.ts, .pt2 or .engine file")
         fmt = SUFFIX_FORMATS.get(path.suffix.lower())
