@@ -516,3 +516,27 @@ def test_an_artifact_that_is_a_folder_is_named_a_folder(trained, tmp_path) -> No
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert f"artifact {folder} is a folder" in text and "does not exist" not in text, text
+
+
+def test_the_same_checkpoint_named_by_another_path_keeps_the_workspace(trained, tmp_path, monkeypatch) -> None:
+    """Exported with a relative --weights path, compared with the absolute one (or from another folder):
+    the same bytes are the same model, so --no-build must find the artifacts, not skip them as "made from
+    other weights" and check nothing, and must keep the preprocessing recorded for them."""
+    import os
+
+    from resnet_deploy.pipeline import ModelOptions, Pipeline, ShapeRequest
+
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(trained.checkpoint, tmp_path)
+    opts = ModelOptions(trained.architecture, relative, resize=trained.resize, crop=trained.crop)
+    Pipeline(opts, tmp_path / "ws", shapes=ShapeRequest(True, "1x3x64x64", None, "2x3x64x64")).onnx()
+
+    out = tmp_path / "r.json"
+    args = [trained.architecture, "--weights", trained.checkpoint.resolve(), "--workspace", tmp_path / "ws"]
+    args += ["--images", trained.heldout_dir, *FAST, "--no-build", "--runtimes", "onnxruntime-cpu", "--json", out]
+    result = invoke(args)  # no --resize/--crop: what the workspace recorded for these weights
+    assert result.exit_code == 0, result.output
+    assert "other weights" not in result.output
+    report = json.loads(out.read_text())
+    assert [r["artifact_key"] for r in report["rows"]] == ["onnx-fp32"]
+    assert (report["preprocess"]["resize"], report["preprocess"]["crop"]) == (trained.resize, trained.crop)

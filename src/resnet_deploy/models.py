@@ -63,9 +63,12 @@ class ModelSource:
         }
 
     def fingerprint(self) -> dict[str, Any]:
-        """What determines the model's numbers (class names do not)."""
+        """What determines the model's numbers (class names do not, nor where a checkpoint file lies: the
+        same file named `ft.pt`, `/abs/ft.pt` or from another folder is the same model, known by its sha256)."""
         d = self.to_dict()
         d.pop("classes")
+        if self.weights_sha256:
+            d.pop("weights")
         return d
 
 

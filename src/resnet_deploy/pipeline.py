@@ -176,7 +176,9 @@ class Pipeline:
         base = self.source.preprocess
         source = self.source.to_dict()
         recorded = self.ws.manifest.get("preprocess")
-        if recorded and all(previous.get(k) == source[k] for k in ("architecture", "weights", "weights_sha256")):
+        # the same weights: the same file's bytes (by whatever path), else the same name (none, torchvision's)
+        same = ("architecture", "weights_sha256") if source["weights_sha256"] else ("architecture", "weights")
+        if recorded and all(previous.get(k) == source[k] for k in same):
             base = Preprocess.from_dict(recorded)
         resize = base.resize if options.resize is None else options.resize
         crop = base.crop if options.crop is None else options.crop
