@@ -188,3 +188,14 @@ def test_an_onnx_that_does_not_take_rgb_images_is_refused_as_such(tmp_path, dims
         OnnxRuntime(Artifact.from_file(path))
     assert f"other.onnx is not an RGB image model: its input 'x' is {shown}, not Nx3xHxW" in str(info.value)
     assert "--dynamic" not in str(info.value)
+
+
+def test_a_corrupt_torchscript_file_is_one_line_cut_at_a_sentence(tmp_path) -> None:
+    """torch's message for a damaged zip runs on past any limit; it is cut where a sentence ends."""
+    path = tmp_path / "broken.ts"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))  # not a zip archive at all
+    with pytest.raises(UsageError) as info:
+        TorchScriptRuntime(Artifact.from_file(path))
+    message = info.value.message
+    assert message.startswith("cannot load TorchScript file broken.ts: PytorchStreamReader failed"), message
+    assert message.endswith(".") and "there is a high" not in message, message

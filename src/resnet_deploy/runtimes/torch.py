@@ -73,6 +73,16 @@ def error_cause(exc: BaseException, limit: int = 200) -> str:
     return lines[0][:limit]
 
 
+def whole_sentences(text: str, limit: int) -> str:
+    """`text` cut to `limit` at the end of a sentence: torch's load errors run on ("This is an internal miniz
+    error. If you are seeing this error, there is a high likelihood ..."), and a cut mid-sentence reads
+    as a garbled message."""
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    return text[: end + 1] if end > 0 else text[: limit - 3] + "..."
+
+
 class _TorchRuntime(Runtime):
     """Shared run/run_device for modules that take and return torch tensors."""
 
@@ -203,7 +213,7 @@ class _TorchFileRuntime(_TorchRuntime):
             self.module = self._load(str(artifact.path))
         except Exception as exc:
             raise UsageError(
-                f"cannot load {self.what} file {artifact.label}: {str(exc).splitlines()[0][:160]}",
+                f"cannot load {self.what} file {artifact.label}: {whole_sentences(error_cause(exc, 400), 160)}",
                 self.fix,
             ) from None
 
