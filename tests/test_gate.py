@@ -182,6 +182,12 @@ def test_evaluate_exit_codes_and_junit(tmp_path: Path) -> None:
 
     md = gate.markdown(res)
     assert "FAILED" in md and "`resnet18.int8.onnx`" in md and "\x1b" not in md
+    # a row that could not run is counted as such, not as outside tolerance
+    assert "2 of 3 checks failed (1 outside tolerance, 1 could not run)" in res.summary()
+    assert "1 of 2 checks could not run" in gate.evaluate([good, broken]).summary()
+    assert "1 of 2 checks outside tolerance" in gate.evaluate([good, bad]).summary()
+    # --explain without --gate: not worded as a gate whose verdict the exit code follows
+    assert res.summary(gating=False).startswith("parity check FAILED") and "without --gate" in res.summary(False)
     # looser per-artifact rule turns the failure into a pass
     f = tmp_path / "loose.toml"
     f.write_text('[artifact."*.int8.onnx"]\nmin_cosine = 0.8\nmin_top1_agreement = 0.4\n')

@@ -259,13 +259,26 @@ class GateResult:
     def exit_code(self) -> int:
         return EXIT_PASS if self.passed else EXIT_FAIL
 
-    def summary(self) -> str:
+    def summary(self, gating: bool = True) -> str:
+        """The verdict line. A row that could not run is counted as such, not as outside tolerance; without
+        --gate (`--explain` alone) the line says the exit code does not follow it."""
+        what = "parity gate" if gating else "parity check"
+        after = "" if gating else " (without --gate the exit code does not follow it)"
         if not self.checked:
-            return "parity gate FAILED: no artifact was checked (nothing in the workspace, or every run was skipped)"
-        n, bad = len(self.checked), len(self.failures)
-        if not bad:
-            return f"parity gate passed: {n} of {n} checks within tolerance ({self.config.source})"
-        return f"parity gate FAILED: {bad} of {n} checks outside tolerance ({self.config.source})"
+            return f"{what} FAILED: no artifact was checked (nothing in the workspace, or every run was skipped){after}"
+        n, errored = len(self.checked), sum(bool(c.error) for c in self.failures)
+        outside = len(self.failures) - errored
+        if not self.failures:
+            return f"{what} passed: {n} of {n} checks within tolerance ({self.config.source})"
+        if outside and errored:
+            counted = (
+                f"{len(self.failures)} of {n} checks failed ({outside} outside tolerance, {errored} could not run)"
+            )
+        elif errored:
+            counted = f"{errored} of {n} checks could not run"
+        else:
+            counted = f"{outside} of {n} checks outside tolerance"
+        return f"{what} FAILED: {counted} ({self.config.source}){after}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -377,11 +390,13 @@ def _md(text: object) -> str:
     return _MD_ESCAPE.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
-def markdown(result: GateResult, title: str = "Parity gate") -> str:
+def markdown(result: GateResult, title: str = "Parity gate", gating: bool = True) -> str:
     """A compact GitHub-flavoured summary: verdict first, then one line per failing check, then the
     tolerances used. Plain Markdown (no HTML, no ANSI), small enough for $GITHUB_STEP_SUMMARY."""
     icon = "✅" if result.passed else "❌"
-    lines = [f"### {icon} {_md(title)}: {'passed' if result.passed else 'FAILED'}", "", _md(result.summary()), ""]
+    title = title if gating else "Parity check"
+    verdict = _md(result.summary(gating))
+    lines = [f"### {icon} {_md(title)}: {'passed' if result.passed else 'FAILED'}", "", verdict, ""]
     failures = result.failures
     if failures:
         lines += ["| artifact | runtime | precision | shape | problem |", "| --- | --- | --- | --- | --- |"]
@@ -499,10 +514,10 @@ def finish(
     if markdown_path is not None and (gate or explain) and str(markdown_path) != "-":
         md = Path(markdown_path)
         previous = md.read_text() if md.is_file() else ""
-        atomic_write_text(md, previous + ("\n" if previous else "") + markdown(result))
+        atomic_write_text(md, previous + ("\n" if previous else "") + markdown(result, gating=gate))
     if gate or explain:
         color = "green" if result.passed else "red"
-        console.info(f"[bold {color}]{result.summary()}[/]")
+        console.info(f"[bold {color}]{result.summary(gating=gate)}[/]")
         for case in result.failures:
             problem = case.error or "; ".join(map(str, case.violations))
             console.info(f"  [red]✗[/] {escape(case.name)}: {escape(problem)}")
