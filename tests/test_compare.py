@@ -540,3 +540,13 @@ def test_the_same_checkpoint_named_by_another_path_keeps_the_workspace(trained, 
     report = json.loads(out.read_text())
     assert [r["artifact_key"] for r in report["rows"]] == ["onnx-fp32"]
     assert (report["preprocess"]["resize"], report["preprocess"]["crop"]) == (trained.resize, trained.crop)
+
+
+def test_an_empty_artifact_file_is_refused_before_any_row(trained, tmp_path) -> None:
+    empty = tmp_path / "model.onnx"
+    empty.touch()
+    ws = tmp_path / "ws"
+    result = invoke([*trained.cli_args, "--workspace", ws, "--artifact", empty, *FAST])
+    assert result.exit_code == 2, result.output
+    assert f"artifact {empty} is empty (0 bytes)" in " ".join(result.output.split()), result.output
+    assert not ws.exists()  # refused before the model loaded

@@ -114,13 +114,13 @@ def why_not_writable(folder: Path) -> str | None:
     return None
 
 
-def check_output_file(option: str, path: Path) -> None:
+def check_output_file(option: str, path: Path, example: str = "out") -> None:
     """A file an option names (a report, a timing cache, an engine) can be written there: checked before
-    the minutes of work whose result it would hold, not after."""
+    the minutes of work whose result it would hold, not after. `example`: a file name for the hint."""
     path = Path(path)
     if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder", f"give a file name, e.g. {option} {path / path.name}")
-    reason = why_not_writable(path.parent)
+        raise UsageError(f"{option} {path} is a folder", f"give a file name, e.g. {option} {path / example}")
+    reason = why_not_writable(path.parent) or _probe_write(path.parent)
     if reason:
         raise UsageError(f"{option} {path}: {reason}", "pass a path in a writable folder")
 
@@ -128,17 +128,21 @@ def check_output_file(option: str, path: Path) -> None:
 def check_writable(folder: Path) -> None:
     """Fail early, with the fix, rather than after minutes of export."""
     folder = Path(folder)
-    reason = why_not_writable(folder)
+    reason = why_not_writable(folder) or _probe_write(folder)
     if reason:
-        raise UsageError(f"workspace {folder}: {reason}", "pass another --workspace DIR")
-    try:  # probe where the folder will be made: nothing is created before it is needed
+        raise UsageError(f"workspace {folder}: {reason}", "pass another, writable --workspace DIR")
+
+
+def _probe_write(folder: Path) -> str | None:
+    """Why a file cannot be made where `folder` is (or will be made), by making one: `os.access` says yes
+    to root on a read-only mount and to paths like /proc. Nothing is created that stays."""
+    try:
         fd, probe = tempfile.mkstemp(dir=_nearest_existing(folder), prefix=".write-test.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UsageError(
-            f"workspace {folder} is not writable: {exc.strerror}", "pass a writable --workspace DIR"
-        ) from None
+        return f"{_nearest_existing(folder)} is not writable ({exc.strerror})"
+    return None
 
 
 def now() -> str:

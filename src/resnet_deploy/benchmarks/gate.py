@@ -180,6 +180,11 @@ def load_tolerances(path: str | Path | None, defaults: Mapping[str, Tolerance] |
         elif section in PRECISIONS:
             base = precisions.get(section, Tolerance())
             precisions[section] = dataclasses.replace(base, **_bounds(table, f"[{section}]", path))
+        elif not isinstance(table, dict):  # `min_cosine = 0.99` above every table: a bound with no precision
+            raise UsageError(
+                f"{path}: {section} = {table!r} is outside any table",
+                f"put it under the precision it bounds, e.g. [fp32] then {section} = {table!r}",
+            )
         else:
             close = [p for p in (*PRECISIONS, "artifact") if p.startswith(section[:2].lower())]
             hint = f"did you mean [{close[0]}]?" if close else _HELP

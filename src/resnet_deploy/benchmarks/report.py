@@ -89,7 +89,7 @@ def _columns(result: CompareResult) -> list[str]:
 def notes(result: CompareResult) -> list[str]:
     """Lines under the table: what the numbers are, warnings, failures and their reasons."""
     out = [
-        f"reference: PyTorch FP32 eager on the CPU, {result.images} parity images"
+        f"reference: PyTorch FP32 eager on the CPU, {result.images} parity image{'s' * (result.images != 1)}"
         + (f" from {result.images_dir}" if result.images_dir else " (random inputs)")
         + f", preprocessed at {result.parity_size[0]}x{result.parity_size[1]}"
         + (
@@ -228,7 +228,8 @@ def to_markdown(result: CompareResult) -> str:
         "",
         f"**{verdict}** · device `{result.device}`"
         + (f" ({env['device_name']})" if env.get("device_name") else "")
-        + f" · {result.threads} CPU threads · {result.images} parity images · {result.seconds:.0f} s",
+        + f" · {result.threads} CPU threads · {result.images} parity image{'s' * (result.images != 1)}"
+        + f" · {result.seconds:.0f} s",
         "",
     ]
     if result.command:
@@ -419,6 +420,16 @@ def _plot_by_batch(result: CompareResult, path: Path, plt: Any) -> None:
     plt.close(fig)
 
 
+#: a file name to suggest when a report option names a folder
+_EXAMPLE_NAMES = {
+    "--json": "report.json",
+    "--markdown": "report.md",
+    "--csv": "report.csv",
+    "--plot": "latency.png",
+    "--junit": "parity.xml",
+}
+
+
 def check_report_paths(paths: dict[str, Path | None]) -> None:
     """Before the run: every report can be written where asked (`{'--json': path, ...}`), so a typo does not
     cost the minutes of benchmarking before it. Only --json writes to stdout ('-'); two reports never share a
@@ -438,7 +449,7 @@ def check_report_paths(paths: dict[str, Path | None]) -> None:
         if path.resolve() in seen:
             raise UsageError(f"{seen[path.resolve()]} and {option} both write {path}", "give each report its own file")
         seen[path.resolve()] = option
-        check_output_file(option, path)
+        check_output_file(option, path, _EXAMPLE_NAMES.get(option, "report"))
 
 
 def write_reports(

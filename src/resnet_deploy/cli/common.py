@@ -195,4 +195,11 @@ def command_line() -> str:
     """The command as typed (program name without its path), for reports that must say how they were made."""
     import shlex
 
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    program = Path(sys.argv[0])
+    if program.parent.name == "cli" and program.parent.parent.name == "resnet_deploy":  # python -m ...cli.bench
+        program = Path(_SCRIPTS.get(program.stem, program.name))
+    return shlex.join([program.name, *sys.argv[1:]])
+
+
+#: the console script each CLI module is installed as (pyproject.toml), for command lines run with `python -m`
+_SCRIPTS = {"bench": "resnet-bench", "export": "resnet-export"}

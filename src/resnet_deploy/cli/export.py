@@ -242,9 +242,12 @@ def trt(
     from resnet_deploy.workspace import check_output_file
 
     size = engines.parse_bytes(workspace_size)
-    for option, path in (("--timing-cache", timing_cache), ("--output", output)):
+    for option, path, example in (
+        ("--timing-cache", timing_cache, "timing.cache"),
+        ("--output", output, "model.engine"),
+    ):
         if path is not None:
-            check_output_file(option, path)
+            check_output_file(option, path, example)
     if onnx_file is not None:
         # the file fixes the model, its preprocessing and its INT8 scales: options about those would be ignored
         ignored = common.typed_options(ctx, MODEL_OPTIONS)

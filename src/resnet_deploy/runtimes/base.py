@@ -77,6 +77,8 @@ class Artifact:
                 "use .onnx, .ts/.pt (TorchScript), .pt2 (torch.export) or .engine/.plan (TensorRT)",
             )
         stat = path.stat()
+        if stat.st_size == 0:  # an interrupted copy or a failed download: say so before any row runs
+            raise UsageError(f"artifact {path} is empty (0 bytes)", "copy or export the file again")
         precision = _file_precision(fmt, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         return cls(fmt, path, precision)
 
