@@ -550,3 +550,17 @@ def test_an_empty_artifact_file_is_refused_before_any_row(trained, tmp_path) -> 
     assert result.exit_code == 2, result.output
     assert f"artifact {empty} is empty (0 bytes)" in " ".join(result.output.split()), result.output
     assert not ws.exists()  # refused before the model loaded
+
+
+@pytest.mark.parametrize("case", ["no-build", "empty"])
+def test_calib_is_checked_before_the_model_loads(trained, tmp_path, case) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ws = tmp_path / "ws"
+    args = ["--calib", trained.calib_dir, "--no-build"] if case == "no-build" else ["--calib", empty]
+    result = invoke([*trained.cli_args, "--workspace", ws, *args, *FAST])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    expected = "--calib only applies when compare builds the default set" if case == "no-build" else f"{empty} holds no"
+    assert expected in text, result.output
+    assert not ws.exists()

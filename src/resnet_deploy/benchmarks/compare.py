@@ -367,6 +367,11 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
             fit_range(pipe, batches, sizes)
         built, notes = build_default_set(pipe, device, options.calib_dir)
         warnings += notes
+    elif options.calib_dir is not None:  # the workspace had artifacts: said, not dropped in silence
+        warnings.append(
+            f"--calib {options.calib_dir} not used: the workspace already holds artifacts, and the default set "
+            "is built only into an empty one (re-export INT8 with resnet-export onnx --int8 --calib DIR)"
+        )
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -48,7 +48,9 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
         add(onnx_fp16(pipe))
     calib = calib_dir if calib_dir is not None else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
     if calib is None:
-        notes.append("no ./calibration folder: INT8 ONNX skipped (pass --images or export it with --calib)")
+        notes.append(
+            "no ./calibration folder: INT8 ONNX skipped (pass --calib DIR, or export it with resnet-export onnx --int8)"
+        )
     else:
         try:
             from resnet_deploy.calibration.quantize import onnx_int8

@@ -97,6 +97,13 @@ def validate_options(options: CompareOptions) -> str:
         raise UsageError("--max-images must be >= 1")
     if options.images is not None:
         require_inputs(Path(options.images), "parity image")
+    if options.calib_dir is not None:
+        if not options.build or options.artifacts:  # known now: the default set will not be built
+            raise UsageError(
+                "--calib only applies when compare builds the default set, which --no-build and --artifact skip",
+                "drop --calib, or export INT8 with resnet-export onnx --int8 --calib DIR",
+            )
+        require_inputs(Path(options.calib_dir), "calibration image")
     check_artifacts(options.artifacts, device, options.runtimes)
     return device
 

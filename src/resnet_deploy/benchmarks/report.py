@@ -99,7 +99,8 @@ def notes(result: CompareResult) -> list[str]:
         )
         + f" (distinct reference classes: {result.reference_distinct_classes})",
         f"latency: {result.warmup} warm-up + {result.iters} timed iterations on random inputs, "
-        f"{result.threads} CPU threads; speedup = PyTorch eager mean / mean",
+        f"{result.threads} CPU threads; img/s = batch / mean; speedup = PyTorch eager mean / mean"
+        + ("" if any(r.runtime == "torch-eager" for r in result.rows) else " (no torch-eager row in --runtimes: -)"),
     ]
     for row in result.rows:
         if row.error:

@@ -65,6 +65,14 @@ Build = Annotated[
         "--build/--no-build", help="Build the default artifact set when the workspace has none.", metavar=FLAG
     ),
 ]
+Calib = Annotated[
+    Path | None,
+    typer.Option(
+        "--calib",
+        help="Calibration images for the default set's INT8 ONNX (built only into an empty workspace). "
+        "Default: ./calibration.",
+    ),
+]
 JsonOut = Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")]
 MarkdownOut = Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")]
 CsvOut = Annotated[Path | None, typer.Option("--csv", help="Write every row as CSV.")]
@@ -161,6 +169,7 @@ def compare(
     max_images: MaxImages = 100,
     artifact: Artifacts = None,
     build: Build = True,
+    calib: Calib = None,
     weights: common.Weights = None,
     num_classes: common.NumClasses = None,
     trust_checkpoint: common.Trust = False,
@@ -208,6 +217,7 @@ def compare(
         max_images=max_images,
         artifacts=list(artifact or []),
         build=build,
+        calib_dir=calib,
         floor=floor,
         fit_range=not (min_shape or opt_shape or max_shape),
     )
