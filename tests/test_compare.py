@@ -564,3 +564,11 @@ def test_calib_is_checked_before_the_model_loads(trained, tmp_path, case) -> Non
     expected = "--calib only applies when compare builds the default set" if case == "no-build" else f"{empty} holds no"
     assert expected in text, result.output
     assert not ws.exists()
+
+
+def test_an_empty_shape_is_a_bad_shape_not_the_default(trained, tmp_path) -> None:
+    """`--max-shape "$UNSET"` must not quietly benchmark the default range."""
+    ws = tmp_path / "ws"
+    result = invoke([*trained.cli_args, "--workspace", ws, "--max-shape", "", *FAST])
+    assert result.exit_code == 2, result.output
+    assert "invalid shape ''" in " ".join(result.output.split()), result.output

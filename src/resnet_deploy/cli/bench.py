@@ -205,6 +205,7 @@ def compare(
     from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
     from resnet_deploy.benchmarks.preflight import validate_options
 
+    given = any(s is not None for s in (min_shape, opt_shape, max_shape))  # "" is a bad shape, not "not given"
     options = CompareOptions(
         runtimes=_split(runtimes, "--runtimes") or None,
         device=device,
@@ -219,14 +220,13 @@ def compare(
         build=build,
         calib_dir=calib,
         floor=floor,
-        fit_range=not (min_shape or opt_shape or max_shape),
+        fit_range=not given,
     )
     validate_options(options)  # fail on bad options before the model loads
     report.check_report_paths(
         {"--json": json_out, "--markdown": markdown, "--csv": csv_out, "--plot": plot, "--junit": junit}
     )
     gate_config = parity_gate.configure(options, tolerances)  # and on a bad tolerance file
-    given = bool(min_shape or opt_shape or max_shape)
     pipe = common.open_pipeline(
         model,
         weights,
