@@ -124,9 +124,10 @@ class Pipeline:
         name: str | None = None,
         shapes: ShapeRequest | ShapeRange | None = None,
         dynamic_default: bool = True,
+        new_workspace_shapes: ShapeRequest | None = None,
     ) -> None:
-        """`shapes=None`: the range this workspace recorded last, else the default range (dynamic, or static
-        at the crop size with `dynamic_default=False`)."""
+        """`shapes=None`: the range this workspace recorded last, else `new_workspace_shapes`, else the default
+        range (dynamic, or static at the crop size with `dynamic_default=False`)."""
         from resnet_deploy.models import resolve_architecture
 
         arch = resolve_architecture(options.architecture)
@@ -162,9 +163,12 @@ class Pipeline:
             shape_range = shapes
         else:
             recorded = self.ws.manifest.get("input")
-            shape_range = (
-                ShapeRange.from_dict(recorded) if recorded else make_range(dynamic_default, self.preprocess.crop)
-            )
+            if recorded:
+                shape_range = ShapeRange.from_dict(recorded)
+            elif new_workspace_shapes is not None:
+                shape_range = new_workspace_shapes.resolve(self.preprocess.crop)
+            else:
+                shape_range = make_range(dynamic_default, self.preprocess.crop)
         self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
         self.set_range(shape_range)

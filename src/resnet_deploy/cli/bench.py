@@ -205,7 +205,7 @@ def compare(
     from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
     from resnet_deploy.benchmarks.preflight import validate_options
 
-    given = any(s is not None for s in (min_shape, opt_shape, max_shape))  # "" is a bad shape, not "not given"
+    given = common.shapes_given(min_shape, opt_shape, max_shape)
     options = CompareOptions(
         runtimes=_split(runtimes, "--runtimes") or None,
         device=device,

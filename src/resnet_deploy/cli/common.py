@@ -132,12 +132,10 @@ def model_options(
     )
 
 
-def recorded_range(workspace: Path, model: str) -> dict[str, Any] | None:
-    """The input range `model`'s workspace recorded, or None in a new one; read without loading the model."""
-    from resnet_deploy.models import resolve_architecture
-    from resnet_deploy.workspace import Workspace
-
-    return Workspace(workspace, resolve_architecture(model)).manifest.get("input")
+def shapes_given(*shapes: str | None) -> bool:
+    """Whether any shape option was typed. `--opt-shape "$UNSET"` was typed: an empty string is a bad
+    shape to report, not "not given"."""
+    return any(s is not None for s in shapes)
 
 
 def open_pipeline(
@@ -155,17 +153,21 @@ def open_pipeline(
     mean: str | None = None,
     std: str | None = None,
     static_by_default: bool = True,
+    shapes_if_new: bool = False,
 ) -> Any:
     """Load the model into its workspace. `dynamic=None` with no shapes: the workspace's recorded range,
-    else static (`static_by_default`) or the pipeline's dynamic default."""
+    else static (`static_by_default`) or the pipeline's dynamic default. `shapes_if_new`: the shapes given
+    set the range only of a workspace that recorded none (`trt`: its profile must fit the recorded ONNX)."""
     from resnet_deploy.models import resolve_architecture
     from resnet_deploy.pipeline import Pipeline, ShapeRequest
 
     resolve_architecture(model)  # a misspelt name is reported before anything slow happens
     options = model_options(model, weights, num_classes, trust, resize, crop, mean, std)
     shapes = None
-    if dynamic is not None or any(s is not None for s in (min_shape, opt_shape, max_shape)):
+    if dynamic is not None or shapes_given(min_shape, opt_shape, max_shape):
         shapes = ShapeRequest(bool(dynamic), min_shape, opt_shape, max_shape)
+    if shapes_if_new:
+        return Pipeline(options, workspace, dynamic_default=not static_by_default, new_workspace_shapes=shapes)
     return Pipeline(options, workspace, shapes=shapes, dynamic_default=not static_by_default)
 
 

@@ -284,22 +284,22 @@ def trt(
         check_calibration_request(calib, calib_size)  # before the model loads and the ONNX is made
     # the ONNX an engine is built from: the range the workspace recorded; in a new workspace, the profile
     # asked for (else the dynamic defaults), so the ONNX made first covers it
-    fresh = common.recorded_range(workspace, model) is None
     pipe = common.open_pipeline(
         model,
         weights,
         num_classes,
         trust_checkpoint,
         workspace,
-        dynamic=True if fresh and any(s is not None for s in (min_shape, opt_shape, max_shape)) else None,
-        min_shape=min_shape if fresh else None,
-        opt_shape=opt_shape if fresh else None,
-        max_shape=max_shape if fresh else None,
+        dynamic=True if common.shapes_given(min_shape, opt_shape, max_shape) else None,
+        min_shape=min_shape,
+        opt_shape=opt_shape,
+        max_shape=max_shape,
         resize=resize,
         crop=crop,
         mean=mean,
         std=std,
         static_by_default=False,
+        shapes_if_new=True,
     )
     artifact = engines.engine_for_pipeline(
         pipe, precision or "fp32", calib, calib_method, calib_size, min_shape, opt_shape, max_shape, size, timing_cache
