@@ -100,27 +100,31 @@ def parameter_count(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int, cuda: bool, warmup: int = 3) -> float:
-    """Median wall time of `fn` (CUDA events around each call on a GPU)."""
+def _median_seconds(fn: Callable[[], Any], repeats: int, cuda: Any | None, warmup: int = 3) -> float:
+    """Median wall time of `fn`; on a GPU (`cuda` = its torch.device), CUDA events around each call,
+    recorded on that device's stream (the current device's would time nothing on cuda:1)."""
+    import contextlib
+
     import torch
 
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+    with torch.cuda.device(cuda) if cuda is not None else contextlib.nullcontext():
+        for _ in range(warmup):
             fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+        if cuda is not None:
+            torch.cuda.synchronize(cuda)
+        times = []
+        for _ in range(repeats):
+            if cuda is not None:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
 
@@ -147,9 +151,9 @@ def measure_ceilings(device: str = "cpu", n: int | None = None, repeats: int = 1
             from resnet_deploy.runtimes.torch import cuda_math
 
             with cuda_math(tf32=tf32):
-                seconds = _median_seconds(lambda: torch.mm(a, b), repeats, cuda)
+                seconds = _median_seconds(lambda: torch.mm(a, b), repeats, dev)
         else:
-            seconds = _median_seconds(lambda: torch.mm(a, b), max(3, repeats // 2), cuda, warmup=1)
+            seconds = _median_seconds(lambda: torch.mm(a, b), max(3, repeats // 2), None, warmup=1)
         return 2 * n**3 / seconds / 1e12
 
     tflops["fp32"] = rate(torch.float32)
@@ -159,7 +163,7 @@ def measure_ceilings(device: str = "cpu", n: int | None = None, repeats: int = 1
         try:
             a = torch.randint(-128, 128, (n, n), device=dev, dtype=torch.int8, generator=gen)
             b = torch.randint(-128, 128, (n, n), device=dev, dtype=torch.int8, generator=gen)
-            tflops["int8"] = 2 * n**3 / _median_seconds(lambda: torch._int_mm(a, b), repeats, cuda) / 1e12
+            tflops["int8"] = 2 * n**3 / _median_seconds(lambda: torch._int_mm(a, b), repeats, dev) / 1e12
         except (AttributeError, RuntimeError) as exc:
             missing["int8"] = f"torch._int_mm failed: {str(exc).splitlines()[0][:120]}"
         elements = (2 << 30) // 4
@@ -168,12 +172,12 @@ def measure_ceilings(device: str = "cpu", n: int | None = None, repeats: int = 1
         elements = (256 << 20) // 4
     src = torch.randn(elements, device=dev, generator=gen)
     dst = torch.empty_like(src)
-    seconds = _median_seconds(lambda: dst.copy_(src), repeats, cuda)
+    seconds = _median_seconds(lambda: dst.copy_(src), repeats, dev if cuda else None)
     copy_gb_s = 2 * src.numel() * src.element_size() / seconds / 1e9
     host_copy_gb_s = None
     if cuda:  # pageable host memory, as the runtimes' host path (numpy arrays) copies from
         host = torch.randn(elements // 8, generator=torch.Generator().manual_seed(0))
-        seconds = _median_seconds(lambda: host.to(dev), repeats, cuda)
+        seconds = _median_seconds(lambda: host.to(dev), repeats, dev)
         host_copy_gb_s = host.numel() * host.element_size() / seconds / 1e9
     name = torch.cuda.get_device_name(dev) if cuda else cpu_name()
     method = (

@@ -135,22 +135,24 @@ def measure(
 
         dev = torch.device(runtime.device)
         inputs = [torch.from_numpy(x).to(dev) for x in host]
-        for i in range(warmup):
-            runtime.run_device(inputs[i % len(inputs)])
-            tick()
-        torch.cuda.synchronize(dev)
-        times = []
-        for i in range(iters):
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            runtime.run_device(inputs[i % len(inputs)])
-            runtime.synchronize()
+        # events record on the current device's stream: on cuda:1 they must be cuda:1's, not cuda:0's
+        with torch.cuda.device(dev):
+            for i in range(warmup):
+                runtime.run_device(inputs[i % len(inputs)])
+                tick()
             torch.cuda.synchronize(dev)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-            tick()
+            times = []
+            for i in range(iters):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                runtime.run_device(inputs[i % len(inputs)])
+                runtime.synchronize()
+                torch.cuda.synchronize(dev)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+                tick()
         return summarize(times, shape[0], warmup, False, "cuda-events", threads)
 
     for i in range(warmup):
