@@ -102,6 +102,9 @@ def anchors(report: dict) -> list[str]:
 def main(folders: list[str]) -> None:
     """Each device call brings its own folder back; the one with compare-resnet50.json names the GPU."""
     sources = [Path(f) for f in folders]
+    missing = [str(src) for src in sources if not src.is_dir()]
+    if missing:  # checked before anything is copied, so a typo leaves no half-filled results folder
+        sys.exit(f"not a folder: {', '.join(missing)} (pass the files_at folder of each GPU call)")
     found = [src / "compare-resnet50.json" for src in sources if (src / "compare-resnet50.json").is_file()]
     if not found:
         sys.exit("none of these folders holds compare-resnet50.json (the `compare` call's output)")
@@ -117,6 +120,10 @@ def main(folders: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python benchmarks/gpu/collect.py FOLDER [FOLDER ...]  (what each GPU call brought back)")
-    main(sys.argv[1:])
+    USAGE = "usage: python benchmarks/gpu/collect.py FOLDER [FOLDER ...]  (what each GPU call brought back)"
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(USAGE)
+    elif len(sys.argv) < 2:
+        sys.exit(USAGE)
+    else:
+        main(sys.argv[1:])
