@@ -122,7 +122,22 @@ class Runtime(ABC):
         """Block until queued device work is done (no-op on the CPU)."""
 
     def check_input(self, batch: np.ndarray | Any) -> None:
-        shape = tuple(batch.shape)
+        """Refuse what `run` would otherwise turn into wrong logits or a deep numpy/backend error: a non-array,
+        integer pixels (raw 0..255 values, cast to float silently, give plausible-looking garbage), a shape
+        that is not NCHW with 3 channels or one outside `input_range`. Floating dtypes are cast to float32."""
+        shape = getattr(batch, "shape", None)
+        if shape is None:
+            raise UsageError(
+                f"input is a {type(batch).__name__}, not an array",
+                "pass a float32 NCHW numpy array (run_device: a torch tensor)",
+            )
+        dtype = getattr(batch, "dtype", None)
+        if dtype is not None and not _floating(dtype):
+            raise UsageError(
+                f"input is {str(dtype).replace('torch.', '')}, not float32: raw pixels are not what the model takes",
+                "preprocess the images with resnet_deploy.preprocess (Preprocess, load_folder): resize, crop, normalize",
+            )
+        shape = tuple(shape)
         if len(shape) != 4 or shape[1] != 3:
             raise UsageError(f"input {format_shape(shape)} is not an NCHW batch with 3 channels")
         if self.input_range is not None:
@@ -137,6 +152,14 @@ class Runtime(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.precision} {self.device}>"
+
+
+def _floating(dtype: Any) -> bool:
+    """A numpy dtype (kind 'f') or a torch dtype (is_floating_point) of floating point numbers."""
+    kind = getattr(dtype, "kind", None)
+    if kind is not None:
+        return kind == "f"
+    return bool(getattr(dtype, "is_floating_point", True))
 
 
 @dataclass(frozen=True)

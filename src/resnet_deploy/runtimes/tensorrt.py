@@ -175,6 +175,7 @@ class TensorRTRuntime(Runtime):
 
         if self.buffers != "torch":
             return super().run_device(batch)
+        self.check_input(batch)  # before the cast below, which would take uint8 pixels as values
         with torch.cuda.device(self.index):
             x = batch.to(device=self.device, dtype=getattr(torch, self.input_dtype.name)).contiguous()
             out_shape = self._set_shape(tuple(x.shape))
@@ -192,6 +193,7 @@ class TensorRTRuntime(Runtime):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Host in, host out (copies included)."""
+        self.check_input(batch)  # before the cast below, which would take uint8 pixels as values
         batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
         if self.buffers == "torch":
             import torch
