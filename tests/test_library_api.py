@@ -55,3 +55,17 @@ def test_a_list_is_refused_as_not_an_array(pipe, images, name) -> None:
     runtime = _open(pipe, name)
     with pytest.raises(UsageError, match=r"input is a list, not an array"):
         runtime.run(images.tolist())
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_a_runtime_is_a_context_manager_and_a_closed_one_says_so(pipe, images, name) -> None:
+    """`with` frees the session or module on exit; running it afterwards names the problem, instead of
+    "'NoneType' object has no attribute 'run'" or a torch runtime blaming the input's shape."""
+    with _open(pipe, name) as runtime:
+        assert runtime.run(images).shape == (len(images), pipe.source.num_classes)
+    assert runtime.closed
+    with pytest.raises(UsageError, match=r"is closed \(create a new runtime"):
+        runtime.run(images)
+    with pytest.raises(UsageError, match=r"is closed"):
+        runtime.run_device(torch.from_numpy(images))
+    runtime.close()  # a second close is harmless

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -94,6 +94,9 @@ def _file_precision(fmt: str, path: str, mtime_ns: int, size: int) -> str:
     return onnx_precision(Path(path))
 
 
+_R = TypeVar("_R", bound="Runtime")
+
+
 class Runtime(ABC):
     """Runs NCHW float32 batches and returns float32 logits."""
 
@@ -103,6 +106,8 @@ class Runtime(ABC):
     artifact: Artifact | None = None
     #: shapes this runtime accepts; None = any 4-D float32 NCHW batch with 3 channels
     input_range: ShapeRange | None = None
+    #: set by `close`: the runtime has freed what it runs with
+    closed: bool = False
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -125,6 +130,8 @@ class Runtime(ABC):
         """Refuse what `run` would otherwise turn into wrong logits or a deep numpy/backend error: a non-array,
         integer pixels (raw 0..255 values, cast to float silently, give plausible-looking garbage), a shape
         that is not NCHW with 3 channels or one outside `input_range`. Floating dtypes are cast to float32."""
+        if self.closed:
+            raise UsageError(f"{self.describe()} is closed", "create a new runtime to run it again")
         shape = getattr(batch, "shape", None)
         if shape is None:
             raise UsageError(
@@ -148,7 +155,16 @@ class Runtime(ABC):
         return f"{what} on {self.name}"
 
     def close(self) -> None:
-        """Free sessions/contexts early; garbage collection would do it later."""
+        """Free the session, module or engine (and its GPU memory) now rather than at garbage collection, so a
+        service that opens many artifacts does not hold them all. Safe to call twice; `run` afterwards is an
+        error. Subclasses free their own and call this. `with create(...) as runtime:` closes on exit."""
+        self.closed = True
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.precision} {self.device}>"

@@ -96,6 +96,7 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+        super().close()
 
 
 def _require_image_input(dims: list[Any], name: str, label: str) -> None:

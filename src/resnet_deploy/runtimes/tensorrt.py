@@ -229,6 +229,7 @@ class TensorRTRuntime(Runtime):
             self._d_in = self._d_out = None
             self._pctx.pop()
             self._pctx = None
+        super().close()
 
 
 class _Shape:

@@ -152,6 +152,7 @@ class _TorchRuntime(Runtime):
 
     def close(self) -> None:
         self.module = None
+        super().close()
 
 
 class TorchEagerRuntime(_TorchRuntime):
