@@ -13,7 +13,7 @@ import torch
 
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import load_folder
-from resnet_deploy.runtimes import Runtime, create
+from resnet_deploy.runtimes import Artifact, Runtime, create
 from tests.trained import PHOTOS
 
 RUNTIMES = ["onnxruntime-cpu", "torchscript", "torch-eager"]
@@ -69,3 +69,44 @@ def test_a_runtime_is_a_context_manager_and_a_closed_one_says_so(pipe, images, n
     with pytest.raises(UsageError, match=r"is closed"):
         runtime.run_device(torch.from_numpy(images))
     runtime.close()  # a second close is harmless
+
+
+@pytest.mark.parametrize("device", ["gpu", "mps", "cuda:x", ""])
+def test_a_misspelled_device_is_a_usage_error_not_a_missing_package(pipe, device) -> None:
+    """'gpu' was "onnxruntime-cpu does not run on gpu (pip install onnxruntime)": exit 3 and the wrong fix."""
+    with pytest.raises(UsageError, match=r"unknown device"):
+        create("onnxruntime-cpu", pipe.artifact("onnx-fp32"), device)
+
+
+def test_device_case_and_spacing_do_not_matter(pipe, images) -> None:
+    with create("onnxruntime-cpu", pipe.artifact("onnx-fp32"), " CPU ") as runtime:
+        assert runtime.device == "cpu" and runtime.run(images).shape[0] == len(images)
+
+
+def test_a_runtime_on_a_device_it_does_not_run_on_names_the_one_that_does(pipe) -> None:
+    with pytest.raises(UsageError, match=r"onnxruntime-cpu runs on cpu, not cuda \(on cuda, use onnxruntime-cuda"):
+        create("onnxruntime-cpu", pipe.artifact("onnx-fp32"), "cuda")
+
+
+def test_an_artifact_of_another_format_names_the_runtime_that_runs_it(pipe) -> None:
+    """An ONNX handed to the TorchScript runtime was "PytorchStreamReader failed ... (a .pt that holds weights
+    is a checkpoint)"; the model handed to ONNX Runtime was "Load model from None failed"."""
+    with pytest.raises(UsageError, match=r"torchscript runs torchscript artifacts, not onnx .*use onnxruntime-cpu"):
+        create("torchscript", pipe.artifact("onnx-fp32"))
+    with pytest.raises(UsageError, match=r"onnxruntime-cpu runs onnx artifacts, not pytorch \(use torch-eager\)"):
+        create("onnxruntime-cpu", pipe.reference())
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("onnx", "onnxruntime-cpu"), ("program", "torch-export")])
+def test_a_missing_file_is_named_before_the_backend_reads_it(tmp_path, capfd, fmt, name) -> None:
+    """torch.export logged a traceback on stderr for a missing .pt2 before its error."""
+    with pytest.raises(UsageError, match=r"artifact .*missing\.x does not exist"):
+        create(name, Artifact(fmt, tmp_path / "missing.x"))
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_an_artifact_path_may_be_a_string(pipe, images) -> None:
+    art = pipe.artifact("onnx-fp32")
+    with create("onnxruntime-cpu", Artifact("onnx", str(art.path))) as runtime:
+        assert runtime.describe().startswith(art.path.name)
+        assert runtime.run(images).shape[0] == len(images)

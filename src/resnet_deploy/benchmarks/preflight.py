@@ -13,20 +13,16 @@ from typing import TYPE_CHECKING
 from resnet_deploy import console
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.preprocess import require_inputs
-from resnet_deploy.runtimes.base import Artifact, RuntimeSpec, registry, runtimes_for
+from resnet_deploy.runtimes.base import Artifact, RuntimeSpec, parse_device, registry, runtimes_for
 
 if TYPE_CHECKING:
     from resnet_deploy.benchmarks.compare import CompareOptions
 
 
 def normalize_device(device: str) -> str:
-    device = device.strip().lower()
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda") or (kind == "cpu" and ":" in device):
-        raise UsageError(f"unknown device '{device}'", "use --device cpu or --device cuda (or cuda:N)")
-    if kind == "cuda":
-        if ":" in device and not device.split(":")[1].isdigit():
-            raise UsageError(f"unknown device '{device}'", "use cuda or cuda:N")
+    """--device spelled as the runtimes spell it (`parse_device`), and a GPU that is there when it names one."""
+    device = parse_device(device)
+    if device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():

@@ -33,6 +33,18 @@ SUFFIX_FORMATS = {
 }
 
 
+def parse_device(device: str) -> str:
+    """`device` as the runtimes spell it, `cpu`, `cuda` or `cuda:N`, whatever its case and spacing. Anything else
+    ('gpu', 'mps', 'cuda:x') is refused as a spelling here, rather than reaching a backend as a device it
+    "does not run on" with a hint to install a package. Whether a GPU is there is the registry's question."""
+    text = str(device).strip().lower()
+    kind, colon, index = text.partition(":")
+    if text == "cpu" or (kind == "cuda" and (not colon or index.isdigit())):
+        return text
+    hint = "use cuda or cuda:N" if kind == "cuda" else "use cpu, cuda or cuda:N"
+    raise UsageError(f"unknown device '{text}'", hint)
+
+
 def device_name(device: str) -> str:
     """'cpu' or 'cuda:N', the one spelling runtimes, reports and --explain use ('cuda' is 'cuda:0')."""
     device = device.strip().lower()
@@ -58,18 +70,19 @@ class Artifact:
     #: the name to report while `path` is the temp file an export is verified under, not yet renamed
     name: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            self.path = Path(self.path)  # a str from a caller's config: .name, .suffix and .exists() must work
+
     @property
     def label(self) -> str:
         return self.name or (self.path.name if self.path else (self.key or self.format))
 
     @classmethod
-    def from_file(cls, path: Path) -> Artifact:
+    def from_file(cls, path: Path | str) -> Artifact:
         """An artifact given on the command line: format from the suffix, precision from the file."""
         path = Path(path)
-        if path.is_dir():  # "does not exist" would send the user looking for a path that is right there
-            raise UsageError(f"artifact {path} is a folder", "pass one .onnx, .pt/.ts, .pt2 or .engine file in it")
-        if not path.is_file():
-            raise UsageError(f"artifact {path} does not exist", "pass an .onnx, .pt/.ts, .pt2 or .engine file")
+        require_file(path)
         fmt = SUFFIX_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise UsageError(
@@ -81,6 +94,14 @@ class Artifact:
             raise UsageError(f"artifact {path} is empty (0 bytes)", "copy or export the file again")
         precision = _file_precision(fmt, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
         return cls(fmt, path, precision)
+
+
+def require_file(path: Path) -> None:
+    """An artifact's file is there, or the error that says so (before a backend's own, longer one)."""
+    if path.is_dir():  # "does not exist" would send the user looking for a path that is right there
+        raise UsageError(f"artifact {path} is a folder", "pass one .onnx, .pt/.ts, .pt2 or .engine file in it")
+    if not path.is_file():
+        raise UsageError(f"artifact {path} does not exist", "pass an .onnx, .pt/.ts, .pt2 or .engine file")
 
 
 @functools.lru_cache(maxsize=64)
@@ -201,6 +222,29 @@ class RuntimeSpec:
         return checker(device) if checker else None
 
     def create(self, artifact: Artifact, device: str = "cpu", **options: Any) -> Runtime:
+        """This backend running `artifact` on `device` (`cpu`, `cuda`, `cuda:N`). `options`: `threads` (CPU
+        threads), and per backend `precision`/`channels_last` (torch-eager) or `buffers` (tensorrt).
+
+        UsageError for what the caller can fix (a device spelling, an artifact of a format or on a device this
+        backend does not take, a missing file); MissingDependencyError when this machine lacks what it needs.
+        """
+        device = parse_device(device)
+        if artifact.format not in self.formats:
+            takers = [s.name for s in _REGISTRY.values() if artifact.format in s.formats]
+            named = f" ({artifact.label})" if artifact.label != artifact.format else ""
+            raise UsageError(
+                f"{self.name} runs {'/'.join(self.formats)} artifacts, not {artifact.format}{named}",
+                f"use {', '.join(takers)}" if takers else None,
+            )
+        kind = device.split(":")[0]
+        if kind not in self.devices:
+            here = [s.name for s in _REGISTRY.values() if artifact.format in s.formats and kind in s.devices]
+            raise UsageError(
+                f"{self.name} runs on {' or '.join(self.devices)}, not {kind}",
+                f"on {kind}, use {', '.join(here)}" if here else f"use device '{self.devices[0]}'",
+            )
+        if artifact.path is not None:
+            require_file(artifact.path)
         reason = self.unavailable_reason(device)
         if reason:
             raise MissingDependencyError(f"cannot run {artifact.label}: {reason}", _INSTALL_HINTS.get(self.name))
@@ -284,6 +328,7 @@ def registry() -> dict[str, RuntimeSpec]:
 
 def runtimes_for(fmt: str, device: str = "cpu", names: list[str] | None = None) -> list[RuntimeSpec]:
     """The registered runtimes that take `fmt` and can run on `device` here."""
+    device = parse_device(device)
     out = []
     for spec in _REGISTRY.values():
         if fmt in spec.formats and (names is None or spec.name in names):
@@ -293,6 +338,8 @@ def runtimes_for(fmt: str, device: str = "cpu", names: list[str] | None = None) 
 
 
 def create(name: str, artifact: Artifact, device: str = "cpu", **options: Any) -> Runtime:
+    """Runtime `name` (see `registry()`) running `artifact` on `device`: the one way every caller opens one.
+    `RuntimeSpec.create` says which options it takes and what it raises."""
     if name not in _REGISTRY:
         raise UsageError(f"unknown runtime '{name}'", "choose from: " + ", ".join(_REGISTRY))
     return _REGISTRY[name].create(artifact, device, **options)
