@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, check, compare
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.runtimes import Artifact, Runtime, create
+from resnet_deploy.workspace import Workspace
 from tests.trained import PHOTOS
 
 RUNTIMES = ["onnxruntime-cpu", "torchscript", "torch-eager"]
@@ -110,3 +112,31 @@ def test_an_artifact_path_may_be_a_string(pipe, images) -> None:
     with create("onnxruntime-cpu", Artifact("onnx", str(art.path))) as runtime:
         assert runtime.describe().startswith(art.path.name)
         assert runtime.run(images).shape[0] == len(images)
+
+
+def test_a_workspace_opens_its_artifacts_and_preprocessing_without_loading_the_model(pipe, trained) -> None:
+    """What a service does with what resnet-export wrote: read the manifest, preprocess as it says, run."""
+    ws = Workspace(pipe.ws.root, pipe.ws.name)  # a reader of its own, from the manifest on disk
+    pre = ws.preprocess()
+    assert pre == trained.preprocess
+    images = load_folder(PHOTOS, pre).tensors
+    art = ws.artifact("onnx-fp32")
+    assert (art.format, art.precision, art.input_range) == ("onnx", "fp32", pipe.shape_range)
+    with create("onnxruntime-cpu", art) as runtime:
+        logits = runtime.run(images)
+    with create("torch-eager", pipe.reference()) as reference:
+        metrics = compare(reference.run(images), logits)
+    assert check(metrics, DEFAULT_TOLERANCES["fp32"]) == [] and metrics.count == len(images)
+
+
+def test_a_workspace_names_what_it_lacks(pipe, tmp_path) -> None:
+    ws = Workspace(pipe.ws.root, pipe.ws.name)
+    with pytest.raises(UsageError, match=r"records no artifact 'onnx-int8-cpu' \(it has: onnx-fp32, torchscript\)"):
+        ws.artifact("onnx-int8-cpu")
+    with pytest.raises(UsageError, match=r"records no artifact"):
+        pipe.artifact("onnx-int8-cpu")  # was a KeyError
+    nowhere = Workspace(tmp_path, "resnet18")
+    for read in (lambda: nowhere.artifact("onnx-fp32"), nowhere.preprocess):
+        with pytest.raises(UsageError, match=r"no workspace at .*resnet18 \(no manifest.json\)"):
+            read()
+    assert not (tmp_path / "resnet18").exists()

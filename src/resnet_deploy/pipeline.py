@@ -333,9 +333,8 @@ class Pipeline:
     # -- reading the workspace ------------------------------------------------------------------
 
     def artifact(self, key: str) -> Artifact:
-        entry = self.ws.artifacts[key]
-        rng = ShapeRange.from_dict(entry["input"]) if entry.get("input") else None
-        return Artifact(entry["format"], self.ws.dir / entry["path"], entry.get("precision", "fp32"), rng, key, entry)
+        """The artifact this workspace records under `key` (`Workspace.artifact`)."""
+        return self.ws.artifact(key)
 
     def current_artifacts(self) -> list[Artifact]:
         """Artifacts made from this very model whose files are intact; stale ones are named and skipped."""

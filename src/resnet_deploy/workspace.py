@@ -15,9 +15,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.errors import UsageError
+
+if TYPE_CHECKING:
+    from resnet_deploy.preprocess import Preprocess
+    from resnet_deploy.runtimes.base import Artifact
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -266,6 +270,42 @@ class Workspace:
         self.artifacts[key] = entry
         self.save()
         return entry
+
+    def artifact(self, key: str) -> Artifact:
+        """The artifact recorded under `key` (`onnx-fp32`, `torchscript`, `onnx-int8-tensorrt`, ...), ready for
+        `runtimes.create`: its file, format, precision, the input range it was exported for and its entry. How
+        a service or a CI script opens what `resnet-export` wrote without loading the model."""
+        from resnet_deploy.runtimes.base import Artifact
+        from resnet_deploy.shapes import ShapeRange
+
+        entry = self.artifacts.get(key)
+        if entry is None:
+            self._require_manifest()
+            raise UsageError(
+                f"{self.manifest_path} records no artifact '{key}' (it has: {', '.join(self.artifacts) or 'none'})",
+                "export it with resnet-export, or open one it has",
+            )
+        rng = ShapeRange.from_dict(entry["input"]) if entry.get("input") else None
+        return Artifact(entry["format"], self.dir / entry["path"], entry.get("precision", "fp32"), rng, key, entry)
+
+    def preprocess(self) -> Preprocess:
+        """The preprocessing this workspace's artifacts were made and verified with (resize, crop, mean, std):
+        images for any of them go through it (`preprocess.load_folder(folder, workspace.preprocess())`)."""
+        from resnet_deploy.preprocess import Preprocess
+
+        self._require_manifest()
+        recorded = self.manifest.get("preprocess")
+        if not recorded:
+            raise UsageError(f"{self.manifest_path} records no preprocessing", "export the model with resnet-export")
+        return Preprocess.from_dict(recorded)
+
+    def _require_manifest(self) -> None:
+        """Reading a workspace that is not there is a wrong path, not an empty workspace."""
+        if not self.manifest_path.is_file():
+            raise UsageError(
+                f"no workspace at {self.dir} (no {MANIFEST})",
+                "pass the --workspace folder resnet-export wrote to and the model's name, e.g. artifacts, resnet50",
+            )
 
     def artifact_path(self, key: str) -> Path | None:
         entry = self.artifacts.get(key)
