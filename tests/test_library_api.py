@@ -140,3 +140,17 @@ def test_a_workspace_names_what_it_lacks(pipe, tmp_path) -> None:
         with pytest.raises(UsageError, match=r"no workspace at .*resnet18 \(no manifest.json\)"):
             read()
     assert not (tmp_path / "resnet18").exists()
+
+
+def test_one_images_logits_are_compared_as_one_image(pipe, images) -> None:
+    """compare(ref[0], out[0]) read a (classes,) vector as `classes` images of one logit: top-1 and top-5
+    agreement 100% whatever the values, here for two photos the trained model tells apart."""
+    with create("onnxruntime-cpu", pipe.artifact("onnx-fp32")) as runtime:
+        logits = runtime.run(images)
+    assert logits[0].argmax() != logits[1].argmax()
+    other = compare(logits[0], logits[1])
+    assert (other.count, other.top1_agreement) == (1, 0.0)
+    same = compare(logits[0], logits[0])
+    assert (same.count, same.top1_agreement, same.rel_l2) == (1, 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"no logits to compare"):
+        compare(logits[:0], logits[:0])

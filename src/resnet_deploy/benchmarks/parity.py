@@ -29,9 +29,14 @@ class ParityMetrics:
 
 
 def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityMetrics:
-    """Compare (N, classes) logits. Both are cast to float64 so the metric adds no error of its own."""
-    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
-    cand = np.asarray(candidate, np.float64).reshape(len(candidate), -1)
+    """Compare (N, classes) logits. Both are cast to float64 so the metric adds no error of its own.
+
+    One image's logits, a (classes,) vector, are one image: read as `classes` images of one logit each, every
+    top-1 and top-5 would agree whatever the values."""
+    ref, cand = (np.atleast_2d(np.asarray(a, np.float64)) for a in (reference, candidate))
+    if ref.size == 0 or cand.size == 0:
+        raise ValueError(f"no logits to compare: reference {ref.shape}, candidate {cand.shape}")
+    ref, cand = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
     if ref.shape != cand.shape:
         raise ValueError(f"output shapes differ: reference {ref.shape}, candidate {cand.shape}")
     diff = np.abs(cand - ref)
