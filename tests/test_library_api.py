@@ -154,3 +154,13 @@ def test_one_images_logits_are_compared_as_one_image(pipe, images) -> None:
     assert (same.count, same.top1_agreement, same.rel_l2) == (1, 1.0, 0.0)
     with pytest.raises(ValueError, match=r"no logits to compare"):
         compare(logits[:0], logits[:0])
+
+
+def test_a_misspelled_runtime_option_is_refused_not_ignored(pipe) -> None:
+    """Every backend takes **_ so the CLI can pass one set of options: thread=2 ran on the default threads."""
+    with pytest.raises(UsageError, match=r"onnxruntime-cpu takes no option thread \(its options: name, threads\)"):
+        create("onnxruntime-cpu", pipe.artifact("onnx-fp32"), thread=2)
+    with pytest.raises(UsageError, match=r"torchscript takes no option precision"):
+        create("torchscript", pipe.artifact("torchscript"), precision="fp16")
+    with create("onnxruntime-cpu", pipe.artifact("onnx-fp32"), threads=1) as runtime:
+        assert runtime.threads == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -249,8 +250,22 @@ class RuntimeSpec:
         if reason:
             raise MissingDependencyError(f"cannot run {artifact.label}: {reason}", _INSTALL_HINTS.get(self.name))
         module, func = self.factory.split(":")
+        factory = getattr(importlib.import_module(module), func)
+        takes = _option_names(factory)
+        unknown = sorted(set(options) - takes)
+        if unknown:  # every backend also takes **_, so a typo (thread=2) would otherwise be ignored in silence
+            raise UsageError(
+                f"{self.name} takes no option {', '.join(unknown)}", f"its options: {', '.join(sorted(takes))}"
+            )
         options.setdefault("name", self.name)
-        return getattr(importlib.import_module(module), func)(artifact, device=device, **options)
+        return factory(artifact, device=device, **options)
+
+
+def _option_names(factory: Any) -> set[str]:
+    """The options a backend names in its signature (not the artifact and device every one takes)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(factory).parameters.values()
+    return {p.name for p in params if p.kind in kinds} - {"self", "artifact", "device"}
 
 
 def _cuda_reason(device: str) -> str | None:

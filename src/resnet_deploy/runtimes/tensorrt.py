@@ -59,6 +59,7 @@ class TensorRTRuntime(Runtime):
         device: str = "cuda:0",
         name: str = "tensorrt",
         buffers: str = "auto",
+        threads: int | None = None,  # CPU threads, which every runtime takes: an engine has none to set
         **_: Any,
     ) -> None:
         if artifact.path is None:
