@@ -6,10 +6,10 @@ by a TOML file, per precision and per metric, and per artifact (manifest key, fi
     [fp16]
     min_cosine = 0.9995          # only this metric changes; the other fp16 defaults stay
 
-    [artifact."onnx-int8"]       # a manifest key ...
+    [artifact."onnx-int8-tensorrt"]  # a manifest key ...
     min_top1_agreement = 0.9
 
-    [artifact."*.int8.onnx"]     # ... or a file name / glob
+    [artifact."*.int8-*.onnx"]   # ... or a file name / glob
     max_abs = false              # false switches a check off
 
 Metrics are computed in one place (`parity.compare`) and checked in one place (`parity.check`); this
@@ -161,13 +161,15 @@ def load_tolerances(path: str | Path | None, defaults: Mapping[str, Tolerance] |
     for section, table in data.items():
         if section in ("artifact", "artifacts"):
             if not isinstance(table, dict) or not table:
-                raise UsageError(f'{path}: [{section}] must hold tables like [{section}."resnet50.int8.onnx"]', _HELP)
+                raise UsageError(
+                    f'{path}: [{section}] must hold tables like [{section}."resnet50.int8-tensorrt.onnx"]', _HELP
+                )
             for pattern, sub in table.items():
                 where = f'{section}."{pattern}"'
                 if not isinstance(sub, dict):
                     raise UsageError(
                         f"{path}: [{section}] holds {pattern} = {sub!r}; per-artifact bounds go in tables "
-                        f'like [{section}."resnet50.int8.onnx"]',
+                        f'like [{section}."resnet50.int8-tensorrt.onnx"]',
                         _HELP,
                     )
                 sub = dict(sub)
