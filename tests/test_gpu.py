@@ -118,6 +118,19 @@ def test_cuda_runtime_matches_the_cpu_reference(gpu_setup, key, name, options) -
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("name", ["torch-eager", "torchscript"])
+def test_a_gpu_index_that_is_not_there_is_named_before_anything_loads(gpu_setup, name) -> None:
+    import torch
+
+    from resnet_deploy.errors import MissingDependencyError
+
+    pipe = gpu_setup[0]
+    missing = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(MissingDependencyError, match=f"{missing} is not here: torch sees"):
+        create(name, _artifact(pipe, "pytorch" if name == "torch-eager" else "torchscript"), missing)
+
+
+@pytest.mark.gpu
 def test_fp32_on_cuda_is_ieee_and_tf32_is_really_tf32(gpu_setup) -> None:
     """An FP32 row must not silently run TF32 (cuDNN's default), and a TF32 row must really use it."""
     pipe, _, images, reference = gpu_setup

@@ -9,6 +9,7 @@ import typer
 
 from resnet_deploy.cli import common
 from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE
+from resnet_deploy.preprocess import INPUT_SUFFIXES_TEXT
 
 app = typer.Typer(
     help="Export a torchvision ResNet to TorchScript, torch.export, ONNX (FP32/FP16/INT8) and TensorRT.",
@@ -59,8 +60,8 @@ def onnx(
         Path | None,
         typer.Option(
             "--calib",
-            help="Folder of calibration images (searched recursively; jpg/png/tiff/bmp/webp/ppm, or preprocessed .npy/.npz). "
-            "Use 500+ images from the deployment domain.",
+            help=f"Folder of calibration images (searched recursively; {INPUT_SUFFIXES_TEXT}; .npy/.npz hold "
+            "preprocessed tensors). Use 500+ images from the deployment domain.",
         ),
     ] = None,
     calib_method: Annotated[
@@ -203,7 +204,8 @@ def trt(
         str | None, typer.Option("--calib-method", help="INT8 calibration method (as for resnet-export onnx --int8).")
     ] = None,
     calib_size: Annotated[
-        int | None, typer.Option("--calib-size", help="Use at most this many calibration images.")
+        int | None,
+        typer.Option("--calib-size", help="Use N images, spread evenly over the sorted files (default: all)."),
     ] = None,
     onnx_file: Annotated[
         Path | None,

@@ -275,7 +275,12 @@ def _cuda_reason(device: str) -> str | None:
         import torch
     except ImportError:
         return "CUDA timing needs torch"
-    return None if torch.cuda.is_available() else "no CUDA GPU is visible to torch"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to torch"
+    index = device_index(device)
+    if index >= torch.cuda.device_count():  # else torch's "invalid device ordinal" deep inside the first copy
+        return f"{device} is not here: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+    return None
 
 
 def _ort_reason(provider: str) -> Callable[[str], str | None]:
