@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from resnet_deploy import console
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.preprocess import require_inputs
-from resnet_deploy.runtimes.base import Artifact, RuntimeSpec, parse_device, registry, runtimes_for
+from resnet_deploy.runtimes.base import Artifact, RuntimeSpec, cuda_reason, parse_device, registry, runtimes_for
 
 if TYPE_CHECKING:
     from resnet_deploy.benchmarks.compare import CompareOptions
@@ -22,19 +22,13 @@ if TYPE_CHECKING:
 def normalize_device(device: str) -> str:
     """--device spelled as the runtimes spell it (`parse_device`), and a GPU that is there when it names one."""
     device = parse_device(device)
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MissingDependencyError(
-                f"--device {device}: no CUDA GPU is visible to torch",
-                "run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --device cpu",
-            )
-        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
-            raise MissingDependencyError(
-                f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0",
-                "pick one of them (nvidia-smi lists them; CUDA_VISIBLE_DEVICES renumbers them)",
-            )
+    reason = cuda_reason(device)
+    if reason:
+        raise MissingDependencyError(
+            f"--device {device}: {reason}",
+            "run on a machine with an NVIDIA GPU and a CUDA build of torch, naming a GPU nvidia-smi lists, "
+            "or use --device cpu",
+        )
     return device
 
 

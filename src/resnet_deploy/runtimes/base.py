@@ -268,7 +268,9 @@ def _option_names(factory: Any) -> set[str]:
     return {p.name for p in params if p.kind in kinds} - {"self", "artifact", "device"}
 
 
-def _cuda_reason(device: str) -> str | None:
+def cuda_reason(device: str) -> str | None:
+    """Why torch cannot run on `device` here (no CUDA GPU, or not that many), or None: the one check the
+    registry and --device both make."""
     if not device.startswith("cuda"):
         return None
     try:
@@ -320,9 +322,9 @@ def _tensorrt_reason(device: str) -> str | None:
 
 
 _CHECKS: dict[str, Callable[[str], str | None]] = {
-    "torch-eager": _cuda_reason,
-    "torchscript": _cuda_reason,
-    "torch-export": _cuda_reason,
+    "torch-eager": cuda_reason,
+    "torchscript": cuda_reason,
+    "torch-export": cuda_reason,
     "onnxruntime-cuda": _ort_reason("CUDAExecutionProvider"),
     "onnxruntime-tensorrt": _ort_tensorrt_reason,
     "tensorrt": _tensorrt_reason,
