@@ -355,3 +355,74 @@ def test_a_gate_that_checked_nothing_fails_in_junit_too(trained, tmp_path: Path)
     assert root.get("failures") == "1" and root.get("tests") == "2", ET.tostring(root, encoding="unicode")
     (failure,) = root.iter("failure")
     assert "no artifact was checked" in failure.get("message", "")
+
+
+# -- a workspace that no longer matches the model it is gated for ---------------------------------
+
+
+def _gate_cli(weights: Path, workspace: Path, images: Path, report: Path, *extra: str):
+    from resnet_deploy.cli.bench import app
+
+    args = ["compare", "resnet18", "--weights", str(weights), "--resize", "72", "--crop", "64"]
+    args += ["--workspace", str(workspace), "--no-build", "--runtimes", "onnxruntime-cpu", "--images", str(images)]
+    args += ["--max-images", "24", "--warmup", "0", "--iters", "1", "--gate", "--junit", str(report), *extra]
+    return runner.invoke(app, args)
+
+
+def _junit_problems(path: Path) -> dict[str, str]:
+    """Test case name -> the message of its failure or error (passing cases left out)."""
+    out = {}
+    for name, tc in _junit_cases(path).items():
+        bad = tc.find("failure") if tc.find("failure") is not None else tc.find("error")
+        if bad is not None:
+            out[name] = bad.get("message", "")
+    return out
+
+
+def test_an_artifact_left_from_other_weights_fails_the_gate(trained, tmp_path: Path) -> None:
+    """Re-trained, re-exported to FP32 only: the FP16 ONNX beside it is still the old model's. Gating the
+    new weights must fail on it (it used to be skipped with a warning while the gate passed), naming why."""
+    import torch
+
+    from resnet_deploy.export.precision import onnx_fp16
+    from resnet_deploy.pipeline import ModelOptions, Pipeline
+    from tests.tampering import perturbed
+
+    ws = tmp_path / "ws"
+    onnx_fp16(trained.pipeline(ws, dynamic=False))  # model A: FP32 and FP16 ONNX
+    retrained = tmp_path / "retrained.pt"
+    torch.save({"model_state_dict": perturbed(trained.model, 0.05).state_dict(), "classes": trained.classes}, retrained)
+    opts = ModelOptions(trained.architecture, str(retrained), resize=trained.resize, crop=trained.crop)
+    Pipeline(opts, ws).onnx()  # model B: FP32 only
+
+    report = tmp_path / "parity.xml"
+    md = tmp_path / "parity.md"
+    res = _gate_cli(retrained, ws, trained.heldout_dir, report, "--markdown", str(md))
+    assert res.exit_code == 1, res.output
+    problems = _junit_problems(report)
+    assert list(problems) == ["resnet18.fp16.onnx [onnxruntime-cpu, fp16, cpu, batch 1, 64x64]"], problems
+    assert f"made from other weights than {retrained}" in problems[next(iter(problems))]
+    assert "made from other weights" in md.read_text() and "FAILED" in md.read_text()
+    # gated for the weights it was made from, the FP16 file passes and B's FP32 file is the one refused
+    res = _gate_cli(trained.checkpoint, ws, trained.heldout_dir, report)
+    assert res.exit_code == 1, res.output
+    assert [name.split(" ")[0] for name in _junit_problems(report)] == ["resnet18.onnx"]
+
+
+def test_an_artifact_file_replaced_after_export_fails_the_gate_saying_so(trained, tmp_path: Path) -> None:
+    """The FP32 ONNX overwritten by the FP16 one: the manifest's record (weights, precision) no longer
+    describes the file, whatever its numbers (FP16 is within 1.2e-4 of FP32 here, a hair from the bound)."""
+    import shutil
+
+    from resnet_deploy.export.precision import onnx_fp16
+
+    ws = tmp_path / "ws"
+    fp16 = onnx_fp16(trained.pipeline(ws, dynamic=False))
+    shutil.copyfile(fp16.path, fp16.path.with_name("resnet18.onnx"))
+    report = tmp_path / "parity.xml"
+    res = _gate_cli(trained.checkpoint, ws, trained.heldout_dir, report, "--explain")
+    assert res.exit_code == 1, res.output
+    problems = _junit_problems(report)
+    assert [name.split(" ")[0] for name in problems] == ["resnet18.onnx"], problems
+    msg = next(iter(problems.values()))
+    assert msg.startswith("resnet18.onnx: the file was modified since it was built"), msg

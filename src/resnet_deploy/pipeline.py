@@ -170,6 +170,7 @@ class Pipeline:
             else:
                 shape_range = make_range(dynamic_default, self.preprocess.crop)
         self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
+        self._hashes: dict[Path, tuple[tuple[int, int], str]] = {}  # file -> ((size, mtime), sha256)
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
         self.set_range(shape_range)
 
@@ -336,15 +337,44 @@ class Pipeline:
         """The artifact this workspace records under `key` (`Workspace.artifact`)."""
         return self.ws.artifact(key)
 
+    def why_unusable(self, key: str) -> str | None:
+        """Why the artifact recorded under `key` cannot stand for this model, or None when it can: made from
+        other weights, its file missing, or its file changed since it was built (another model's export
+        copied over it, the FP16 file renamed to the FP32 one): then the record (weights, precision, input
+        range) no longer describes the file, and numbers that happen to pass would vouch for an unknown file."""
+        entry = self.ws.artifacts[key]
+        path = self.ws.dir / entry["path"]
+        if entry.get("model_sha256") != self.model_hash():
+            made = ((entry.get("inputs") or {}).get("model") or {}).get("weights_sha256")
+            now = self.source.weights_sha256
+            hashes = f" (sha256 {made[:12]}, not {now[:12]})" if made and now else ""
+            return (
+                f"made from other weights than {self.options.weights}{hashes}: re-export it from these weights, "
+                f"or delete it from {self.ws.dir}"
+            )
+        if not path.exists():
+            return f"{path} is missing: re-export it"
+        if entry.get("sha256") and self._sha256(path) != entry["sha256"]:
+            return (
+                f"the file was modified since it was built (its sha256 no longer matches "
+                f"{self.ws.manifest_path.name}), so the record of what it was made from no longer describes it: "
+                "re-export it"
+            )
+        return None
+
+    def _sha256(self, path: Path) -> str:
+        """A file's hash, once per run while its size and mtime stay the same (compare asks more than once)."""
+        stat = path.stat()
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        cached = self._hashes.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = self._hashes[path] = (stamp, sha256_file(path))
+        return cached[1]
+
+    def workspace_artifacts(self) -> list[tuple[Artifact, str | None]]:
+        """Every artifact this workspace records, with why it cannot stand for this model (None: it can)."""
+        return [(self.artifact(key), self.why_unusable(key)) for key in self.ws.artifacts]
+
     def current_artifacts(self) -> list[Artifact]:
-        """Artifacts made from this very model whose files are intact; stale ones are named and skipped."""
-        out = []
-        for key, entry in self.ws.artifacts.items():
-            path = self.ws.dir / entry["path"]
-            if entry.get("model_sha256") != self.model_hash():
-                console.warn(f"skipping {path.name}: made from other weights than {self.options.weights}")
-            elif not path.exists():
-                console.warn(f"skipping {key}: {path} is missing")
-            else:
-                out.append(self.artifact(key))
-        return out
+        """Artifacts made from this very model whose files are intact (`why_unusable` says of the others)."""
+        return [art for art, why in self.workspace_artifacts() if why is None]

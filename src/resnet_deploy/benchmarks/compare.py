@@ -234,6 +234,9 @@ class _Job:
     artifact: Artifact
     spec: RuntimeSpec
     options: dict[str, Any]
+    #: why a workspace artifact cannot stand for this model (other weights, missing, modified): its rows are
+    #: errors saying so, never skipped, so a gate cannot pass a workspace that holds an artifact it did not check
+    unusable: str | None = None
 
 
 def _load_parity_images(pipe: Any, options: CompareOptions, warnings: list[str]) -> tuple[np.ndarray, str | None]:
@@ -290,14 +293,14 @@ def _require_same_classes(art: Artifact, logits: np.ndarray, reference: np.ndarr
 
 def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -> list[_Job]:
     names = options.runtimes
-    artifacts: list[Artifact] = [pipe.reference()]
-    artifacts += pipe.current_artifacts()
+    artifacts: list[tuple[Artifact, str | None]] = [(pipe.reference(), None)]
+    artifacts += pipe.workspace_artifacts()
     for path in options.artifacts:
         art = Artifact.from_file(Path(path))
         art.key = f"file:{art.path.name}" if art.path else art.key
-        artifacts.append(art)
+        artifacts.append((art, None))
     jobs: list[_Job] = []
-    for art in artifacts:
+    for art, unusable in artifacts:
         specs = runtimes_for(art.format, device, names)
         if not specs:
             if names is None or any(art.format in registry()[n].formats for n in names):
@@ -305,7 +308,7 @@ def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -
                 skipped.append(f"{art.label}: {why}")
             continue
         for spec in specs:
-            jobs.append(_Job(art, spec, {}))
+            jobs.append(_Job(art, spec, {}, unusable))
             if spec.name == REFERENCE_RUNTIME and device.startswith("cuda"):
                 jobs.extend(_Job(art, spec, dict(variant)) for variant in CUDA_EAGER_VARIANTS)
     used = {j.spec.name for j in jobs}
@@ -531,26 +534,33 @@ class _Bench:
     def job_rows(self, job: _Job, sizes: list[tuple[int, int]], batches: list[int]) -> list[tuple[Row, int]]:
         """Every size x batch x copy mode of one job; a runtime that cannot load gives error rows."""
         art = job.artifact
+        if job.unusable is not None:
+            return self._error_rows(job, sizes, batches, job.unusable, 1)
         try:
             with warnings.catch_warnings():  # TorchScript's deprecation notice, once per load
                 warnings.simplefilter("ignore", FutureWarning)
                 runtime = job.spec.create(art, self.device, threads=self.threads, **job.options)
         except Exception as exc:
-            text, code = _error_text(exc)
-            precision = job.options.get("precision", art.precision)
-            rows = [
-                (self._row(job, job.spec.name, precision, batch, size, copies, error=text), code)
-                for size in sizes
-                for batch in batches
-                for copies in self.modes
-            ]
-            self.progress.tick(len(rows) * self.steps_per_row)
-            return rows
+            return self._error_rows(job, sizes, batches, *_error_text(exc))
         try:
             return [r for size in sizes for batch in batches for r in self._shape_rows(job, runtime, batch, size)]
         finally:
             runtime.close()
             _free_device_memory(self.device)
+
+    def _error_rows(
+        self, job: _Job, sizes: list[tuple[int, int]], batches: list[int], text: str, code: int
+    ) -> list[tuple[Row, int]]:
+        """Every size x batch x copy mode of a job that cannot run, each an error row saying why."""
+        precision = job.options.get("precision", job.artifact.precision)
+        rows = [
+            (self._row(job, job.spec.name, precision, batch, size, copies, error=text), code)
+            for size in sizes
+            for batch in batches
+            for copies in self.modes
+        ]
+        self.progress.tick(len(rows) * self.steps_per_row)
+        return rows
 
     def _shape_rows(self, job: _Job, runtime: Runtime, batch: int, size: tuple[int, int]) -> list[tuple[Row, int]]:
         """Parity at this batch and size once, then latency in each copy mode."""
