@@ -426,3 +426,37 @@ def test_an_artifact_file_replaced_after_export_fails_the_gate_saying_so(trained
     assert [name.split(" ")[0] for name in problems] == ["resnet18.onnx"], problems
     msg = next(iter(problems.values()))
     assert msg.startswith("resnet18.onnx: the file was modified since it was built"), msg
+
+
+def test_a_preprocessing_unlike_the_workspaces_record_is_said_in_the_gate_report(trained, tmp_path: Path) -> None:
+    """Preprocessing is not inside a dynamic or static ONNX: the gate compares the artifact with PyTorch on the
+    same tensors, so a --mean/--crop unlike what the workspace records (what its INT8 was calibrated with and what
+    a deployment reading manifest.json feeds) passes on numbers. It must be said, in the Markdown report too, and
+    not be called "as recorded here" (it used to be, for flag values the workspace never recorded)."""
+    import torch
+
+    from resnet_deploy.pipeline import ModelOptions, Pipeline
+    from tests.tampering import perturbed
+
+    ws = tmp_path / "ws"
+    trained.pipeline(ws, dynamic=False).onnx()  # resize 72, crop 64, ImageNet mean/std
+    report, md = tmp_path / "parity.xml", tmp_path / "parity.md"
+    half = "0.5,0.5,0.5"
+    res = _gate_cli(
+        trained.checkpoint, ws, trained.heldout_dir, report, "--mean", half, "--std", half, "--markdown", md
+    )
+    assert res.exit_code == 0, res.output  # the artifact does match the model on these tensors
+    text = " ".join(res.output.split())
+    assert "as recorded here" not in text, text
+    expected = "std 0.5,0.5,0.5 (from --resize/--crop/--mean/--std) differs from what"
+    assert expected in text and "records: resize 72, crop 64, mean 0.485,0.456,0.406" in text, text
+    assert expected in " ".join(md.read_text().split())
+
+    # re-trained (other bytes), no flags: the new weights' own transforms (256/224) replace the record, said
+    retrained = tmp_path / "retrained.pt"
+    torch.save({"model_state_dict": perturbed(trained.model, 0.05).state_dict(), "classes": trained.classes}, retrained)
+    pipe = Pipeline(ModelOptions(trained.architecture, str(retrained)), ws)
+    assert (pipe.preprocess.resize, pipe.preprocess.crop) == (256, 224)  # behaviour kept: their own transforms
+    (note,) = pipe.notes
+    assert "resize 256, crop 224" in note and "(from these weights' own transforms)" in note, note
+    assert "(for the weights its artifacts were made from, not these): resize 72, crop 64" in note, note

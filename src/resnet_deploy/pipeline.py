@@ -143,6 +143,7 @@ class Pipeline:
             if remembered and options.weights == "none" and options.num_classes is None:
                 options.num_classes = previous.get("num_classes")  # random init: only the flag says how many
         self.options = options
+        self.notes: list[str] = []  # what compare reports beside its rows (a preprocessing unlike the record's)
         with console.step(f"load {arch} (weights: {options.weights}{', as last used here' if remembered else ''})"):
             try:
                 self.model, self.source = load_model(
@@ -183,7 +184,8 @@ class Pipeline:
         recorded = self.ws.manifest.get("preprocess")
         # the same weights: the same file's bytes (by whatever path), else the same name (none, torchvision's)
         same = ("architecture", "weights_sha256") if source["weights_sha256"] else ("architecture", "weights")
-        if recorded and all(previous.get(k) == source[k] for k in same):
+        same_weights = bool(recorded) and all(previous.get(k) == source[k] for k in same)
+        if same_weights:
             base = Preprocess.from_dict(recorded)
         resize = base.resize if options.resize is None else options.resize
         crop = base.crop if options.crop is None else options.crop
@@ -198,7 +200,20 @@ class Pipeline:
                 f"--resize {resize} is smaller than the crop {crop} {origin}", f"add --crop (at most {resize})"
             )
         chosen = Preprocess(resize, crop, options.mean or base.mean, options.std or base.std)
-        if base is not self.source.preprocess and chosen != self.source.preprocess:
+        record = Preprocess.from_dict(recorded) if recorded and self.ws.artifacts else None
+        if record is not None and chosen != record:
+            # said, not silent: the flags, or other weights' own transforms, differ from what the artifacts there
+            # were exported, calibrated and verified with, and what whatever reads the manifest feeds them
+            flags = any(v is not None for v in (options.resize, options.crop, options.mean, options.std))
+            whose = "" if same_weights else " (for the weights its artifacts were made from, not these)"
+            why = "--resize/--crop/--mean/--std" if flags else "these weights' own transforms"
+            note = (
+                f"preprocessing {chosen.describe()} (from {why}) differs from what {self.ws.manifest_path} records"
+                f"{whose}: {record.describe()}"
+            )
+            console.warn(note + ("" if flags else "; pass --resize/--crop/--mean/--std to use the recorded one"))
+            self.notes.append(note)
+        elif same_weights and chosen != self.source.preprocess:
             console.info(f"[dim]preprocessing as recorded here: {chosen.describe()}[/]")
         return chosen
 

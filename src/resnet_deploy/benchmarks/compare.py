@@ -364,6 +364,7 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
     warnings: list[str] = []
     skipped: list[str] = []
     built: list[str] = []
+    warnings += getattr(pipe, "notes", [])
 
     if options.build and not options.artifacts and not pipe.current_artifacts():
         if options.fit_range:
