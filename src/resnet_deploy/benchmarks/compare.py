@@ -364,7 +364,7 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
     warnings: list[str] = []
     skipped: list[str] = []
     built: list[str] = []
-    warnings += getattr(pipe, "notes", [])
+    warnings += pipe.notes  # what opening the model found worth saying (a preprocessing unlike the record)
 
     if options.build and not options.artifacts and not pipe.current_artifacts():
         if options.fit_range:
