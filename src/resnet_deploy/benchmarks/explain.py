@@ -82,8 +82,8 @@ class Explanation:
             else (f"rel L2 {by[self.first].rel_l2:.2e} already")
         )
         where = {
-            "stem": "the stem (conv1/bn1/maxpool) or what happens to the input before it (channel order, "
-            "normalization)",
+            "stem": "the stem (conv1/bn1/maxpool: weights other than the model's, or for INT8 the input's "
+            "quantization range) or what happens to the input before it (channel order, normalization)",
             "head": "the head (avgpool/fc: class order, fc weights, or the output)",
         }.get(self.first, f"{self.first}")
         return f"{self.artifact} diverges first at {self.first} ({jump}): look at {where}" + (
