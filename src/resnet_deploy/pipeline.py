@@ -171,7 +171,6 @@ class Pipeline:
             else:
                 shape_range = make_range(dynamic_default, self.preprocess.crop)
         self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
-        self._hashes: dict[Path, tuple[tuple[int, int], str]] = {}  # file -> ((size, mtime), sha256)
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
         self.set_range(shape_range)
 
@@ -367,24 +366,16 @@ class Pipeline:
                 f"made from other weights than {self.options.weights}{hashes}: re-export it from these weights, "
                 f"or delete it from {self.ws.dir}"
             )
-        if not path.exists():
+        state = self.ws.file_state(key)
+        if state == "missing":
             return f"{path} is missing: re-export it"
-        if entry.get("sha256") and self._sha256(path) != entry["sha256"]:
+        if state == "modified":
             return (
                 f"the file was modified since it was built (its sha256 no longer matches "
                 f"{self.ws.manifest_path.name}), so the record of what it was made from no longer describes it: "
                 "re-export it"
             )
         return None
-
-    def _sha256(self, path: Path) -> str:
-        """A file's hash, once per run while its size and mtime stay the same (compare asks more than once)."""
-        stat = path.stat()
-        stamp = (stat.st_size, stat.st_mtime_ns)
-        cached = self._hashes.get(path)
-        if cached is None or cached[0] != stamp:
-            cached = self._hashes[path] = (stamp, sha256_file(path))
-        return cached[1]
 
     def workspace_artifacts(self) -> list[tuple[Artifact, str | None]]:
         """Every artifact this workspace records, with why it cannot stand for this model (None: it can)."""

@@ -198,6 +198,7 @@ class Workspace:
         self.manifest_path = self.dir / MANIFEST
         self.manifest: dict[str, Any] = self._load()
         self._as_loaded = as_json(self.artifacts)  # what save() may refresh from disk: entries this run left alone
+        self._hashes: dict[Path, tuple[tuple[int, int, int], str]] = {}  # file -> ((inode, size, mtime), sha256)
 
     def _load(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
@@ -246,12 +247,29 @@ class Workspace:
         old, new = entry.get("inputs") or {}, as_json(fingerprint)
         if old != new:
             return f"changed: {', '.join(changed_keys(old, new))}"
+        state = self.file_state(key)
+        if state:
+            name = (self.dir / entry["path"]).name
+            return f"{name} is missing" if state == "missing" else f"{name} was modified since it was built"
+        return None
+
+    def file_state(self, key: str) -> str | None:
+        """'missing' or 'modified' (its sha256 is not the recorded one) when the file recorded under `key` is
+        not the one that was built; None when it is. Rebuilds (`why_stale`) and compare (which checks every
+        artifact it runs) both ask, so the hash is taken once per file version."""
+        entry = self.artifacts[key]
         file = self.dir / entry["path"]
         if not file.exists():
-            return f"{file.name} is missing"
-        if sha256_file(file) != entry.get("sha256"):
-            return f"{file.name} was modified since it was built"
-        return None
+            return "missing"
+        return "modified" if self._sha256(file) != entry.get("sha256") else None
+
+    def _sha256(self, file: Path) -> str:
+        stat = file.stat()
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)  # a replaced file (atomic rename) is a new inode
+        cached = self._hashes.get(file)
+        if cached is None or cached[0] != stamp:
+            cached = self._hashes[file] = (stamp, sha256_file(file))
+        return cached[1]
 
     def record(
         self, key: str, file: Path, fingerprint: dict[str, Any], sha256: str | None = None, **info: Any
