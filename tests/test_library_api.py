@@ -144,11 +144,14 @@ def test_a_workspace_names_what_it_lacks(pipe, tmp_path) -> None:
 
 def test_one_images_logits_are_compared_as_one_image(pipe, images) -> None:
     """compare(ref[0], out[0]) read a (classes,) vector as `classes` images of one logit: top-1 and top-5
-    agreement 100% whatever the values, here for two photos the trained model tells apart."""
+    agreement 100% whatever the values, here for two photos the trained model tells apart (which two depends on
+    how training went on this machine's torch: the first photo and the first one predicted otherwise)."""
     with create("onnxruntime-cpu", pipe.artifact("onnx-fp32")) as runtime:
         logits = runtime.run(images)
-    assert logits[0].argmax() != logits[1].argmax()
-    other = compare(logits[0], logits[1])
+    top1 = logits.argmax(axis=1)
+    differ = [j for j in range(1, len(top1)) if top1[j] != top1[0]]
+    assert differ, f"the trained model gives every photo class {top1[0]}: it has learned nothing"
+    other = compare(logits[0], logits[differ[0]])
     assert (other.count, other.top1_agreement) == (1, 0.0)
     same = compare(logits[0], logits[0])
     assert (same.count, same.top1_agreement, same.rel_l2) == (1, 1.0, 0.0)
