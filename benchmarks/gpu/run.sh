@@ -2,7 +2,7 @@
 # Issue 7 on a lent GPU machine (no network, torch preinstalled, ~64 MiB per transfer, /tmp kept only while
 # the machine stays warm). Runs the given phases in order; see benchmarks/gpu/README.md for the calls.
 #
-#   bash benchmarks/gpu/run.sh stage            copy the carried .gpu-parts/ort-part* to /tmp/ortw
+#   bash benchmarks/gpu/run.sh stage            copy the carried .gpu-parts/ortx-part* (or ort-part*) to /tmp/ortw
 #   bash benchmarks/gpu/run.sh install          join the parts, install onnxruntime-gpu into /tmp/site
 #   bash benchmarks/gpu/run.sh env              GPU, driver, packages -> $OUT/env.txt
 #   bash benchmarks/gpu/run.sh tests            the whole test suite, GPU tests included -> $OUT/tests.log
@@ -53,13 +53,19 @@ for phase in "$@"; do
   echo "=== $phase ($(date -u +%H:%M:%S))"
   case "$phase" in
     stage)
-      mkdir -p /tmp/ortw && cp .gpu-parts/ort-part* /tmp/ortw/ && ls -la /tmp/ortw
+      mkdir -p /tmp/ortw && cp .gpu-parts/ort*-part* /tmp/ortw/ && ls -la /tmp/ortw
       ;;
     install)
-      # pip checks every member's CRC, so a missing or damaged part fails here, loudly
-      whl=/tmp/ortw/${WHEEL:-onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl}
-      cat /tmp/ortw/ort-part* >"$whl"
-      "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$whl"
+      if compgen -G "/tmp/ortw/ortx-part*" >/dev/null; then
+        # pack_ort.py's sm_90 package (two parts): xz checks its CRC, so a missing or damaged part fails here
+        rm -rf /tmp/site && mkdir -p /tmp/site
+        cat /tmp/ortw/ortx-part* | "$PY" -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('/tmp/site', filter='data')"
+      else
+        # the whole wheel (five parts, ../shared/gpu/stage-onnxruntime-gpu.sh): pip checks every member's CRC
+        whl=/tmp/ortw/${WHEEL:-onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl}
+        cat /tmp/ortw/ort-part* >"$whl"
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$whl"
+      fi
       export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
       "$PY" -c "import onnxruntime as o; print(o.__version__, o.__file__, o.get_available_providers())"
       ;;
