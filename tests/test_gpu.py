@@ -118,16 +118,20 @@ def test_cuda_runtime_matches_the_cpu_reference(gpu_setup, key, name, options) -
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["torch-eager", "torchscript"])
-def test_a_gpu_index_that_is_not_there_is_named_before_anything_loads(gpu_setup, name) -> None:
+@pytest.mark.parametrize(
+    ("key", "name"), [("pytorch", "torch-eager"), ("torchscript", "torchscript"), ("onnx-fp32", "onnxruntime-cuda")]
+)
+def test_a_gpu_index_that_is_not_there_is_named_before_anything_loads(gpu_setup, key, name) -> None:
     import torch
 
     from resnet_deploy.errors import MissingDependencyError
 
     pipe = gpu_setup[0]
+    if name == "onnxruntime-cuda" and registry()[name].unavailable_reason("cuda"):
+        pytest.skip(registry()[name].unavailable_reason("cuda"))
     missing = f"cuda:{torch.cuda.device_count()}"
     with pytest.raises(MissingDependencyError, match=f"{missing} is not here: torch sees"):
-        create(name, _artifact(pipe, "pytorch" if name == "torch-eager" else "torchscript"), missing)
+        create(name, _artifact(pipe, key), missing)
 
 
 @pytest.mark.gpu

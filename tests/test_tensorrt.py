@@ -607,3 +607,16 @@ def test_engine_from_onnx_file_writes_a_sidecar(engine_setup, tmp_path):
         assert runtime.run(images[:4]).shape[0] == 4
     finally:
         runtime.close()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_a_corrupt_timing_cache_is_replaced_not_fatal(engine_setup, tmp_path, capsys):
+    """The cache only saves build time: a truncated one is said, rebuilt and overwritten with a good one."""
+    _, pipe, _, _ = engine_setup
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(b"\x00\x01 not a TensorRT timing cache" * 3)
+    engine = engines.engine_from_onnx(pipe.onnx().path, output=tmp_path / "m.engine", timing_cache=cache)
+    assert engine.is_file()
+    assert "cannot be read" in capsys.readouterr().err
+    assert b"not a TensorRT timing cache" not in cache.read_bytes() and cache.stat().st_size > 0

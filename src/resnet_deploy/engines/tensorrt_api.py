@@ -92,12 +92,20 @@ def _parse_onnx(trt: Any, network: Any, onnx_path: Path) -> Any:
 
 
 def _load_timing_cache(config: Any, path: Path | None) -> Any:
+    """A cache only saves build time, so one that cannot be used is replaced (and overwritten after the
+    build), never a reason to fail: TensorRT gives None for a blob it cannot parse (a truncated or
+    foreign file) and False from set_timing_cache for one made by another GPU or TensorRT version."""
     blob = b""
     if path is not None and path.is_file():
         blob = path.read_bytes()
     cache = config.create_timing_cache(blob)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        console.warn(f"timing cache {path} is from another GPU or TensorRT version: starting a new one")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        why = (
+            "cannot be read (truncated or not a timing cache)"
+            if cache is None
+            else "is from another GPU or TensorRT version"
+        )
+        console.warn(f"timing cache {path} {why}: starting a new one")
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
     return cache

@@ -248,7 +248,8 @@ class RuntimeSpec:
             require_file(artifact.path)
         reason = self.unavailable_reason(device)
         if reason:
-            raise MissingDependencyError(f"cannot run {artifact.label}: {reason}", _INSTALL_HINTS.get(self.name))
+            hint = "name a GPU that nvidia-smi lists" if _missing_gpu(device) else _INSTALL_HINTS.get(self.name)
+            raise MissingDependencyError(f"cannot run {artifact.label}: {reason}", hint)
         module, func = self.factory.split(":")
         factory = getattr(importlib.import_module(module), func)
         takes = _option_names(factory)
@@ -279,9 +280,17 @@ def cuda_reason(device: str) -> str | None:
         return "CUDA timing needs torch"
     if not torch.cuda.is_available():
         return "no CUDA GPU is visible to torch"
-    index = device_index(device)
-    if index >= torch.cuda.device_count():  # else torch's "invalid device ordinal" deep inside the first copy
-        return f"{device} is not here: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+    return _missing_gpu(device)
+
+
+def _missing_gpu(device: str) -> str | None:
+    """`cuda:N` past the GPUs torch counts (ONNX Runtime sees the same ones), or None; else torch's "invalid
+    device ordinal" deep inside the first copy, or ONNX Runtime's own words when a session is made."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if device.startswith("cuda") and count and device_index(device) >= count:
+        return f"{device} is not here: torch sees {count} CUDA GPU(s), numbered from 0"
     return None
 
 
@@ -291,7 +300,7 @@ def _ort_reason(provider: str) -> Callable[[str], str | None]:
 
         if provider not in ort.get_available_providers():
             return f"ONNX Runtime here has no {provider} (it has {', '.join(ort.get_available_providers())})"
-        return None
+        return _missing_gpu(device)
 
     return check
 
