@@ -409,6 +409,11 @@ def onnx_int8(
             f"  INT8 vs FP32 on calibration images: top-1 agreement {metrics.top1_agreement:.1%}, "
             f"cosine {metrics.cosine:.4f} (min {metrics.min_cosine:.4f}), rel L2 {metrics.rel_l2:.2e}"
         )
+        # the ranges were fitted to these very images, so this catches a broken model, not bad calibration
+        console.info(
+            "  [dim](images the ranges were fitted to: judge held-out ones with "
+            "resnet-bench compare --images DIR --gate)[/]"
+        )
         if not metrics.cosine >= MIN_COSINE:
             raise VerificationError(
                 f"{key} is broken, not just lossy: mean cosine {metrics.cosine:.3f} against PyTorch on the "
