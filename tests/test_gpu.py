@@ -113,6 +113,10 @@ def test_cuda_runtime_matches_the_cpu_reference(gpu_setup, key, name, options) -
         # (garbage would be rel L2 ~1; half-rounded inputs move INT8 logits by a quantization step at most)
         other = x.half().contiguous(memory_format=torch.channels_last)
         assert _rel_l2(runtime.run_device(other).cpu().numpy(), on_device.cpu().numpy()) < 0.1
+        # a host tensor is brought to the runtime's GPU, and the logits are there too (torch runtimes raised
+        # "rejected input ... re-export with --dynamic"; ONNX Runtime answered on the host)
+        from_host = runtime.run_device(torch.from_numpy(images[:4]))
+        assert from_host.device == on_device.device and _rel_l2(from_host.cpu().numpy(), on_device.cpu().numpy()) < 1e-3
     finally:
         runtime.close()
 

@@ -73,6 +73,16 @@ def test_a_runtime_is_a_context_manager_and_a_closed_one_says_so(pipe, images, n
     runtime.close()  # a second close is harmless
 
 
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_run_device_gives_the_same_logits_as_run_on_the_runtimes_device(pipe, images, name) -> None:
+    """The device-resident path is the one GPU timings use: torch tensor in, float32 logits out on the runtime's
+    device, the same numbers `run` gives (test_gpu.py holds the CUDA side of this)."""
+    with _open(pipe, name) as runtime:
+        out = runtime.run_device(torch.from_numpy(images).double())
+        assert out.device.type == "cpu" and out.dtype == torch.float32
+        np.testing.assert_allclose(out.numpy(), runtime.run(images), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("device", ["gpu", "mps", "cuda:x", ""])
 def test_a_misspelled_device_is_a_usage_error_not_a_missing_package(pipe, device) -> None:
     """'gpu' was "onnxruntime-cpu does not run on gpu (pip install onnxruntime)": exit 3 and the wrong fix."""

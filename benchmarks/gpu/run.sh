@@ -49,22 +49,25 @@ ensure_installed() {
   fi
 }
 
-for phase in "$@"; do
-  echo "=== $phase ($(date -u +%H:%M:%S))"
+# One phase, in this shell (install's PYTHONPATH must reach the phases after it). Its status is its last
+# command's; within it, steps that later ones need are chained with &&.
+run_phase() {
+  local phase=$1
   case "$phase" in
     stage)
       mkdir -p /tmp/ortw && cp .gpu-parts/ort*-part* /tmp/ortw/ && ls -la /tmp/ortw
       ;;
     install)
       if compgen -G "/tmp/ortw/ortx-part*" >/dev/null; then
-        # pack_ort.py's sm_90 package (two parts): xz checks its CRC, so a missing or damaged part fails here
-        rm -rf /tmp/site && mkdir -p /tmp/site
-        cat /tmp/ortw/ortx-part* | "$PY" -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('/tmp/site', filter='data')"
+        # pack_ort.py's sm_90 package (one part): xz checks its CRC, so a missing or damaged part fails here
+        rm -rf /tmp/site && mkdir -p /tmp/site &&
+          cat /tmp/ortw/ortx-part* | "$PY" -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('/tmp/site', filter='data')" ||
+          { rm -rf /tmp/site; return 1; }
       else
         # the whole wheel (five parts, ../shared/gpu/stage-onnxruntime-gpu.sh): pip checks every member's CRC
         whl=/tmp/ortw/${WHEEL:-onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl}
-        cat /tmp/ortw/ort-part* >"$whl"
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$whl"
+        cat /tmp/ortw/ort-part* >"$whl" &&
+          "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$whl" || return 1
       fi
       export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
       "$PY" -c "import onnxruntime as o; print(o.__version__, o.__file__, o.get_available_providers())"
@@ -143,9 +146,19 @@ PY
         --workspace /tmp/ws-gate --gate --floor \
         --json "$OUT/gate-resnet18.json" --markdown "$OUT/gate-resnet18.md"
       ;;
-    *)
-      echo "unknown phase '$phase' (stage, install, env, tests, gpu-tests, other-tests, build, compare, gate)" >&2
-      exit 2
-      ;;
   esac
+}
+
+phases="stage install env tests gpu-tests other-tests build compare gate"
+for phase in "$@"; do  # a typo must not cost a device call: check them all before the first runs
+  [[ " $phases " == *" $phase "* ]] || { echo "unknown phase '$phase' (${phases// /, })" >&2; exit 2; }
 done
+# Every phase runs even when one before it failed (a compare row that errors exits 3, a gate outside its
+# tolerances exits 1): what the others measure still comes back. The script's status says if any failed.
+failed=()
+for phase in "$@"; do
+  echo "=== $phase ($(date -u +%H:%M:%S))"
+  run_phase "$phase" || { echo "=== $phase FAILED (exit $?)"; failed+=("$phase"); }
+done
+echo "=== done ($(date -u +%H:%M:%S))${failed[*]:+, failed: ${failed[*]}}"
+[ ${#failed[@]} -eq 0 ]

@@ -136,14 +136,15 @@ class Runtime(ABC):
         """Host in, host out. Copies to and from the device count in timings taken through this."""
 
     def run_device(self, batch: Any) -> Any:
-        """Device-resident path (torch tensor in, torch tensor out) so GPU timings can exclude copies.
+        """Device-resident path so GPU timings can exclude copies: a torch tensor in (on any device; one already
+        on this runtime's device is used where it is), float32 logits out on this runtime's device.
 
         Backends that can bind device memory override it; the default goes through host memory.
         """
         import torch
 
         out = self.run(batch.detach().cpu().numpy())
-        return torch.from_numpy(out).to(batch.device)
+        return torch.from_numpy(out).to(self.device)
 
     def synchronize(self) -> None:
         """Block until queued device work is done (no-op on the CPU)."""

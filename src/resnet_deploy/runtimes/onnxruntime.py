@@ -73,7 +73,7 @@ class OnnxRuntime(Runtime):
         """Bind torch CUDA tensors directly (IO binding) so no host copy is timed."""
         import torch
 
-        if self.device == "cpu" or not batch.is_cuda:
+        if self.device == "cpu":
             return super().run_device(batch)
         self.check_input(batch)
         # bound by pointer as float32 NCHW on the session's GPU, so converted to exactly that first (a no-op
@@ -82,16 +82,20 @@ class OnnxRuntime(Runtime):
         binding = self.session.io_binding()
         dev_id = device_index(self.device)
         binding.bind_input(self.input_name, "cuda", dev_id, np.float32, list(batch.shape), batch.data_ptr())
+        out = None
         if self.num_classes is None:
             # a class dimension the graph leaves symbolic: ONNX Runtime allocates the output, and reading
             # it here goes through the host, so this is not copy-free (ResNet exports never take this path)
             binding.bind_output(self.output_name, "cuda", dev_id)
-            self.session.run_with_iobinding(binding)
-            return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(batch.device)
-        out = torch.empty((batch.shape[0], self.num_classes), dtype=torch.float32, device=batch.device)
-        binding.bind_output(self.output_name, "cuda", dev_id, np.float32, list(out.shape), out.data_ptr())
+        else:
+            out = torch.empty((batch.shape[0], self.num_classes), dtype=torch.float32, device=batch.device)
+            binding.bind_output(self.output_name, "cuda", dev_id, np.float32, list(out.shape), out.data_ptr())
+        # ONNX Runtime works on its own stream: what is queued on torch's (the conversion above, kernels still
+        # reading memory that `out` was just given) must be done before it reads or writes these buffers
         torch.cuda.current_stream(batch.device).synchronize()
         self.session.run_with_iobinding(binding)
+        if out is None:
+            return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(batch.device)
         return out
 
     def close(self) -> None:

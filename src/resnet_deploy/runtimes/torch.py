@@ -110,7 +110,7 @@ class _TorchRuntime(Runtime):
         import torch
 
         self.check_input(batch)
-        x = batch.to(self.dtype)
+        x = batch.to(self._torch_device, self.dtype)  # a CPU tensor, or one on another GPU, comes to ours
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
