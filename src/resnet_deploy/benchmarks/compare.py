@@ -380,6 +380,7 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        jobs = _jobs(pipe, options, device, skipped)  # first: a --runtimes with nothing to run fails before any work
         images, images_dir = _load_parity_images(pipe, options, warnings)
         with console.step(f"reference logits (PyTorch FP32 eager, CPU) on {len(images)} images"):
             refs = {size: _reference_logits(pipe.model, resize_batch(images, size)) for size in sizes}
@@ -390,7 +391,6 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
         if degenerate_msg:
             warnings.append(degenerate_msg)
 
-        jobs = _jobs(pipe, options, device, skipped)
         rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
         warnings += opt_shape_notes([j.artifact for j in jobs], [(b, 3, h, w) for b in batches for h, w in sizes])
         floor = _floor([r for r, _ in rows], pipe, device) if options.floor else None
