@@ -261,9 +261,11 @@ class Workspace:
         file = self.dir / entry["path"]
         if not file.exists():
             return "missing"
-        return "modified" if self._sha256(file) != entry.get("sha256") else None
+        return "modified" if self.sha256(file) != entry.get("sha256") else None
 
-    def _sha256(self, file: Path) -> str:
+    def sha256(self, file: Path) -> str:
+        """A file's hash, taken once per file version in this run: an artifact made from another (INT8 and FP16
+        from the FP32 ONNX) records its source's hash, which the freshness check has just taken."""
         stat = file.stat()
         stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)  # a replaced file (atomic rename) is a new inode
         cached = self._hashes.get(file)

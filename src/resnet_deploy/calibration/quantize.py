@@ -310,12 +310,11 @@ def onnx_int8(
     from resnet_deploy.calibration.dataset import load_calibration_set
     from resnet_deploy.export.verify import reference_logits
     from resnet_deploy.runtimes.base import create
-    from resnet_deploy.workspace import sha256_file
 
     method = check_method(method)
     rec = recipe(target)
     fp32 = pipe.onnx(opset)
-    fp32_sha = sha256_file(fp32.path)
+    fp32_sha = pipe.ws.sha256(fp32.path)
     images = load_calibration_set(Path(calib_dir), pipe.preprocess, size)
     calib_hash = images.fingerprint()
     key = f"onnx-int8-{target}"

@@ -57,7 +57,6 @@ def onnx_fp16(pipe: Any, opset: int | None = None) -> Any:
     """The FP16 ONNX of `pipe`'s model (manifest key `onnx-fp16`), made from the FP32 ONNX and verified
     on ONNX Runtime's CPU provider against PyTorch at the shapes of the model's range."""
     from resnet_deploy.export.onnx import DEFAULT_OPSET
-    from resnet_deploy.workspace import sha256_file
 
     opset = opset or DEFAULT_OPSET
     fp32 = pipe.onnx(opset)
@@ -66,7 +65,7 @@ def onnx_fp16(pipe: Any, opset: int | None = None) -> Any:
         f"{pipe.ws.name}.fp16.onnx",
         "onnx",
         "fp16",
-        pipe.fingerprint(format="onnx", precision="fp16", opset=opset, source_sha256=sha256_file(fp32.path)),
+        pipe.fingerprint(format="onnx", precision="fp16", opset=opset, source_sha256=pipe.ws.sha256(fp32.path)),
         lambda tmp: convert_fp16(fp32.path, tmp),
         pipe.verify_against_model("onnxruntime-cpu", max_rel_l2=FP16_REL_L2),
         opset=opset,
