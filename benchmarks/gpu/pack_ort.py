@@ -97,9 +97,20 @@ def prune_fatbin(data: bytearray, arch: int) -> dict[str, int]:
     return stats
 
 
+def _wheel_cuobjdump() -> str | None:
+    """cuobjdump from the nvidia-cuda-cuobjdump wheel, which installs it off PATH (nvidia/cu13/bin)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    for root in spec.submodule_search_locations if spec else []:
+        for tool in sorted(Path(root).glob("cu*/bin/cuobjdump")):
+            return str(tool)
+    return None
+
+
 def check_with_cuobjdump(library: Path, arch: int, stats: dict[str, int]) -> str:
     """cuobjdump parses every container and lists the kept images, plus those of containers left as they were."""
-    tool = shutil.which("cuobjdump")
+    tool = shutil.which("cuobjdump") or _wheel_cuobjdump()
     if tool is None:
         return "cuobjdump not on PATH: listing not checked (pip install nvidia-cuda-cuobjdump)"
     listing = subprocess.run([tool, "-lelf", str(library)], capture_output=True, text=True, check=True).stdout
