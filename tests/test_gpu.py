@@ -131,8 +131,9 @@ def test_a_gpu_index_that_is_not_there_is_named_before_anything_loads(gpu_setup,
     from resnet_deploy.errors import MissingDependencyError
 
     pipe = gpu_setup[0]
-    if name == "onnxruntime-cuda" and registry()[name].unavailable_reason("cuda"):
-        pytest.skip(registry()[name].unavailable_reason("cuda"))
+    reason = registry()[name].unavailable_reason("cuda")  # onnxruntime-cuda: needs onnxruntime-gpu
+    if reason:
+        pytest.skip(reason)
     missing = f"cuda:{torch.cuda.device_count()}"
     with pytest.raises(MissingDependencyError, match=f"{missing} is not here: torch sees"):
         create(name, _artifact(pipe, key), missing)

@@ -102,10 +102,12 @@ def _wheel_cuobjdump() -> str | None:
     import importlib.util
 
     spec = importlib.util.find_spec("nvidia")
-    for root in spec.submodule_search_locations if spec else []:
-        for tool in sorted(Path(root).glob("cu*/bin/cuobjdump")):
-            return str(tool)
-    return None
+    found = [
+        tool
+        for root in (spec.submodule_search_locations if spec else [])
+        for tool in Path(root).glob("cu*/bin/cuobjdump")
+    ]
+    return str(sorted(found)[0]) if found else None
 
 
 def check_with_cuobjdump(library: Path, arch: int, stats: dict[str, int]) -> str:
@@ -153,10 +155,8 @@ def pack(wheel: Path, arch: int, out: Path) -> list[Path]:
         stats = prune_fatbin(data, arch)
         library.write_bytes(bytes(data))
         print(
-            f"{PROVIDER}: kept {stats['kept']} sm_{arch} images, dropped {stats['dropped']}, "
-            f"{stats['containers']} containers ({stats['untouched']} without sm_{arch}, {stats['untouched_images']} images, "
-            "left as they were), "
-            f"{stats['bytes_freed'] / 1e6:.0f} MB zeroed"
+            f"{PROVIDER}: kept {stats['kept']} sm_{arch} images, dropped {stats['dropped']}, {stats['bytes_freed'] / 1e6:.0f} "
+            f"MB zeroed; {stats['untouched']} of {stats['containers']} containers had no sm_{arch} and were left as they were"
         )
         print(check_with_cuobjdump(library, arch, stats))
         archive = Path(tmp) / "ort.tar.xz"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 7 on a lent GPU machine (no network, torch preinstalled, ~64 MiB per transfer, /tmp kept only while
-# the machine stays warm). Runs the given phases in order; see benchmarks/gpu/README.md for the calls.
+# the machine stays warm). Runs the given phases in order; see benchmarks/gpu/README.md for the call.
 #
-#   bash benchmarks/gpu/run.sh stage            copy the carried .gpu-parts/ortx-part* (or ort-part*) to /tmp/ortw
+#   bash benchmarks/gpu/run.sh stage            copy the carried .gpu-parts/ortx-part* (pack_ort.py) to /tmp/ortw
 #   bash benchmarks/gpu/run.sh install          join the parts, install onnxruntime-gpu into /tmp/site
 #   bash benchmarks/gpu/run.sh env              GPU, driver, packages -> $OUT/env.txt
 #   bash benchmarks/gpu/run.sh tests            the whole test suite, GPU tests included -> $OUT/tests.log
@@ -55,20 +55,13 @@ run_phase() {
   local phase=$1
   case "$phase" in
     stage)
-      mkdir -p /tmp/ortw && cp .gpu-parts/ort*-part* /tmp/ortw/ && ls -la /tmp/ortw
+      mkdir -p /tmp/ortw && cp .gpu-parts/ortx-part* /tmp/ortw/ && ls -la /tmp/ortw
       ;;
     install)
-      if compgen -G "/tmp/ortw/ortx-part*" >/dev/null; then
-        # pack_ort.py's sm_90 package (one part): xz checks its CRC, so a missing or damaged part fails here
-        rm -rf /tmp/site && mkdir -p /tmp/site &&
-          cat /tmp/ortw/ortx-part* | "$PY" -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('/tmp/site', filter='data')" ||
-          { rm -rf /tmp/site; return 1; }
-      else
-        # the whole wheel (five parts, ../shared/gpu/stage-onnxruntime-gpu.sh): pip checks every member's CRC
-        whl=/tmp/ortw/${WHEEL:-onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl}
-        cat /tmp/ortw/ort-part* >"$whl" &&
-          "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$whl" || return 1
-      fi
+      # pack_ort.py's sm_90 package: xz checks its CRC, so a missing or damaged part fails here, loudly
+      rm -rf /tmp/site && mkdir -p /tmp/site &&
+        cat /tmp/ortw/ortx-part* | "$PY" -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('/tmp/site', filter='data')" ||
+        { rm -rf /tmp/site; return 1; }
       export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
       "$PY" -c "import onnxruntime as o; print(o.__version__, o.__file__, o.get_available_providers())"
       ;;
