@@ -49,7 +49,7 @@ def _tensorrt_problem() -> str | None:
         return f"TensorRT does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
     version = parse_version(getattr(trt, "__version__", ""))
     if version and version[:2] < MIN_VERSION:
-        return f"TensorRT {trt.__version__} is too old (this needs 10.x or 11.x)"
+        return f"TensorRT {trt.__version__} is too old (this needs 8.6 or newer; 10.x or 11.x are tested)"
     return None
 
 
@@ -85,7 +85,10 @@ def install_hint(reason: str) -> str:
     if no_trt and no_gpu:
         return f"on a machine with an NVIDIA GPU and driver: {INSTALL}, then run the same command there"
     if no_trt:
-        return f"{INSTALL} (NVIDIA's wheels; they need an NVIDIA driver for CUDA 12 or newer)"
+        return (
+            f"{INSTALL} (NVIDIA's wheels, built for CUDA 13: driver R580 or newer; with an older driver "
+            "pip install 'tensorrt-cu12>=10')"
+        )
     return "run it on a machine with an NVIDIA GPU whose driver works (nvidia-smi lists the GPU)"
 
 

@@ -19,7 +19,7 @@ from resnet_deploy import console
 from resnet_deploy.engines.environment import missing_tensorrt_error, parse_version, tensorrt_unavailable_reason
 from resnet_deploy.engines.profile import check_fixed_axes
 from resnet_deploy.errors import UsageError, VerificationError
-from resnet_deploy.shapes import ShapeRange
+from resnet_deploy.shapes import ShapeRange, format_shape
 
 # -- TensorRT: building --------------------------------------------------------------------------
 
@@ -60,11 +60,12 @@ def _legacy_precision_flags(trt: Any, config: Any, precision: str) -> None:
         config.set_flag(trt.BuilderFlag.INT8)  # explicit Q/DQ: no calibrator
 
 
-def create_network(trt: Any, builder: Any, precision: str, config: Any) -> Any:
-    """A strongly typed network: always so on 11; via the STRONGLY_TYPED flag (by name) on 9-10."""
+def create_network(trt: Any, builder: Any, precision: str, config: Any) -> tuple[Any, bool]:
+    """(network, strongly typed?): always strongly typed on 11; via the STRONGLY_TYPED flag (by name) on
+    9-10; on 8.6, which has no such flag, weakly typed with the precision flag the ONNX needs."""
     major = trt_major(trt)
     if major >= 11:
-        return builder.create_network()  # strong typing is always on; the flag is deprecated and ignored
+        return builder.create_network(), True  # strong typing is always on; the flag is deprecated and ignored
     flags = 0
     if major < 10:
         flags |= _legacy_network_flags(trt)
@@ -73,7 +74,7 @@ def create_network(trt: Any, builder: Any, precision: str, config: Any) -> Any:
         flags |= 1 << int(strongly_typed)
     elif major < 10:
         _legacy_precision_flags(trt, config, precision)
-    return builder.create_network(flags)
+    return builder.create_network(flags), strongly_typed is not None
 
 
 def _parse_onnx(trt: Any, network: Any, onnx_path: Path) -> Any:
@@ -93,18 +94,15 @@ def _parse_onnx(trt: Any, network: Any, onnx_path: Path) -> Any:
 
 def _load_timing_cache(config: Any, path: Path | None) -> Any:
     """A cache only saves build time, so one that cannot be used is replaced (and overwritten after the
-    build), never a reason to fail: TensorRT gives None for a blob it cannot parse (a truncated or
-    foreign file) and False from set_timing_cache for one made by another GPU or TensorRT version."""
+    build), never a reason to fail. TensorRT says so in one of two ways, and which one for which file
+    differs between versions: None from create_timing_cache, or False from set_timing_cache (a blob it
+    cannot parse, a truncated file, or one made by another GPU or TensorRT version)."""
     blob = b""
     if path is not None and path.is_file():
         blob = path.read_bytes()
     cache = config.create_timing_cache(blob)
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        why = (
-            "cannot be read (truncated or not a timing cache)"
-            if cache is None
-            else "is from another GPU or TensorRT version"
-        )
+        why = "cannot be used (unreadable, or made by another GPU or TensorRT version)"
         console.warn(f"timing cache {path} {why}: starting a new one")
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
@@ -140,7 +138,7 @@ def build_engine(
     logger = trt_logger(trt)
     builder = trt.Builder(logger)
     config = builder.create_builder_config()
-    network = create_network(trt, builder, precision, config)
+    network, strongly_typed = create_network(trt, builder, precision, config)
     parser = _parse_onnx(trt, network, onnx_path)
     if network.num_inputs != 1:
         raise UsageError(f"{Path(onnx_path).name} has {network.num_inputs} inputs; a ResNet has one")
@@ -150,7 +148,12 @@ def build_engine(
 
     opt_profile = builder.create_optimization_profile()
     opt_profile.set_shape(input_name, profile.min, profile.opt, profile.max)
-    config.add_optimization_profile(opt_profile)
+    if config.add_optimization_profile(opt_profile) < 0:  # the profile's index, or -1 if TensorRT finds it invalid
+        raise UsageError(
+            f"TensorRT rejected the profile {format_shape(profile.min)} / {format_shape(profile.opt)} / "
+            f"{format_shape(profile.max)} (min / opt / max) for {Path(onnx_path).name} (its messages are above)",
+            "pass --min-shape/--opt-shape/--max-shape inside the range the ONNX was exported for",
+        )
     if workspace_size:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_size)
     tf32 = getattr(trt.BuilderFlag, "TF32", None)
@@ -171,7 +174,7 @@ def build_engine(
         "input_name": input_name,
         "profile": profile.to_dict(),
         "tensorrt_version": trt.__version__,
-        "strongly_typed": True,
+        "strongly_typed": strongly_typed,
         "tf32": bool(allow_tf32 or precision != "fp32"),
         "build_seconds": round(time.perf_counter() - start, 1),
     }

@@ -342,7 +342,10 @@ _CHECKS: dict[str, Callable[[str], str | None]] = {
 _INSTALL_HINTS = {
     "onnxruntime-cpu": "pip install onnxruntime",
     "onnxruntime-cuda": "pip install onnxruntime-gpu (instead of onnxruntime) on a machine with CUDA",
-    "onnxruntime-tensorrt": "pip install onnxruntime-gpu and TensorRT on a machine with CUDA",
+    "onnxruntime-tensorrt": (
+        "on a machine with CUDA: pip install onnxruntime-gpu (instead of onnxruntime) and "
+        "'tensorrt-cu13>=10.13,<11' (its TensorRT provider links TensorRT 10, not 11; native engines take either)"
+    ),
     "tensorrt": "pip install 'resnet-deploy[tensorrt]' on a machine with an NVIDIA GPU",
 }
 

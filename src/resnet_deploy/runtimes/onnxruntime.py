@@ -18,7 +18,7 @@ import numpy as np
 
 from resnet_deploy.errors import MissingDependencyError, UsageError
 from resnet_deploy.runtimes.base import Artifact, Runtime, device_index, device_name
-from resnet_deploy.shapes import format_shape
+from resnet_deploy.shapes import ShapeRange, format_shape
 
 PROVIDERS = {
     "onnxruntime-cpu": "CPUExecutionProvider",
@@ -44,7 +44,13 @@ class OnnxRuntime(Runtime):
         self.artifact = artifact
         self.precision = artifact.precision
         self.threads = threads
-        self.session = open_session(str(artifact.path), self.provider, self.device, threads, artifact.label)
+        tensorrt = self.provider == "TensorrtExecutionProvider"
+        # TensorRT builds FP32 layers as TF32 unless told not to, and ONNX Runtime has no option to tell it:
+        # so its FP32 rows are TF32 rows, judged with TF32's tolerance (the native engines clear the flag)
+        if tensorrt and self.precision == "fp32":
+            self.precision = "tf32"
+        profile = artifact.input_range if tensorrt else None
+        self.session = open_session(str(artifact.path), self.provider, self.device, threads, artifact.label, profile)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dims = list(inp.shape)  # ints for static dims, names for dynamic ones
@@ -52,7 +58,7 @@ class OnnxRuntime(Runtime):
         out = self.session.get_outputs()[0]
         self.output_name = out.name
         self.num_classes = out.shape[1] if isinstance(out.shape[1], int) else None  # for device-resident outputs
-        self.input_range = artifact.input_range if self.provider == "TensorrtExecutionProvider" else None
+        self.input_range = profile
 
     def check_input(self, batch: Any) -> None:
         super().check_input(batch)
@@ -135,12 +141,21 @@ def _session_options(ort: Any, threads: int | None, log_level: int = 4) -> Any:
     return opts
 
 
-def open_session(source: str | bytes, provider: str, device: str, threads: int | None, label: str) -> Any:
+def open_session(
+    source: str | bytes,
+    provider: str,
+    device: str,
+    threads: int | None,
+    label: str,
+    profile: ShapeRange | None = None,
+) -> Any:
     """An InferenceSession on exactly `provider`, or a clear error: the one place sessions are made.
 
     The runtime and `--explain` (which adds stage outputs to the graph) both come here, so a graph is
     read with the same provider options whether it is benchmarked or diagnosed: IEEE FP32 on CUDA (the
-    CUDA provider enables TF32 by default) and no node quietly moved to the CPU.
+    CUDA provider enables TF32 by default) and no node quietly moved to the CPU. For TensorRT's provider,
+    a dynamic `profile` becomes its one optimization profile, as for a native engine: without one it
+    builds an engine for the first input shape and rebuilds whenever a later one falls outside.
     """
     import onnxruntime as ort
 
@@ -153,8 +168,10 @@ def open_session(source: str | bytes, provider: str, device: str, threads: int |
         if provider == "CUDAExecutionProvider":
             # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
             provider_options["use_tf32"] = "0"
-            # a node the CUDA provider cannot run would otherwise run on the CPU, unannounced
-            opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        if provider == "TensorrtExecutionProvider" and profile is not None and profile.dynamic:
+            provider_options.update(tensorrt_profile_options(_input_name(source), profile))
+        # a node the GPU provider cannot run would otherwise run on the CPU, unannounced
+        opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         providers = [(provider, provider_options)]
     try:
         session = ort.InferenceSession(source, sess_options=opts, providers=providers)
@@ -172,6 +189,21 @@ def open_session(source: str | bytes, provider: str, device: str, threads: int |
     if provider not in session.get_providers():
         raise _not_started(provider, label, session.get_providers())
     return session
+
+
+def tensorrt_profile_options(input_name: str, profile: ShapeRange) -> dict[str, str]:
+    """The TensorRT provider's explicit profile, in its "name:1x3x64x64" format."""
+    return {
+        f"trt_profile_{which}_shapes": f"{input_name}:{format_shape(shape)}"
+        for which, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max))
+    }
+
+
+def _input_name(source: str | bytes) -> str:
+    import onnx
+
+    model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source, load_external_data=False)
+    return model.graph.input[0].name
 
 
 #: ONNX Runtime's C++ source location and function signature inside its messages, e.g.

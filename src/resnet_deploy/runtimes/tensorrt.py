@@ -81,25 +81,37 @@ class TensorRTRuntime(Runtime):
             artifact.input_range = ShapeRange.from_dict(record["profile"])
         self.input_range = artifact.input_range
 
-        self._pctx = None
+        if self.buffers not in ("torch", "pycuda"):
+            raise UsageError(f"unknown buffer kind '{buffers}'", "use torch or pycuda")
+        self._pctx: Any = None
         self._stream: Any = None  # pycuda's
         self._torch_stream: Any = None
+        self._runtime = self.engine = self.context = None
         if self.buffers == "pycuda":
             self._start_pycuda()
-        elif self.buffers != "torch":
-            raise UsageError(f"unknown buffer kind '{buffers}'", "use torch or pycuda")
+        try:
+            self._load(trt)
+        except BaseException:
+            self.close()  # a pushed pycuda context must not outlive a failed start
+            raise
 
+    def _load(self, trt: Any) -> None:
         with self._on_device():
             self._runtime = trt.Runtime(trt_logger(trt))
-            self.engine = self._runtime.deserialize_cuda_engine(artifact.path.read_bytes())
+            self.engine = self._runtime.deserialize_cuda_engine(self.artifact.path.read_bytes())
             if self.engine is None:
                 raise UsageError(
-                    f"TensorRT {trt.__version__} cannot load {artifact.label} (see its messages above)",
+                    f"TensorRT {trt.__version__} cannot load {self.artifact.label} (see its messages above)",
                     "it was probably built with another TensorRT version or for another GPU: rebuild it here "
                     "with resnet-export trt",
                 )
             self._read_io(trt)
             self.context = self.engine.create_execution_context()
+            if self.context is None:  # TensorRT gives None where it cannot allocate the context's memory
+                raise UsageError(
+                    f"TensorRT could not create an execution context for {self.artifact.label} (see its messages above)",
+                    "free GPU memory (other processes: nvidia-smi), or rebuild with a smaller --max-shape",
+                )
             if self.buffers == "torch":
                 import torch
 
@@ -227,8 +239,9 @@ class TensorRTRuntime(Runtime):
         self.engine = None
         self._runtime = None
         if self._pctx is not None:
-            self._d_in = self._d_out = None
+            self._d_in = self._d_out = self._stream = None  # freed while their context is still current
             self._pctx.pop()
+            self._pctx.detach()  # releases the retained primary context (cuDevicePrimaryCtxRelease)
             self._pctx = None
         super().close()
 
