@@ -572,3 +572,26 @@ def test_an_empty_shape_is_a_bad_shape_not_the_default(trained, tmp_path) -> Non
     result = invoke([*trained.cli_args, "--workspace", ws, "--max-shape", "", *FAST])
     assert result.exit_code == 2, result.output
     assert "invalid shape ''" in " ".join(result.output.split()), result.output
+
+
+def test_unusable_calibration_images_fail_before_any_export(trained, tmp_path) -> None:
+    """INT8 is built first and reads its images before exporting: a folder of undecodable files costs
+    seconds, not the other exports first (minutes for resnet50), and leaves no artifact behind."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "photo.jpg").write_bytes(b"\xff\xd8 not really a jpeg" * 10)
+    ws = tmp_path / "ws"
+    result = invoke([*trained.cli_args, "--workspace", ws, "--calib", bad, "--images", trained.heldout_dir, *FAST])
+    assert result.exit_code == 2, result.output
+    assert "no usable calibration image" in " ".join(result.output.split()), result.output
+    assert not [p for p in ws.rglob("*") if p.suffix in (".onnx", ".ts", ".pt2")]
+
+
+def test_no_build_on_a_workspace_without_artifacts_says_so(trained, tmp_path) -> None:
+    """The model's own folder passed as --workspace (or a typo) finds nothing: a warning, not a quiet pass."""
+    ws = tmp_path / "ws"
+    args = [*trained.cli_args, "--workspace", ws, "--no-build", "--images", trained.heldout_dir, *FAST]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"{ws / trained.architecture} holds no artifacts of {trained.architecture}: only PyTorch runs" in text

@@ -58,3 +58,10 @@ def test_verification_shapes_include_odd_size():
     shapes = make_range(True, 224).verification_shapes()
     assert (1, 3, 64, 64) in shapes and (1, 3, 224, 224) in shapes and (8, 3, 448, 448) in shapes
     assert any(s[2] != s[3] and s[2] % 2 == 1 for s in shapes)
+
+
+def test_a_small_range_still_verifies_an_odd_non_square_size():
+    """64..96 px: 97x131 is clamped to 96x96, square; one side moves inside the range so H/W stay told apart."""
+    shapes = ShapeRange((1, 3, 64, 64), (1, 3, 64, 64), (2, 3, 96, 96)).verification_shapes()
+    odd = [s for s in shapes if s[2] != s[3]]
+    assert odd and all(ShapeRange((1, 3, 64, 64), (1, 3, 64, 64), (2, 3, 96, 96)).contains(s) for s in odd)

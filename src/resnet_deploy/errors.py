@@ -6,6 +6,8 @@ anything else escaping is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class DeployError(Exception):
     """A problem with the user's input or environment, with the fix in `hint`."""
@@ -35,3 +37,25 @@ class MissingDependencyError(DeployError):
     """An optional package (TensorRT, pycuda, a CUDA device) is not available: exit 3."""
 
     exit_code = 3
+
+
+def environment_error(exc: BaseException) -> DeployError | None:
+    """The machine, not the code, refused: memory for a shape too large, or a file's permissions. Said as
+    one line like any bad input (torch words an allocation failure as a RuntimeError)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("you tried to allocate" in text or "out of memory" in text.lower())
+    ):
+        return UsageError(
+            f"out of memory: {text[:200]}", "use a smaller batch or image size (--batch, --size, --*-shape)"
+        )
+    if isinstance(exc, PermissionError):
+        path = Path(exc.filename) if exc.filename else None
+        if path is not None and not path.exists() and path.parent.is_dir():  # a file being written: say the folder
+            where = f"cannot write in {path.parent}"
+        else:
+            where = str(path or "a file")
+        return UsageError(
+            f"permission denied: {where}", "make it readable and its folder writable, or pass another --workspace"
+        )
+    return None

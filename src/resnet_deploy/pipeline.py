@@ -142,6 +142,9 @@ class Pipeline:
                 options.weights = options.weights.split(":", 1)[1]
             if remembered and options.weights == "none" and options.num_classes is None:
                 options.num_classes = previous.get("num_classes")  # random init: only the flag says how many
+        if options.weights.strip().lower() != "none" and Path(options.weights).is_file():
+            # recorded as typed, a relative path would name another file (or none) from another folder
+            options.weights = str(Path(options.weights).absolute())
         self.options = options
         self.notes: list[str] = []  # what compare reports beside its rows (a preprocessing unlike the record's)
         with console.step(f"load {arch} (weights: {options.weights}{', as last used here' if remembered else ''})"):

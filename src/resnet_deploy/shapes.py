@@ -114,8 +114,11 @@ class ShapeRange:
         if self.dynamic:
             h = min(max(97, self.min[2]), self.max[2])
             w = min(max(131, self.min[3]), self.max[3])
-            if h == w and w < self.max[3]:
-                w += 1
+            if h == w:  # square would hide an H/W mix-up: one side moves by a pixel, inside the range
+                if w < self.max[3]:
+                    w += 1
+                elif h > self.min[2]:
+                    h -= 1
             shapes.append((min(2, self.max[0]), 3, h, w))
         unique: list[Shape] = []
         for s in shapes:

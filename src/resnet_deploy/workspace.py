@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.errors import UsageError
@@ -188,6 +188,55 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def manifest_problem(data: Any) -> str | None:
+    """What makes parsed manifest JSON unusable, or None. A hand-edited or foreign file would otherwise fail
+    later, deep inside whatever reads the field first, as a traceback."""
+    from resnet_deploy.errors import DeployError
+    from resnet_deploy.preprocess import Preprocess
+    from resnet_deploy.shapes import ShapeRange
+
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    if data.get("schema", SCHEMA) != SCHEMA:
+        return f"schema {data.get('schema')!r}, where this resnet-deploy reads schema {SCHEMA}"
+    artifacts = data.get("artifacts", {})
+    if not isinstance(artifacts, dict):
+        return "'artifacts' is not an object"
+
+    def parsed(what: str, value: Any, make: Any) -> str | None:
+        if value is None:
+            return None
+        try:
+            make(value)
+        except (DeployError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            return f"{what} is malformed ({exc})"
+        return None
+
+    model = data.get("model")
+    if model is not None and not (
+        isinstance(model, dict)
+        and isinstance(model.get("architecture"), str)
+        and (model.get("weights") is None or isinstance(model.get("weights"), str))
+        and (model.get("num_classes") is None or (type(model["num_classes"]) is int and model["num_classes"] > 0))
+    ):
+        return "'model' is malformed (architecture, weights and num_classes)"
+    for key, entry in artifacts.items():
+        if not isinstance(entry, dict):
+            return f"artifact '{key}' is not an object"
+        for field in ("path", "format", "sha256"):
+            if not isinstance(entry.get(field), str):
+                return f"artifact '{key}' has no {field}"
+        rel = PurePosixPath(entry["path"])
+        if rel.is_absolute() or ".." in rel.parts:
+            return f"artifact '{key}' lies outside the workspace ({entry['path']})"
+        problem = parsed(f"artifact '{key}' input", entry.get("input"), ShapeRange.from_dict)
+        if problem:
+            return problem
+    return parsed("'input'", data.get("input"), ShapeRange.from_dict) or parsed(
+        "'preprocess'", data.get("preprocess"), Preprocess.from_dict
+    )
+
+
 class Workspace:
     """One model's folder and manifest. Artifact keys look like `onnx-fp32`, `onnx-int8-tensorrt`."""
 
@@ -209,6 +258,9 @@ class Workspace:
             raise UsageError(
                 f"cannot read {self.manifest_path}: {exc}", "delete it; the next export rebuilds it"
             ) from None
+        problem = manifest_problem(data)
+        if problem:
+            raise UsageError(f"cannot read {self.manifest_path}: {problem}", "delete it; the next export rebuilds it")
         data.setdefault("artifacts", {})
         return data
 

@@ -44,7 +44,7 @@ from resnet_deploy.benchmarks.parity import (
     distinct_predictions,
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
-from resnet_deploy.errors import DeployError, UsageError, VerificationError
+from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 
@@ -344,6 +344,7 @@ def opt_shape_notes(artifacts: list[Artifact], shapes: list[tuple[int, int, int,
 
 
 def _error_text(exc: BaseException) -> tuple[str, int]:
+    exc = environment_error(exc) or exc
     if isinstance(exc, DeployError):
         return str(exc), exc.exit_code
     return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}", 1
@@ -371,6 +372,12 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
             fit_range(pipe, batches, sizes)
         built, notes = build_default_set(pipe, device, options.calib_dir)
         warnings += notes
+    elif not options.build and not options.artifacts and not pipe.ws.artifacts:
+        # a --workspace typo, or the model's own folder passed as the workspace: not a clean pass
+        warnings.append(
+            f"{pipe.ws.dir} holds no artifacts of {pipe.ws.name}: only PyTorch runs (--workspace is the folder "
+            f"resnet-export wrote to, which holds {pipe.ws.name}/; drop --no-build to build the default set)"
+        )
     elif options.calib_dir is not None:  # the workspace had artifacts: said, not dropped in silence
         warnings.append(
             f"--calib {options.calib_dir} not used: the workspace already holds artifacts, and the default set "

@@ -35,17 +35,8 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
             built.append(artifact.key)
 
     console.info(f"[bold]building the default artifact set in {escape(str(pipe.ws.dir))}[/] (skip with --no-build)")
-    with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
-        warnings.simplefilter("ignore", FutureWarning)
-        add(pipe.torchscript())
-    add(pipe.program())
-    add(pipe.onnx())
-    try:
-        from resnet_deploy.export.precision import onnx_fp16
-    except ImportError:
-        notes.append("FP16 ONNX export is not available in this install: skipped")
-    else:
-        add(onnx_fp16(pipe))
+    # INT8 first: it reads the calibration images before exporting anything, so a folder it cannot use
+    # fails the command in seconds, not after the slower exports
     calib = calib_dir if calib_dir is not None else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
     if calib is None:
         notes.append(
@@ -63,6 +54,17 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
             add(onnx_int8(pipe, Path(calib), target="tensorrt"))
             if not device.startswith("cuda"):
                 add(onnx_int8(pipe, Path(calib), target="cpu"))
+    with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
+        warnings.simplefilter("ignore", FutureWarning)
+        add(pipe.torchscript())
+    add(pipe.program())
+    add(pipe.onnx())
+    try:
+        from resnet_deploy.export.precision import onnx_fp16
+    except ImportError:
+        notes.append("FP16 ONNX export is not available in this install: skipped")
+    else:
+        add(onnx_fp16(pipe))
     if device.startswith("cuda"):
         notes.extend(_build_engines(pipe, device, calib, add))
     return built, notes

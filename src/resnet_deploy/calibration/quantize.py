@@ -313,9 +313,9 @@ def onnx_int8(
 
     method = check_method(method)
     rec = recipe(target)
+    images = load_calibration_set(Path(calib_dir), pipe.preprocess, size)  # first: bad images fail before any export
     fp32 = pipe.onnx(opset)
     fp32_sha = pipe.ws.sha256(fp32.path)
-    images = load_calibration_set(Path(calib_dir), pipe.preprocess, size)
     calib_hash = images.fingerprint()
     key = f"onnx-int8-{target}"
     name = pipe.ws.name

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from resnet_deploy.console import console
-from resnet_deploy.errors import DeployError
+from resnet_deploy.errors import DeployError, environment_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,6 +27,12 @@ def handle_errors(func: F) -> F:
         except DeployError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except (MemoryError, RuntimeError, PermissionError) as exc:
+            error = environment_error(exc)
+            if error is None:
+                raise
+            console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             console.print("[red]interrupted[/] (nothing half-written was kept)")
             raise typer.Exit(130) from None
