@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -306,6 +307,19 @@ def test_a_command_that_builds_nothing_leaves_the_manifest_alone(tmp_path):
         (("torchscript", "resnet18", "--dynamic", "--max-shape", ""), "invalid shape ''"),
         (("onnx", "resnet18", "--std", ""), "invalid --std ''"),
         (("program", "resnet18", "--weights", ""), "--weights is empty"),
+        # calibrating at the default 224 crop a model exported for 64x64: refused before the FP32 export
+        (
+            (
+                "onnx",
+                "resnet18",
+                "--opt-shape",
+                "1x3x64x64",
+                "--int8",
+                "--calib",
+                Path(__file__).parents[1] / "calibration",
+            ),
+            "INT8 calibrates on the preprocessing's 224x224 crops, but the model is exported for 1x3x64x64",
+        ),
         # the machine refuses the example input's memory: said as bad input, not torch's traceback
         (("onnx", "resnet18", "--opt-shape", "1x3x99999999999x64"), "out of memory"),
     ],

@@ -129,6 +129,10 @@ def onnx(
         mean,
         std,
     )
+    if int8:
+        from resnet_deploy.calibration.quantize import check_crop_in_range
+
+        check_crop_in_range(pipe)  # before the FP32 export, not after it
     pipe.onnx(opset)
     keys = ["onnx-fp32"]
     if fp16:
