@@ -595,3 +595,13 @@ def test_no_build_on_a_workspace_without_artifacts_says_so(trained, tmp_path) ->
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert f"{ws / trained.architecture} holds no artifacts of {trained.architecture}: only PyTorch runs" in text
+
+
+def test_a_benchmark_shape_outside_the_given_range_is_refused_before_building(trained, tmp_path) -> None:
+    ws = tmp_path / "ws"
+    shapes = ["--min-shape", "1x3x64x64", "--opt-shape", "1x3x64x64", "--max-shape", "2x3x96x96"]
+    result = invoke([*trained.cli_args, "--workspace", ws, "--size", "128", *shapes, *FAST])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "the benchmark shape 1x3x128x128 is outside the range 1x3x64x64 .. 2x3x96x96" in text, text
+    assert not [p for p in ws.rglob("*") if p.suffix in (".onnx", ".ts", ".pt2")]

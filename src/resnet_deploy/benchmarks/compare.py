@@ -47,6 +47,7 @@ from resnet_deploy.benchmarks.preflight import validate_options, why_none
 from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
+from resnet_deploy.shapes import format_shape
 
 DEFAULT_WARMUP = 5
 DEFAULT_ITERS = 30
@@ -326,8 +327,6 @@ def opt_shape_notes(artifacts: list[Artifact], shapes: list[tuple[int, int, int,
     """TensorRT times and picks its kernels at the profile's opt shape only; rows at other shapes run
     those kernels, so a batch-256 row of an engine tuned for batch 1 understates what TensorRT can do.
     Said beside the numbers rather than hidden (the engine's real profile is known once it is loaded)."""
-    from resnet_deploy.shapes import format_shape
-
     notes = []
     for art in artifacts:
         if art.format != "engine" or art.input_range is None:
@@ -370,6 +369,16 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
     if options.build and not options.artifacts and not pipe.current_artifacts():
         if options.fit_range:
             fit_range(pipe, batches, sizes)
+        else:  # the range was given: every row outside it would fail, after minutes of building
+            rng = pipe.shape_range
+            outside = [(b, 3, h, w) for b in batches for h, w in sizes if not rng.contains((b, 3, h, w))]
+            if outside:
+                raise UsageError(
+                    f"the benchmark shape {format_shape(outside[0])} is outside the range "
+                    f"{format_shape(rng.min)} .. {format_shape(rng.max)} the default set would be exported for",
+                    "widen --min-shape/--max-shape to hold every --batch and --size, or drop them to fit the range "
+                    "to the benchmark",
+                )
         built, notes = build_default_set(pipe, device, options.calib_dir)
         warnings += notes
     elif not options.build and not options.artifacts and not pipe.ws.artifacts:
