@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 import torchvision
+from typer.testing import CliRunner
 
+from resnet_deploy.cli.export import app
 from resnet_deploy.errors import UsageError
 from resnet_deploy.models import ARCHITECTURES, load_model, make_pool_adaptive, resolve_architecture
 
@@ -95,7 +97,7 @@ def test_lightning_checkpoint_uses_the_network_under_its_attribute(tmp_path, att
     model, source = load_model("resnet18", str(path))
     assert source.num_classes == 10 and _same(model, sd)
     said = capsys.readouterr().err
-    assert f"under '{attribute}.'" in said and "ignored 1 other key(s): criterion.weight" in said
+    assert f"under '{attribute}.'" in said and "ignored 1 other key: criterion.weight" in said
 
 
 def test_two_networks_in_one_checkpoint_is_an_error(tmp_path):
@@ -125,16 +127,17 @@ def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
     assert _same(model, sd)
 
 
-def _write_safetensors(state, path):
+def _write_safetensors(state, path, header_shapes=None):
     """The safetensors format by hand (8-byte header length, JSON header, raw tensors), as the safetensors
-    package writes it: the test needs no package the project does not depend on."""
+    package writes it: the test needs no package the project does not depend on. `header_shapes` puts other
+    shapes in the header than the data has, as a faulty writer would."""
     names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
     header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for key, tensor in state.items():
         blob = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         header[key] = {
             "dtype": names[tensor.dtype],
-            "shape": list(tensor.shape),
+            "shape": (header_shapes or {}).get(key, list(tensor.shape)),
             "data_offsets": [offset, offset + len(blob)],
         }
         blobs.append(blob)
@@ -158,9 +161,41 @@ def test_safetensors_checkpoint_loads_without_the_package(tmp_path, dtype):
         load_model("resnet18", str(path))
 
 
+def test_safetensors_header_at_odds_with_its_offsets_is_not_called_truncated(tmp_path):
+    path = tmp_path / "model.safetensors"
+    _write_safetensors(_state(8), path, header_shapes={"fc.bias": [5]})  # 10 float32 = 40 bytes of data
+    with pytest.raises(UsageError) as err:
+        load_model("resnet18", str(path))
+    said = str(err.value)
+    assert "tensor fc.bias: header says shape [5] of dtype F32 = 20 bytes, but its data offsets" in said
+    assert said.split("data offsets", 1)[1].split(")")[0].endswith("span 40 bytes")
+    assert "truncated" not in said and "outside the file" not in said
+
+
 def test_missing_weights_file(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         load_model("resnet18", str(tmp_path / "nope.pt"))
+
+
+@pytest.mark.parametrize("typo", ["IMAGENET1K_V3", "imagenet1k_v3", "IMAGENET1K-V1", "IMAGENET1K_V2"])
+def test_unknown_torchvision_weights_name_lists_the_valid_ones(typo):
+    with pytest.raises(UsageError) as err:
+        load_model("resnet18", typo)  # resnet18 has only IMAGENET1K_V1
+    assert err.value.message == f"unknown torchvision weights name '{typo}' for resnet18"
+    assert "DEFAULT (= IMAGENET1K_V1), IMAGENET1K_V1;" in err.value.hint and "none" in err.value.hint
+    assert "IMAGENET1K_V2" not in err.value.hint and "checkpoint file" in err.value.hint
+
+
+def test_weights_names_are_per_architecture_and_files_still_win(tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match=r"'IMAGENET1K_V3' for resnet50 .*IMAGENET1K_V1, IMAGENET1K_V2;"):
+        load_model("resnet50", "IMAGENET1K_V3")
+    for path in ("best", "runs/IMAGENET1K_V3", "IMAGENET1K_V3.pt"):  # read as files: said missing as before
+        with pytest.raises(UsageError, match=f"weights file {path} does not exist"):
+            load_model("resnet18", path)
+    monkeypatch.chdir(tmp_path)
+    torch.save(_state(3), "IMAGENET1K_V3")  # a file of that name is a file
+    model, source = load_model("resnet18", "IMAGENET1K_V3")
+    assert source.num_classes == 10 and _same(model, _state(3))
 
 
 def test_unreadable_weights_file(tmp_path):
@@ -252,3 +287,72 @@ def test_head_sized_for_one_resolution_is_refused():
     model.fc = torch.nn.Linear(512 * 2 * 2, 10)  # trained at 256x256 with a 7x7 pool -> 2x2 map
     with pytest.raises(UsageError, match="sized for one input resolution"):
         make_pool_adaptive(model)
+
+
+def test_counts_of_one_are_singular(tmp_path):
+    sd = _state(10)
+    sd.pop("fc.bias")
+    sd["extra.weight"] = torch.ones(1)
+    sd["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    torch.save(sd, tmp_path / "odd.pt")
+    with pytest.raises(UsageError) as err:
+        load_model("resnet18", str(tmp_path / "odd.pt"))
+    assert str(err.value.message).endswith(
+        "1 shape mismatch (layer1.0.conv1.weight is [64, 64, 1, 1], resnet18 needs [64, 64, 3, 3]); "
+        "1 missing key (fc.bias); 1 unexpected key (extra.weight)"
+    )
+
+
+def test_integer_weights_are_refused_but_integer_buffers_load(tmp_path):
+    sd = _state(11)
+    assert sd["bn1.num_batches_tracked"].dtype == torch.int64  # a real int buffer: loads (as every test here)
+    torch.save({k: v.to(torch.int8) if v.is_floating_point() else v for k, v in sd.items()}, tmp_path / "int8.pt")
+    with pytest.raises(UsageError) as err:
+        load_model("resnet18", str(tmp_path / "int8.pt"))
+    assert err.value.message.startswith(
+        "checkpoint int8.pt holds 102 integer tensors where the model has float weights "
+        "(first: conv1.weight is int8, bn1.weight is int8, bn1.bias is int8)"
+    )
+    assert "dequantize" in err.value.hint
+    one = dict(sd, **{"fc.bias": sd["fc.bias"].to(torch.int32)})
+    torch.save(one, tmp_path / "one.pt")
+    with pytest.raises(UsageError, match=r"holds 1 integer tensor where .*\(fc\.bias is int32\)"):
+        load_model("resnet18", str(tmp_path / "one.pt"))
+
+
+@pytest.mark.filterwarnings("ignore:.*quantiz.*:UserWarning")
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")  # torch.load of a qtensor
+def test_quantized_checkpoint_is_named_as_such(tmp_path):
+    sd = _state(12)
+    sd["conv1.weight"] = torch.quantize_per_tensor(sd["conv1.weight"], 0.01, 0, torch.qint8)
+    torch.save(sd, tmp_path / "q.pt")
+    with pytest.raises(
+        UsageError, match=r"q\.pt is of a quantized model: 1 quantized tensor \(conv1\.weight \(qint8\)\)"
+    ):
+        load_model("resnet18", str(tmp_path / "q.pt"))
+
+
+def test_nan_or_inf_weights_are_refused_naming_the_tensors(tmp_path):
+    sd = _state(13)
+    sd["fc.weight"][0, 0] = float("nan")
+    torch.save(sd, tmp_path / "nan.pt")
+    with pytest.raises(UsageError) as err:
+        load_model("resnet18", str(tmp_path / "nan.pt"))
+    assert err.value.message == "checkpoint nan.pt has non-finite weights: fc.weight holds 1 NaN"
+    assert "training diverged" in err.value.hint
+    sd = _state(13)
+    sd["bn1.running_var"][:2] = float("inf")
+    sd["fc.bias"][0], sd["fc.bias"][1] = float("nan"), -float("inf")
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, tmp_path / "half.pt")
+    with pytest.raises(
+        UsageError, match=r": bn1\.running_var holds 2 Inf; fc\.bias holds 1 NaN and 1 Inf \(the checkpoint is broken"
+    ):
+        load_model("resnet18", str(tmp_path / "half.pt"))
+    # from the CLI: exit 2 and one line before anything is exported, not a verification failure (exit 1)
+    result = CliRunner().invoke(
+        app, ["onnx", "resnet18", "--weights", str(tmp_path / "nan.pt"), "--workspace", str(tmp_path / "ws")]
+    )
+    out = " ".join((result.output + (result.stderr if result.stderr_bytes is not None else "")).split())
+    assert result.exit_code == 2, out
+    assert "non-finite weights: fc.weight holds 1 NaN" in out and "Traceback" not in out
+    assert not list((tmp_path / "ws").rglob("*.onnx"))

@@ -1,7 +1,7 @@
 """Read a weights file into a state_dict, whatever saved it: `torch.save` (weights only unless trusted),
 `.safetensors` (read here, nothing unpickled), and the dicts training frameworks wrap a state_dict in
-(Lightning, timm EMA, DeepSpeed, DataParallel / torch.compile prefixes). Whether it fits an architecture
-is `models.py`'s business.
+(Lightning, timm EMA, DeepSpeed, DataParallel / torch.compile prefixes). Tensors no float ResNet can use
+(quantized, NaN/Inf) are refused here, naming them; whether the rest fits an architecture is `models.py`'s business.
 """
 
 from __future__ import annotations
@@ -102,11 +102,22 @@ def read_safetensors(path: Path) -> dict[str, Any]:
             dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
             shape = [int(d) for d in info["shape"]]
             begin, end = (int(o) for o in info["data_offsets"])
+            if min(shape, default=0) < 0:
+                raise ValueError(shape)
         except (KeyError, TypeError, ValueError):
             raise bad(f"tensor {name} has an unreadable entry or a dtype this reader does not know") from None
         count = math.prod(shape)
-        if not 0 <= begin <= end <= available or end - begin != count * dtype.itemsize:
-            raise bad(f"tensor {name} lies outside the file (truncated?)")
+        nbytes = count * dtype.itemsize
+        # a header at odds with itself is a writer's bug, not a cut-off download: said apart, as the fixes differ
+        if not 0 <= begin <= end or end - begin != nbytes:
+            raise UsageError(
+                f"cannot read weights file {path}: its .safetensors header is inconsistent (tensor {name}: header "
+                f"says shape {shape} of dtype {info['dtype']} = {nbytes} bytes, but its data offsets "
+                f"[{begin}, {end}] span {end - begin} bytes)",
+                "the file was written or edited wrongly: save the state_dict again, e.g. with safetensors.torch.save_file",
+            )
+        if end > available:
+            raise bad(f"tensor {name} ends at byte {end} of the data but the file holds {available}: truncated?")
         flat = torch.frombuffer(data, dtype=dtype, count=count, offset=start_of_data + begin) if count else None
         out[name] = flat.reshape(shape).clone() if flat is not None else torch.empty(shape, dtype=dtype)
     return out
@@ -182,7 +193,7 @@ def strip_attribute_prefix(state: dict[str, Any], notes: list[str] | None = None
     kept = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if notes is not None:
         others = [k for k in state if not k.startswith(prefix)]
-        ignored = f"; ignored {len(others)} other key(s): {', '.join(others[:3])}" if others else ""
+        ignored = f"; ignored {plural(len(others), 'other key')}: {listing(others)}" if others else ""
         notes.append(f"using the {len(kept)} tensors under '{prefix}'{ignored}")
     return kept
 
@@ -194,3 +205,47 @@ def strip_wrapper_prefixes(key: str) -> str:
         if prefix is None:
             return key
         key = key[len(prefix) :]
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 missing key`, `2 missing keys`: messages read as written by a person, not `1 missing keys`."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def listing(items: list[str], shown: int = 3) -> str:
+    """`a, b` when that is all of them, `first: a, b, c` when more were left out."""
+    return ("first: " if len(items) > shown else "") + ", ".join(items[:shown])
+
+
+def check_not_quantized(state: Mapping[str, Any], label: str) -> None:
+    """A quantized model's state_dict (torch.ao: qint8 weights, scales, packed params) is not a float
+    ResNet's: said as such, rather than as 80 keys that do not fit."""
+    import torch
+
+    quantized = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_quantized]
+    if quantized:
+        first = listing([f"{k} ({str(state[k].dtype).removeprefix('torch.')})" for k in quantized])
+        raise UsageError(
+            f"checkpoint {label} is of a quantized model: {plural(len(quantized), 'quantized tensor')} ({first})",
+            "pass the float model's state_dict, saved before quantization; --int8 quantizes the export itself",
+        )
+
+
+def check_finite(state: Mapping[str, Any], label: str) -> None:
+    """NaN or Inf weights make every output NaN, which verification would then report as the export's
+    fault: refused here, naming the tensors, since the fix is another checkpoint, not another export."""
+    import torch
+
+    bad: list[str] = []
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point() or bool(torch.isfinite(value).all()):
+            continue
+        nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+        counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+        bad.append(f"{key} holds {counts}")
+    if bad:
+        more = f"; and {plural(len(bad) - 3, 'more tensor')}" if len(bad) > 3 else ""
+        raise UsageError(
+            f"checkpoint {label} has non-finite weights: {'; '.join(bad[:3])}{more}",
+            "the checkpoint is broken, e.g. training diverged: use an earlier one",
+        )

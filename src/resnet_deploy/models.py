@@ -7,6 +7,7 @@ is the point of exporting them.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,11 @@ from rich.markup import escape
 
 from resnet_deploy import console
 from resnet_deploy.checkpoints import (
+    check_finite,
+    check_not_quantized,
     extract_state_dict,
+    listing,
+    plural,
     read_checkpoint,
     strip_attribute_prefix,
     strip_wrapper_prefixes,
@@ -38,6 +43,8 @@ ARCHITECTURES = (
     "wide_resnet101_2",
 )
 TORCHVISION_WEIGHTS = ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
+# what a torchvision weights enum name can be spelled as: no folder, no suffix, no `:` (a path never looks so)
+_WEIGHTS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -105,15 +112,19 @@ def load_model(
 
     if not spec:  # `--weights "$UNSET"`: Path("") is the current folder, which said "weights path . is a folder"
         raise UsageError("--weights is empty", "pass 'none', a torchvision weights name or a checkpoint file")
-    named = spec.lower() == "none" or (spec.upper() in TORCHVISION_WEIGHTS and not Path(spec).exists())
+    is_file = Path(spec).exists()
+    named = spec.lower() == "none" or (
+        not is_file and (spec.upper() in TORCHVISION_WEIGHTS or _looks_like_weights_name(spec))
+    )
+    member = torchvision_weights(arch, spec) if named and spec.lower() != "none" else None
     if named and trust_checkpoint:  # said, since the user expected it to matter
         console.warn(f"--trust-checkpoint has no effect: the weights are {spec}, not a checkpoint file")
     if spec.lower() == "none":
         torch.manual_seed(seed)
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes or 1000)
         source = ModelSource(arch, "none", None, num_classes or 1000, seed)
-    elif named:
-        model, source = _torchvision_pretrained(arch, spec.upper(), num_classes)
+    elif member is not None:
+        model, source = _torchvision_pretrained(arch, member, num_classes)
     else:
         model, source = _from_checkpoint(arch, Path(spec), num_classes, trust_checkpoint)
 
@@ -122,15 +133,43 @@ def load_model(
     return model, source
 
 
-def _torchvision_pretrained(arch: str, name: str, num_classes: int | None) -> tuple[Any, ModelSource]:
+def _looks_like_weights_name(spec: str) -> bool:
+    """Whether a --weights value that is no existing file was meant as a torchvision weights name, so that a
+    typo (IMAGENET1K_V3) is answered with the valid names, not "file does not exist". Spelled like one (no
+    folder or suffix) and upper case as torchvision writes them, or in any case close to a known name
+    (imagenet1k_v3); a bare lower-case word (`best`, `model`) stays a missing file."""
+    import torchvision
+
+    if not _WEIGHTS_NAME.fullmatch(spec):
+        return False
+    if spec == spec.upper() or "IMAGENET" in spec.upper():
+        return True
+    known = {"DEFAULT", *(m.name for a in ARCHITECTURES for m in torchvision.models.get_model_weights(a))}
+    return bool(difflib.get_close_matches(spec.upper(), known, n=1, cutoff=0.75))
+
+
+def torchvision_weights(arch: str, name: str) -> Any:
+    """The torchvision weights enum member `name` (any case; DEFAULT too) of `arch`, or an error listing the
+    names `arch` has: they differ per architecture (resnet18 has no IMAGENET1K_V2)."""
     import torchvision
 
     enum = torchvision.models.get_model_weights(arch)
-    try:
-        w = enum.DEFAULT if name == "DEFAULT" else enum[name]
-    except KeyError:
-        have = ", ".join(m.name for m in enum)
-        raise UsageError(f"{arch} has no torchvision weights '{name}'", f"available: {have}") from None
+    key = name.strip().upper()
+    if key == "DEFAULT":
+        return enum.DEFAULT
+    if key in enum.__members__:
+        return enum[key]
+    have = ", ".join(m.name for m in enum)
+    raise UsageError(
+        f"unknown torchvision weights name '{name}' for {arch}",
+        f"pass one of {arch}'s: DEFAULT (= {enum.DEFAULT.name}), {have}; or none for random init, "
+        "or the path of an existing checkpoint file",
+    )
+
+
+def _torchvision_pretrained(arch: str, w: Any, num_classes: int | None) -> tuple[Any, ModelSource]:
+    import torchvision
+
     if num_classes not in (None, 1000):
         raise UsageError(
             f"torchvision weights {w.name} have 1000 classes, not {num_classes}",
@@ -163,6 +202,7 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
     state = strip_attribute_prefix(extract_state_dict(obj, notes), notes)
     for note in notes:
         console.info(escape(f"{path.name}: {note}"))
+    check_not_quantized(state, path.name)
     fc_w = state.get("fc.weight")
     ckpt_classes = int(fc_w.shape[0]) if isinstance(fc_w, torch.Tensor) and fc_w.ndim == 2 else None
     if num_classes is None:
@@ -182,7 +222,9 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
         ):
             state[key] = torch.zeros_like(buffer)
     check_state_dict_fits(model, state, arch, path.name)
+    check_float_dtypes(model, state, path.name)
     model.load_state_dict(state, strict=True)
+    check_finite(model.state_dict(), path.name)  # after the cast to float32, which can overflow float64 to Inf
     classes = None
     if isinstance(obj, Mapping):
         names = obj.get("classes") or obj.get("class_names")
@@ -208,11 +250,33 @@ def _trusted_module(arch: str, model: Any, path: Path, sha: str, num_classes: in
     with torch.device("meta"):
         reference = torchvision.models.get_model(arch, weights=None, num_classes=n)
     state = {strip_wrapper_prefixes(k): v for k, v in model.state_dict().items()}
+    check_not_quantized(state, path.name)
     check_state_dict_fits(reference, state, arch, path.name)
+    check_float_dtypes(reference, state, path.name)
     dtypes = {p.dtype for p in model.parameters()} | {b.dtype for b in model.buffers() if b.is_floating_point()}
     if dtypes - {torch.float32}:
         console.info(escape(f"{path.name}: a {'/'.join(sorted(str(d) for d in dtypes))} model, converted to float32"))
-    return model.float(), ModelSource(arch, str(path), sha, n, 0)
+    model = model.float()
+    check_finite(model.state_dict(), path.name)
+    return model, ModelSource(arch, str(path), sha, n, 0)
+
+
+def check_float_dtypes(model: Any, state: Mapping[str, Any], label: str) -> None:
+    """fp16/bf16/fp64 tensors are cast to the float32 model as the README says; integer tensors where the
+    model has float weights are not (load_state_dict would cast int8 codes to float32 and export garbage
+    that verifies, being compared with itself). Integer buffers (BatchNorm's num_batches_tracked) stay."""
+    import torch
+
+    floats = {k for k, v in model.state_dict().items() if v.is_floating_point()}
+    wrong = [k for k, v in state.items() if k in floats and isinstance(v, torch.Tensor) and not v.is_floating_point()]
+    if wrong:
+        first = listing([f"{k} is {str(state[k].dtype).removeprefix('torch.')}" for k in wrong])
+        raise UsageError(
+            f"checkpoint {label} holds {plural(len(wrong), 'integer tensor')} where the model has float weights "
+            f"({first})",
+            "it is not a float model's state_dict, perhaps a quantized one's: dequantize it, or save the float "
+            "model's state_dict",
+        )
 
 
 def check_state_dict_fits(model: Any, state: Mapping[str, Any], arch: str, label: str) -> None:
@@ -227,11 +291,14 @@ def check_state_dict_fits(model: Any, state: Mapping[str, Any], arch: str, label
     parts = []
     if wrong:
         k = wrong[0]
-        parts.append(f"{len(wrong)} shape mismatches (first: {k} is {list(got[k])}, {arch} needs {list(expected[k])})")
+        mismatches = plural(len(wrong), "shape mismatch", "shape mismatches")
+        parts.append(
+            f"{mismatches} ({'first: ' if len(wrong) > 1 else ''}{k} is {list(got[k])}, {arch} needs {list(expected[k])})"
+        )
     if missing:
-        parts.append(f"{len(missing)} missing keys (first: {', '.join(missing[:3])})")
+        parts.append(f"{plural(len(missing), 'missing key')} ({listing(missing)})")
     if unexpected:
-        parts.append(f"{len(unexpected)} unexpected keys (first: {', '.join(unexpected[:3])})")
+        parts.append(f"{plural(len(unexpected), 'unexpected key')} ({listing(unexpected)})")
     guess = guess_architecture(got)
     if guess and guess != arch:
         hint = f"it is a {guess} checkpoint: use {guess} as the model"
