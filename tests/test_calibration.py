@@ -64,7 +64,7 @@ def test_all_corrupt_folder_is_an_error_naming_a_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         load_calibration_set(tmp_path, Preprocess(72, 64))
     msg = str(err.value)
-    assert "no usable calibration image" in msg and "all 4 files are unreadable" in msg
+    assert "no usable calibration image" in msg and "all 4 files tried are unusable" in msg
     assert "bad_0.jpg" in msg
 
 
@@ -79,6 +79,7 @@ def test_one_good_image_among_corrupt_ones_is_used_and_the_rest_listed(
     assert sorted(p for p, _ in images.skipped) == sorted(bad)
     err = capsys.readouterr().err.replace("\n", "")  # rich wraps long lines
     assert "skipped" in err and "bad_0.jpg" in err and "only 1 calibration image:" in err
+    assert "calibration set: 1 image from 1 file in" in err  # not "1 images from 1 files"
 
 
 def test_calib_size_is_a_deterministic_spread(trained: Any) -> None:
@@ -98,6 +99,35 @@ def test_preprocessed_npy_tensors_are_accepted(trained: Any, tmp_path: Path) -> 
     loaded = load_calibration_set(tmp_path, trained.preprocess)
     assert len(loaded) == 3 and np.array_equal(loaded.tensors, images.tensors)
     assert [p.name for p, _ in loaded.skipped] == ["wrong_size.npy"]
+
+
+def test_raw_pixel_and_empty_tensor_files_are_skipped_not_calibrated_on(
+    trained: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """uint8 pixels in a .npy were taken as preprocessed tensors (INT8 ranges ~100x too wide); a .npy of 0
+    images counted as a file used ("0 images from 1 files"), then failed in the reader on its shape."""
+    images = load_calibration_set(trained.calib_dir, trained.preprocess, size=2)
+    np.save(tmp_path / "batch.npy", images.tensors)
+    crop = trained.preprocess.crop
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3, crop, crop), np.float32))
+    pixels = np.clip(np.round(images.tensors * 58 + 120), 0, 255).astype(np.uint8)  # raw-pixel range, right shape
+    np.save(tmp_path / "pixels.npy", pixels)
+    loaded = load_calibration_set(tmp_path, trained.preprocess)
+    assert len(loaded) == 2 and np.array_equal(loaded.tensors, images.tensors)
+    reasons = {p.name: why for p, why in loaded.skipped}
+    assert reasons == {
+        "empty.npy": f"ValueError: holds no images (shape (0, 3, {crop}, {crop}))",
+        "pixels.npy": "ValueError: holds uint8 values: .npy/.npz must hold preprocessed float tensors (resized, "
+        "cropped, normalized); raw pixels belong in .jpg/.png files",
+    }
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "calibration set: 2 images from 1 file in" in err and "0 images" not in err
+    (tmp_path / "batch.npy").unlink()
+    with pytest.raises(UsageError) as raised:
+        load_calibration_set(tmp_path, trained.preprocess)
+    msg = str(raised.value)
+    assert "no usable calibration image" in msg and "all 2 files tried are unusable" in msg
+    assert msg.endswith(f"arrays preprocessed with {trained.preprocess.describe()}, or use .jpg/.png images)")
 
 
 def test_reader_feeds_every_image_once_in_chunks(trained: Any) -> None:

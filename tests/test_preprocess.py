@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +14,7 @@ import pytest
 from PIL import Image
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.preprocess import Preprocess, describe_ignored, load_file, load_folder
+from resnet_deploy.preprocess import Preprocess, describe_ignored, find_inputs, load_file, load_folder
 
 REPO = Path(__file__).resolve().parents[1]
 PRE = Preprocess(72, 64)
@@ -109,3 +114,173 @@ def test_a_mean_or_std_that_is_not_finite_is_refused(mean, std) -> None:
     """A NaN std passed the `std > 0` check (NaN compares false) and made every preprocessed pixel NaN."""
     with pytest.raises(UsageError, match="finite"):
         Preprocess(72, 64, mean, std)
+
+
+def _photo(dest: Path, name: str = "chelsea.jpg") -> Path:
+    """A copy of one of the bundled photos at `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "calibration" / name, dest)
+    return dest
+
+
+def test_linked_folders_are_followed_as_imagefolder_follows_them(tmp_path: Path) -> None:
+    """Path.rglob (Python < 3.13) does not enter linked folders: a folder whose classes are links to where
+    the images live said it held no images, and one real image beside a linked class folder was used alone."""
+    _photo(tmp_path / "store" / "cats" / "chelsea.jpg")
+    _photo(tmp_path / "store" / "cats" / "coffee.jpg", "coffee.jpg")
+    (tmp_path / "only_links").mkdir()
+    (tmp_path / "only_links" / "classA").symlink_to("../store/cats")
+    _photo(tmp_path / "mixed" / "astronaut.jpg", "astronaut.jpg")
+    (tmp_path / "mixed" / "classB").symlink_to(tmp_path / "store" / "cats")
+
+    only = load_folder(tmp_path / "only_links", PRE)
+    assert [p.relative_to(tmp_path).as_posix() for p in only.paths] == [
+        "only_links/classA/chelsea.jpg",
+        "only_links/classA/coffee.jpg",
+    ]
+    mixed = load_folder(tmp_path / "mixed", PRE)
+    assert [p.relative_to(tmp_path / "mixed").as_posix() for p in mixed.paths] == [
+        "astronaut.jpg",
+        "classB/chelsea.jpg",
+        "classB/coffee.jpg",
+    ]
+    assert len(mixed) == 3 and not mixed.skipped
+
+
+def test_a_link_loop_neither_hangs_nor_lists_a_file_twice(tmp_path: Path) -> None:
+    """os.walk(followlinks=True) alone would walk `back -> ..` until the path is too long, listing every
+    image once per turn; a second link to a folder (`alias -> cls`) would list its images twice."""
+    root = tmp_path / "photos"
+    _photo(root / "a.jpg")
+    _photo(root / "cls" / "b.jpg", "coins.jpg")
+    (root / "cls" / "back").symlink_to("..")
+    (root / "self").symlink_to(".")
+    (root / "alias").symlink_to("cls")  # sorts before cls: the real folder still names the files
+    (root / "cls" / "up").symlink_to(tmp_path)  # above the folder, and holding it: followed, but once
+    _photo(tmp_path / "beside.jpg", "grass.jpg")
+    found = find_inputs(root)
+    assert [p.relative_to(root).as_posix() for p in found] == ["a.jpg", "cls/b.jpg", "cls/up/beside.jpg"]
+    assert find_inputs(root) == found  # deterministic
+    assert len(load_folder(root, PRE)) == 3
+
+
+def _unprivileged(code: str, *args: str) -> str:
+    """Run `code` in a Python that file permissions apply to: this one when not root; as root (where chmod
+    000 stops nothing) a child without the capabilities that override them, or skip when that cannot be."""
+    cmd = [sys.executable, "-c", code, *args]
+    if os.geteuid() == 0:
+        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+        if not shutil.which("setpriv") or subprocess.run([*drop, "true"], capture_output=True).returncode != 0:
+            pytest.skip("running as root, where chmod 000 does not stop reads, and setpriv cannot drop that")
+        cmd = drop + cmd
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+_LOAD = """
+import json, sys
+from pathlib import Path
+from resnet_deploy.errors import UsageError
+from resnet_deploy.preprocess import Preprocess, load_folder
+try:
+    s = load_folder(Path(sys.argv[1]), Preprocess(72, 64))
+    print(json.dumps({"paths": [p.name for p in s.paths], "skipped": [[p.name, why] for p, why in s.skipped]}))
+except UsageError as e:
+    print(json.dumps({"error": str(e)}))
+"""
+
+
+def test_an_unreadable_folder_is_listed_as_skipped_like_an_unreadable_file(tmp_path: Path) -> None:
+    """A folder that cannot be listed was passed over in silence (its images simply missing), while an
+    unreadable file in the same place was named with its reason."""
+    _photo(tmp_path / "photos" / "a.jpg")
+    _photo(tmp_path / "photos" / "locked" / "b.jpg", "coins.jpg")
+    _photo(tmp_path / "photos" / "c.jpg", "grass.jpg")
+    _photo(tmp_path / "empty_but_locked" / "locked" / "d.jpg")
+    for folder in (tmp_path / "photos" / "locked", tmp_path / "empty_but_locked" / "locked"):
+        folder.chmod(0)
+    (tmp_path / "photos" / "c.jpg").chmod(0)
+    tmp_path.chmod(0o755)  # so the child can reach what is not locked
+    try:
+        some = json.loads(_unprivileged(_LOAD, str(tmp_path / "photos")))
+        none = json.loads(_unprivileged(_LOAD, str(tmp_path / "empty_but_locked")))
+    finally:
+        for folder in (tmp_path / "photos" / "locked", tmp_path / "empty_but_locked" / "locked"):
+            folder.chmod(0o755)
+    assert some["paths"] == ["a.jpg"]
+    [folder, file] = some["skipped"]
+    assert folder[0] == "locked" and folder[1].startswith("folder not read: PermissionError")
+    assert file[0] == "c.jpg" and file[1].startswith("PermissionError")
+    assert "holds no .jpg" in none["error"] and "1 folder not read, first: " in none["error"]
+    assert "locked: PermissionError" in none["error"] and "make its folders readable" in none["error"]
+
+
+def _raw_pixels(name: str = "chelsea.jpg", size: int = 64) -> np.ndarray:
+    """A bundled photo as (3, size, size) uint8 pixels: what a .npy of raw pixels holds."""
+    with Image.open(REPO / "calibration" / name) as img:
+        return np.asarray(img.convert("RGB").resize((size, size))).transpose(2, 0, 1).copy()
+
+
+def test_tensor_files_of_raw_pixels_are_refused_not_calibrated_on(tmp_path: Path) -> None:
+    """uint8 pixels (0..255) passed the shape check and became "preprocessed" inputs ~100x too large."""
+    raw = _raw_pixels()
+    assert raw.dtype == np.uint8 and raw.max() > 200
+    np.save(tmp_path / "pixels.npy", raw)
+    np.save(tmp_path / "flags.npy", raw > 127)
+    np.savez(tmp_path / "mixed.npz", good=PRE(Image.fromarray(raw.transpose(1, 2, 0))), raw=raw.astype(np.int64))
+    np.save(
+        tmp_path / "half.npy", load_file(_photo(tmp_path / "src" / "coins.jpg", "coins.jpg"), PRE).astype(np.float16)
+    )
+    (tmp_path / "src" / "coins.jpg").unlink()
+    images = load_folder(tmp_path, PRE)
+    assert [p.name for p in images.paths] == ["half.npy"]  # float16 is a float tensor: taken
+    reasons = dict((p.name, why) for p, why in images.skipped)
+    assert set(reasons) == {"flags.npy", "mixed.npz", "pixels.npy"}
+    assert reasons["flags.npy"].startswith("ValueError: holds bool values")
+    assert reasons["mixed.npz"].startswith("ValueError: holds int64 values")
+    assert "must hold preprocessed float tensors" in reasons["pixels.npy"] and ".jpg/.png" in reasons["pixels.npy"]
+
+
+def test_empty_tensor_files_hold_no_images_and_the_hint_fits_tensors(tmp_path: Path) -> None:
+    """A .npy of 0 images was counted as a file used (then failed later on its shape), an empty .npz
+    raised numpy's "need at least one array to concatenate"; the hint said to replace them with images."""
+    np.save(tmp_path / "none.npy", np.zeros((0, 3, 64, 64), np.float32))
+    np.savez(tmp_path / "nothing.npz")
+    with pytest.raises(UsageError) as err:
+        load_folder(tmp_path, PRE)
+    msg = str(err.value)
+    assert "all 2 files tried are unusable; first: none.npy: ValueError: holds no images (shape (0, 3, 64, 64))" in msg
+    assert "concatenate" not in msg and "replace the images" not in msg
+    assert "save .npy/.npz as float32 (N,3,64,64) arrays preprocessed with resize 72, crop 64" in msg
+    with pytest.raises(ValueError, match=r"^holds no arrays"):
+        load_file(tmp_path / "nothing.npz", PRE)
+    _photo(tmp_path / "a.jpg")
+    images = load_folder(tmp_path, PRE)
+    assert len(images) == 1 and [p.name for p, _ in images.skipped] == ["none.npy", "nothing.npz"]
+
+
+def test_one_unusable_file_is_said_in_the_singular(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
+    with pytest.raises(UsageError) as err:
+        load_folder(tmp_path, PRE)
+    msg = str(err.value)
+    assert "the only file tried is unusable: broken.jpg: OSError: Truncated File Read" in msg and "all 1" not in msg
+    assert msg.endswith("(replace the images with readable .jpg/.png files)")
+
+
+def test_a_strip_too_wide_to_resize_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """Resizing a 20000x1 strip's short side to 72 makes it 1440000x72 (100 MP, 300 MB as RGB; at 256,
+    gigabytes) to crop 64x64 from it: skipped, with the reason, before any pixel is resized."""
+    Image.fromarray(np.uint8(_gradient(1, 20000) * 255), "L").save(tmp_path / "strip.png")
+    Image.fromarray(np.uint8(_gradient(20000, 1) * 255), "L").save(tmp_path / "tall.png")
+    _photo(tmp_path / "photo.jpg")  # 451x300: as before
+    Image.fromarray(np.uint8(_gradient(10, 8000) * 255), "L").save(tmp_path / "panorama.png")  # 57600x72: kept
+    images = load_folder(tmp_path, PRE)
+    assert [p.name for p in images.paths] == ["panorama.png", "photo.jpg"]
+    reasons = dict((p.name, why) for p, why in images.skipped)
+    assert reasons["strip.png"] == (
+        "ValueError: 20000x1 image: resizing its short side to 72 makes it 1440000x72 (over 64 megapixels) "
+        "for one crop; crop it nearer to square"
+    )
+    assert reasons["tall.png"].startswith("ValueError: 1x20000 image:")

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from resnet_deploy.console import plural
 from resnet_deploy.errors import UsageError
 
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "module")  # module: DeepSpeed
@@ -205,11 +206,6 @@ def strip_wrapper_prefixes(key: str) -> str:
         if prefix is None:
             return key
         key = key[len(prefix) :]
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """`1 missing key`, `2 missing keys`: messages read as written by a person, not `1 missing keys`."""
-    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
 
 
 def listing(items: list[str], shown: int = 3) -> str:

@@ -42,3 +42,8 @@ def progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 missing key`, `2 missing keys`: messages read as written by a person, not `1 missing keys`."""
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"

@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from resnet_deploy.console import plural
 from resnet_deploy.errors import UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,6 +32,9 @@ INPUT_SUFFIXES_TEXT = "/".join(_IMAGES + _TENSORS)
 #: images in formats this tool does not take (animations, formats PIL needs plugins for, camera raw):
 #: named when a folder holds them, never passed over in silence
 OTHER_IMAGE_SUFFIXES = frozenset({".gif", ".heic", ".heif", ".avif", ".jp2", ".ico", ".dng", ".cr2", ".nef"})
+#: the most pixels an image may have after the resize, before the crop: the short side goes to --resize, so a
+#: very wide or tall image (a 1x12000 strip) would become gigapixels (gigabytes) to yield one crop
+MAX_RESIZED_PIXELS = 64_000_000
 
 
 @dataclass(frozen=True)
@@ -71,12 +77,16 @@ class Preprocess:
         usual training loader) does not apply it: calibration should see what training saw."""
         from PIL import Image
 
-        image = _to_rgb(image)
         w, h = image.size
         scale = self.resize / min(w, h)
         # torchvision's Resize(int) rounds the long side down (int()), bilinear with antialias.
         new_w, new_h = (self.resize, int(h * scale)) if w <= h else (int(w * scale), self.resize)
-        image = image.resize((new_w, new_h), Image.BILINEAR)
+        if new_w * new_h > MAX_RESIZED_PIXELS:  # checked before any pixel is converted or resized
+            raise ValueError(
+                f"{w}x{h} image: resizing its short side to {self.resize} makes it {new_w}x{new_h} "
+                f"(over {MAX_RESIZED_PIXELS // 1_000_000} megapixels) for one crop; crop it nearer to square"
+            )
+        image = _to_rgb(image).resize((new_w, new_h), Image.BILINEAR)
         left = round((new_w - self.crop) / 2.0)
         top = round((new_h - self.crop) / 2.0)
         image = image.crop((left, top, left + self.crop, top + self.crop))
@@ -120,31 +130,72 @@ def parse_floats3(
 
 def find_inputs(folder: Path) -> list[Path]:
     """Every image or preprocessed tensor file below `folder`, sorted so choices are deterministic."""
-    return scan_inputs(folder)[0]
+    return scan_inputs(folder).inputs
 
 
-def scan_inputs(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(inputs, ignored) below `folder`, both sorted. Ignored, to be said rather than passed over in silence:
-    images in formats this tool does not read (.gif, .heic, ...) and hidden image files (macOS's `._x.jpg`,
-    anything under a `.folder`). A broken link named like an image is an input, and reported as unreadable."""
+class FolderScan(NamedTuple):
+    """What a folder holds, before anything is decoded."""
+
+    inputs: list[Path]
+    #: not tried, and said: other image formats, hidden files
+    ignored: list[Path]
+    #: folders that could not be listed, and why: their files are unknown, so they are reported like
+    #: unreadable files rather than passed over
+    unreadable: list[tuple[Path, str]]
+
+
+def _why(exc: BaseException) -> str:
+    """The one-line reason a file or folder was skipped."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+
+
+def scan_inputs(folder: Path) -> FolderScan:
+    """(inputs, ignored, unreadable) below `folder`, sorted. Ignored, to be said rather than passed over in
+    silence: images in formats this tool does not read (.gif, .heic, ...) and hidden image files (macOS's
+    `._x.jpg`, anything under a `.folder`). A broken link named like an image is an input, and reported as
+    unreadable; a folder that cannot be listed is `unreadable`, with the reason.
+
+    Linked folders are followed, as torchvision's ImageFolder follows them (a class folder is often a link
+    to where the images are). A folder reached a second time (a link loop, or two links to one folder) is
+    not read again: each file is listed once (nothing is dropped), under the first path reaching it, in
+    sorted order with real folders before links beside them."""
     folder = Path(folder)
     if not folder.exists():
         raise UsageError(f"image folder {folder} does not exist", "pass a folder of .jpg/.png images")
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder", "pass a folder of .jpg/.png images")
-    suffixes = IMAGE_SUFFIXES | TENSOR_SUFFIXES
-    inputs, ignored = [], []
-    for path in folder.rglob("*"):
-        suffix = path.suffix.lower()
-        if suffix not in suffixes | OTHER_IMAGE_SUFFIXES or path.is_dir():
-            continue
-        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
-        (ignored if hidden or suffix in OTHER_IMAGE_SUFFIXES else inputs).append(path)
+    suffixes = IMAGE_SUFFIXES | TENSOR_SUFFIXES | OTHER_IMAGE_SUFFIXES
+    inputs: list[Path] = []
+    ignored: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+
+    def not_listed(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename) if exc.filename is not None else folder, _why(exc)))
+
+    visited = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=not_listed, followlinks=True):
+        kept = []
+        # real folders claim their path before links beside them, so `alias -> photos` lists photos/x.jpg
+        for name in sorted(dirnames, key=lambda n: (os.path.islink(os.path.join(dirpath, n)), n)):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real not in visited:  # a loop (`up -> ..`) or a second link to a folder already listed
+                visited.add(real)
+                kept.append(name)
+        dirnames[:] = sorted(kept)  # os.walk descends only into these
+        for name in filenames:
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix not in suffixes:
+                continue
+            path = Path(dirpath, name)
+            hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+            (ignored if hidden or suffix in OTHER_IMAGE_SUFFIXES else inputs).append(path)
 
     def order(p: Path) -> str:
         return p.relative_to(folder).as_posix()
 
-    return sorted(inputs, key=order), sorted(ignored, key=order)
+    return FolderScan(
+        sorted(inputs, key=order), sorted(ignored, key=order), sorted(unreadable, key=lambda u: order(u[0]))
+    )
 
 
 def describe_ignored(ignored: Sequence[Path]) -> str | None:
@@ -165,13 +216,19 @@ def describe_ignored(ignored: Sequence[Path]) -> str | None:
 
 
 def load_file(path: Path, pre: Preprocess) -> np.ndarray:
-    """One file -> (N, 3, H, W) float32. Raises ValueError/OSError when unreadable."""
+    """One file -> (N, 3, H, W) float32. Raises ValueError/OSError when unreadable or unusable.
+
+    A .npy/.npz is taken as already preprocessed, so only float arrays are: integer pixels (0..255) would
+    pass the shape check and calibrate INT8 on ranges ~100x those of the normalized inputs the model sees.
+    A tensor file holding no images is refused like an unreadable one, not counted as a file that was used."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arrays = [np.load(path, allow_pickle=False)]
     elif suffix == ".npz":
         with np.load(path, allow_pickle=False) as npz:
             arrays = [npz[k] for k in npz.files]
+        if not arrays:
+            raise ValueError("holds no arrays, so no images")
     else:
         from PIL import Image
 
@@ -184,6 +241,11 @@ def load_file(path: Path, pre: Preprocess) -> np.ndarray:
                 return pre(img)[None]
     out = []
     for a in arrays:
+        if a.dtype.kind != "f":
+            raise ValueError(
+                f"holds {a.dtype} values: .npy/.npz must hold preprocessed float tensors (resized, cropped, "
+                "normalized); raw pixels belong in .jpg/.png files"
+            )
         a = np.asarray(a, dtype=np.float32)
         if a.ndim == 3:
             a = a[None]
@@ -192,7 +254,10 @@ def load_file(path: Path, pre: Preprocess) -> np.ndarray:
         if not np.isfinite(a).all():
             raise ValueError("tensor holds NaN or inf")
         out.append(a)
-    return np.concatenate(out)
+    images = np.concatenate(out)
+    if len(images) == 0:
+        raise ValueError(f"holds no images (shape {images.shape})")
+    return images
 
 
 @dataclass
@@ -240,33 +305,43 @@ def resize_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def require_inputs(folder: Path, what: str = "image") -> list[Path]:
     """`find_inputs`, or the error that there is nothing to read: cheap (no decoding), so commands call it
     before anything slow, and a wrong folder is reported in a second rather than after an export."""
-    return _require_inputs(folder, what)[0]
+    return _require_inputs(folder, what).inputs
 
 
-def _require_inputs(folder: Path, what: str) -> tuple[list[Path], list[Path]]:
-    candidates, ignored = scan_inputs(folder)
-    if not candidates:
+def _require_inputs(folder: Path, what: str) -> FolderScan:
+    scan = scan_inputs(folder)
+    if not scan.inputs:
+        if scan.unreadable and scan.unreadable[0][0] == Path(folder):
+            raise UsageError(
+                f"cannot read {what} folder {folder}: {scan.unreadable[0][1]}", "make it readable, or pass another"
+            )
         many = "500 or more " if what.startswith("calibration") else ""
-        found = f" ({describe_ignored(ignored)})" if ignored else ""
+        said = [describe_ignored(scan.ignored)] if scan.ignored else []
+        if scan.unreadable:
+            first, why = scan.unreadable[0]
+            said.append(f"{plural(len(scan.unreadable), 'folder')} not read, first: {first}: {why}")
+        found = f" ({'; '.join(said)})" if said else ""
+        fix = "make its folders readable, or " if scan.unreadable else ""
         raise UsageError(
             f"{what} folder {folder} holds no {INPUT_SUFFIXES_TEXT} files{found}",
-            f"put {many}images from your deployment domain in it",
+            f"{fix}put {many}images from your deployment domain in it",
         )
-    return candidates, ignored
+    return scan
 
 
 def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: str = "image") -> ImageSet:
-    """Load a folder recursively; unreadable files are skipped and listed, none usable is an error."""
+    """Load a folder recursively; unusable files and unreadable folders are skipped and listed (folders
+    first), none usable is an error."""
     folder = Path(folder)
-    candidates, ignored = _require_inputs(folder, what)
+    scan = _require_inputs(folder, what)
     tensors: list[np.ndarray] = []
     used: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
-    for path in select(candidates, limit):
+    skipped: list[tuple[Path, str]] = [(path, f"folder not read: {why}") for path, why in scan.unreadable]
+    for path in select(scan.inputs, limit):
         try:
             arr = load_file(path, pre)
         except Exception as exc:
-            skipped.append((path, f"{type(exc).__name__}: {exc}".splitlines()[0][:160]))
+            skipped.append((path, _why(exc)))
             continue
         if arr.shape[2:] != (pre.crop, pre.crop):
             if path.suffix.lower() in TENSOR_SUFFIXES:
@@ -275,9 +350,26 @@ def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: s
         tensors.append(arr)
         used.append(path)
     if not tensors:
-        first = f"; first: {skipped[0][0].name}: {skipped[0][1]}" if skipped else ""
-        raise UsageError(
-            f"no usable {what} in {folder}: all {len(skipped)} files are unreadable{first}",
-            "replace them with readable .jpg/.png images",
+        raise _none_usable(folder, what, scan.unreadable, skipped[len(scan.unreadable) :], pre)
+    return ImageSet(np.concatenate(tensors).astype(np.float32, copy=False), used, skipped, scan.ignored)
+
+
+def _none_usable(
+    folder: Path, what: str, folders: list[tuple[Path, str]], files: list[tuple[Path, str]], pre: Preprocess
+) -> UsageError:
+    """The error for a folder where every file tried was skipped: its hint fits what was skipped (an image to
+    replace, a tensor file to save again, a folder to make readable)."""
+    also = f" ({plural(len(folders), 'folder')} not read)" if folders else ""
+    said = "the only file tried is" if len(files) == 1 else f"all {len(files)} files tried are"
+    first = f"{': ' if len(files) == 1 else '; first: '}{files[0][0].name}: {files[0][1]}" if files else ""
+    fixes = []
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p, _ in files):
+        fixes.append("replace the images with readable .jpg/.png files")
+    if any(p.suffix.lower() in TENSOR_SUFFIXES for p, _ in files):
+        fixes.append(
+            f"save .npy/.npz as float32 (N,3,{pre.crop},{pre.crop}) arrays preprocessed with {pre.describe()}, "
+            "or use .jpg/.png images"
         )
-    return ImageSet(np.concatenate(tensors).astype(np.float32, copy=False), used, skipped, ignored)
+    if folders:
+        fixes.append("make the folders readable")
+    return UsageError(f"no usable {what} in {folder}{also}: {said} unusable{first}", "; ".join(fixes))

@@ -14,6 +14,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from rich.markup import escape
 
 from resnet_deploy import console
+from resnet_deploy.console import plural
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import ImageSet, Preprocess, describe_ignored, load_folder, require_inputs
 
@@ -40,15 +41,15 @@ def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None)
         console.warn(f"calibration: skipped {path}: {reason}")
     if images.ignored:
         console.warn(f"calibration: {describe_ignored(images.ignored)}")
-    skipped = f", skipped {len(images.skipped)} unreadable" if images.skipped else ""
+    skipped = f", skipped {len(images.skipped)} (listed above)" if images.skipped else ""
     console.info(
-        f"calibration set: {len(images)} images from {len(images.paths)} files in {escape(str(folder))}{skipped} "
-        f"(preprocessing: {pre.describe()})"
+        f"calibration set: {plural(len(images), 'image')} from {plural(len(images.paths), 'file')} in "
+        f"{escape(str(folder))}{skipped} (preprocessing: {pre.describe()})"
     )
     if len(images) < FEW_IMAGES:
         console.warn(
-            f"only {len(images)} calibration image{'s' if len(images) != 1 else ''}: fine for a demo, but use 500 or more from the deployment "
-            "domain for ranges you can ship"
+            f"only {plural(len(images), 'calibration image')}: fine for a demo, but use 500 or more from the "
+            "deployment domain for ranges you can ship"
         )
     return images
 
