@@ -23,3 +23,12 @@ def test_help_text_is_shown_whole() -> None:
     result = CliRunner().invoke(bench.app, ["compare", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "ONNX INT8 (from ./calibration) and, with TensorRT and a GPU, engines" in result.output
+
+
+@pytest.mark.parametrize(("app", "info"), COMMANDS, ids=[info.name or info.callback.__name__ for _, info in COMMANDS])
+def test_no_option_help_is_cut_in_an_80_column_terminal(app, info) -> None:
+    """rich cuts a word longer than its column with "…": a run of suffixes joined by "/" was one such word."""
+    name = info.name or info.callback.__name__
+    result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output, result.output

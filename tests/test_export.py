@@ -603,3 +603,17 @@ def test_a_relative_weights_path_is_recorded_absolute(tmp_path, monkeypatch):
     assert result.exit_code == 0, out
     assert "reusing" in out and "stale" not in out, out
     assert json.loads((ws / "resnet18" / "manifest.json").read_text())["model"]["num_classes"] == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--opt-shape", "axbxc"), "invalid shape 'axbxc'"),
+        (("--dynamic", "--max-shape", "1x3x224"), "invalid shape '1x3x224'"),
+        (("--std", "0,0,0"), "invalid --std '0,0,0': every number must be positive"),
+    ],
+)
+def test_malformed_options_are_refused_before_the_model_loads(tmp_path, args, message):
+    result, out = invoke("onnx", "resnet18", *args, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 2 and message in out, out
+    assert "load resnet18" not in out and not (tmp_path / "ws").exists()

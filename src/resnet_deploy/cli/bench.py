@@ -195,7 +195,7 @@ def compare(
 
     With an empty workspace it first builds TorchScript, .pt2, ONNX FP32/FP16, ONNX INT8 (from ./calibration) and, with TensorRT and a GPU, engines, for the range --min/--max-shape (default 1x3x64x64 .. 8x3x448x448, or exactly the --batch/--size shapes when those fall outside it).
 
-    Exit 0 when every row ran, 2 on usage errors (including a shape an artifact does not accept), 3 when a requested runtime is not available here. With --gate: exit 1 when any row is outside its tolerances (--tolerances FILE, else the per-precision defaults).
+    Exit 0 when every row ran, 1 when an artifact is not the model it stands for (made from other weights or classes, or its file changed since export), 2 on usage errors (including a shape an artifact does not accept), 3 when a requested runtime is not available here. With --gate: exit 1 when any row is outside its tolerances (--tolerances FILE, else the per-precision defaults).
     """  # paragraphs on one line each: typer's help keeps a docstring's line breaks, which cut sentences mid-way
     from resnet_deploy.benchmarks import gate as parity_gate
     from resnet_deploy.benchmarks import report

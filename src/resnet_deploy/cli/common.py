@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from resnet_deploy.console import console
-from resnet_deploy.errors import DeployError, environment_error
+from resnet_deploy.errors import DeployError, UsageError, environment_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,6 +126,9 @@ def model_options(
     from resnet_deploy.pipeline import ModelOptions
     from resnet_deploy.preprocess import parse_floats3
 
+    parsed_std = parse_floats3(std, None, "--std") if std is not None else None  # type: ignore[arg-type]
+    if parsed_std is not None and min(parsed_std) <= 0:  # said now, not after the model loads
+        raise UsageError(f"invalid --std '{std}': every number must be positive", "e.g. --std 0.229,0.224,0.225")
     return ModelOptions(
         architecture=model,
         weights=weights,
@@ -134,7 +137,7 @@ def model_options(
         resize=resize,
         crop=crop,
         mean=parse_floats3(mean, None, "--mean") if mean is not None else None,  # type: ignore[arg-type]
-        std=parse_floats3(std, None, "--std") if std is not None else None,  # type: ignore[arg-type]
+        std=parsed_std,
     )
 
 
@@ -166,8 +169,12 @@ def open_pipeline(
     set the range only of a workspace that recorded none (`trt`: its profile must fit the recorded ONNX)."""
     from resnet_deploy.models import resolve_architecture
     from resnet_deploy.pipeline import Pipeline, ShapeRequest
+    from resnet_deploy.shapes import parse_shape
 
     resolve_architecture(model)  # a misspelt name is reported before anything slow happens
+    for shape in (min_shape, opt_shape, max_shape):  # and so is a malformed shape
+        if shape is not None:
+            parse_shape(shape)
     options = model_options(model, weights, num_classes, trust, resize, crop, mean, std)
     shapes = None
     if dynamic is not None or shapes_given(min_shape, opt_shape, max_shape):

@@ -60,7 +60,7 @@ def onnx(
         Path | None,
         typer.Option(
             "--calib",
-            help=f"Folder of calibration images (searched recursively; {INPUT_SUFFIXES_TEXT}; .npy/.npz hold "
+            help=f"Folder of calibration images (searched recursively; {INPUT_SUFFIXES_TEXT.replace('/', ' ')}; .npy/.npz hold "
             "preprocessed tensors). Use 500+ images from the deployment domain.",
         ),
     ] = None,
