@@ -605,3 +605,16 @@ def test_a_benchmark_shape_outside_the_given_range_is_refused_before_building(tr
     text = " ".join(result.output.split())
     assert "the benchmark shape 1x3x128x128 is outside the range 1x3x64x64 .. 2x3x96x96" in text, text
     assert not [p for p in ws.rglob("*") if p.suffix in (".onnx", ".ts", ".pt2")]
+
+
+def test_a_default_set_range_without_the_crop_skips_int8_and_runs_the_rest(trained, tmp_path) -> None:
+    """INT8 is part of the default set, not what was asked for: a range that does not hold the crop it
+    calibrates on skips it, said, instead of failing the whole benchmark."""
+    ws = tmp_path / "ws"
+    shapes = ["--min-shape", "1x3x64x64", "--opt-shape", "1x3x96x96", "--max-shape", "1x3x96x96", "--size", "96"]
+    args = ["resnet18", "--workspace", ws, "--calib", trained.calib_dir, *shapes, "--runtimes", "onnxruntime-cpu"]
+    result = invoke([*args, "--images", trained.heldout_dir, *FAST])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "INT8 ONNX skipped: INT8 calibrates on the preprocessing's 224x224 crops" in text, text
+    assert (ws / "resnet18" / "resnet18.onnx").is_file() and not list(ws.rglob("*int8*"))

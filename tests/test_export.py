@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -379,26 +381,47 @@ def test_unwritable_workspace(tmp_path):
     assert result.exit_code == 2 and "not a folder" in out and "Traceback" not in out
 
 
-def test_a_workspace_that_cannot_be_written_is_one_line(tmp_path):
-    """Run as root, chmod stops nothing, so the CLI half runs only for other users; the wording of the
-    error, which names the folder and not the temp file, is checked on a real PermissionError either way."""
-    from resnet_deploy.errors import environment_error
-
-    temp = tmp_path / ".resnet18.fp16.abc.tmp.onnx"
-    error = environment_error(PermissionError(13, "Permission denied", str(temp)))
-    assert error is not None and error.exit_code == 2
-    assert str(error).startswith(f"permission denied: cannot write in {tmp_path} (")
+def _unprivileged_export(*args) -> subprocess.CompletedProcess:
+    """`resnet-export ARGS` in a process that file permissions apply to: as root (where chmod stops nothing)
+    a child without the capabilities that override them, or skip when that cannot be."""
+    cmd = [sys.executable, "-m", "resnet_deploy.cli.export", *[str(a) for a in args]]
     if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders: the CLI half needs another user")
-    result, _ = invoke("onnx", "resnet18", "--workspace", tmp_path, "--opt-shape", "1x3x64x64")
-    assert result.exit_code == 0
+        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+        if not shutil.which("setpriv") or subprocess.run([*drop, "true"], capture_output=True).returncode != 0:
+            pytest.skip("running as root, where chmod does not stop writes, and setpriv cannot drop that")
+        cmd = drop + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "300"})
+
+
+def test_a_workspace_that_cannot_be_written_is_one_line(tmp_path):
+    """The error names the folder, not the temp file the write was refused for, and is no traceback."""
+    result, out = invoke("onnx", "resnet18", "--workspace", tmp_path, "--opt-shape", "1x3x64x64")
+    assert result.exit_code == 0, out
     folder = tmp_path / "resnet18"
     folder.chmod(0o555)
     try:
-        result, out = invoke("onnx", "resnet18", "--workspace", tmp_path, "--fp16")
+        done = _unprivileged_export("onnx", "resnet18", "--workspace", tmp_path, "--fp16")
     finally:
         folder.chmod(0o755)
-    assert result.exit_code == 2 and f"cannot write in {folder}" in out and "Traceback" not in out
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and f"permission denied: cannot write in {folder}" in out, out
+    assert "Traceback" not in out and not list(folder.glob(".*tmp*"))
+
+
+def test_a_checkpoint_in_a_folder_that_cannot_be_entered_is_one_line(tmp_path):
+    """Probing such a path raises PermissionError itself (Path.is_file passes only 'not found' errors on):
+    the handler that turns it into one line must not raise again while wording it."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), locked / "ft.pt")
+    locked.chmod(0)
+    try:
+        done = _unprivileged_export("onnx", "resnet18", "--weights", locked / "ft.pt", "--workspace", tmp_path / "ws")
+    finally:
+        locked.chmod(0o755)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and f"permission denied: {locked / 'ft.pt'}" in out, out
+    assert "Traceback" not in out
 
 
 def test_failed_verification_leaves_nothing(tmp_path):
@@ -617,3 +640,12 @@ def test_malformed_options_are_refused_before_the_model_loads(tmp_path, args, me
     result, out = invoke("onnx", "resnet18", *args, "--workspace", tmp_path / "ws")
     assert result.exit_code == 2 and message in out, out
     assert "load resnet18" not in out and not (tmp_path / "ws").exists()
+
+
+def test_int8_reads_its_images_before_the_fp32_export(tmp_path):
+    bad = tmp_path / "calib"
+    bad.mkdir()
+    (bad / "photo.jpg").write_bytes(b"\xff\xd8 not really a jpeg" * 10)
+    result, out = invoke("onnx", "resnet18", "--int8", "--calib", bad, "--workspace", tmp_path / "ws")
+    assert result.exit_code == 2 and "no usable calibration image" in " ".join(out.split()), out
+    assert not list((tmp_path / "ws").rglob("*.onnx"))

@@ -1,7 +1,8 @@
 """Read a weights file into a state_dict, whatever saved it: `torch.save` (weights only unless trusted),
 `.safetensors` (read here, nothing unpickled), and the dicts training frameworks wrap a state_dict in
-(Lightning, timm EMA, DeepSpeed, DataParallel / torch.compile prefixes). Tensors no float ResNet can use
-(quantized, NaN/Inf) are refused here, naming them; whether the rest fits an architecture is `models.py`'s business.
+(Lightning, timm EMA, DeepSpeed, DataParallel / torch.compile prefixes), and the checks that need no
+architecture: quantized or NaN/Inf tensors, named. Whether the rest fits one (keys, shapes, float dtypes)
+is `models.py`'s business; it runs these checks too, where the state_dict is at hand.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.console import plural
+from resnet_deploy.console import listing, plural
 from resnet_deploy.errors import UsageError
 
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "module")  # module: DeepSpeed
@@ -206,11 +207,6 @@ def strip_wrapper_prefixes(key: str) -> str:
         if prefix is None:
             return key
         key = key[len(prefix) :]
-
-
-def listing(items: list[str], shown: int = 3) -> str:
-    """`a, b` when that is all of them, `first: a, b, c` when more were left out."""
-    return ("first: " if len(items) > shown else "") + ", ".join(items[:shown])
 
 
 def check_not_quantized(state: Mapping[str, Any], label: str) -> None:

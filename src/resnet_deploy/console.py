@@ -47,3 +47,8 @@ def progress() -> Progress:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """`1 missing key`, `2 missing keys`: messages read as written by a person, not `1 missing keys`."""
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def listing(items: list[str], shown: int = 3) -> str:
+    """`a, b` when that is all of them, `first: a, b, c` when more were left out."""
+    return ("first: " if len(items) > shown else "") + ", ".join(items[:shown])

@@ -51,10 +51,11 @@ def environment_error(exc: BaseException) -> DeployError | None:
         )
     if isinstance(exc, PermissionError):
         path = Path(exc.filename) if exc.filename else None
-        if path is not None and not path.exists() and path.parent.is_dir():  # a file being written: say the folder
-            where = f"cannot write in {path.parent}"
-        else:
-            where = str(path or "a file")
+        try:  # a file being written: say the folder (probing may itself be refused, in a folder not to be entered)
+            writing = path is not None and not path.exists() and path.parent.is_dir()
+        except OSError:
+            writing = False
+        where = f"cannot write in {path.parent}" if writing and path is not None else str(path or "a file")
         return UsageError(
             f"permission denied: {where}", "make it readable and its folder writable, or pass another --workspace"
         )

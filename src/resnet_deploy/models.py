@@ -20,12 +20,11 @@ from resnet_deploy.checkpoints import (
     check_finite,
     check_not_quantized,
     extract_state_dict,
-    listing,
     read_checkpoint,
     strip_attribute_prefix,
     strip_wrapper_prefixes,
 )
-from resnet_deploy.console import plural
+from resnet_deploy.console import listing, plural
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.workspace import sha256_file

@@ -175,7 +175,8 @@ def scan_inputs(folder: Path) -> FolderScan:
     visited = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, onerror=not_listed, followlinks=True):
         kept = []
-        # real folders claim their path before links beside them, so `alias -> photos` lists photos/x.jpg
+        # among siblings, real folders claim their path before links, so `alias -> photos` lists photos/x.jpg
+        # (a link higher up the tree than the folder it names is walked first, and names its files)
         for name in sorted(dirnames, key=lambda n: (os.path.islink(os.path.join(dirpath, n)), n)):
             real = os.path.realpath(os.path.join(dirpath, name))
             if real not in visited:  # a loop (`up -> ..`) or a second link to a folder already listed

@@ -129,21 +129,18 @@ def onnx(
         mean,
         std,
     )
-    if int8:
-        from resnet_deploy.calibration.quantize import check_crop_in_range
-
-        check_crop_in_range(pipe)  # before the FP32 export, not after it
-    pipe.onnx(opset)
     keys = ["onnx-fp32"]
+    if int8:  # first: it checks the crop and reads the images before exporting the FP32 ONNX it starts from
+        from resnet_deploy.calibration.quantize import onnx_int8
+
+        onnx_int8(pipe, calib, calib_method, calib_size, target, opset)  # type: ignore[arg-type]
+    pipe.onnx(opset)
     if fp16:
         from resnet_deploy.export.precision import onnx_fp16
 
         onnx_fp16(pipe, opset)
         keys.append("onnx-fp16")
     if int8:
-        from resnet_deploy.calibration.quantize import onnx_int8
-
-        onnx_int8(pipe, calib, calib_method, calib_size, target, opset)  # type: ignore[arg-type]
         keys.append(f"onnx-int8-{target}")
     common.print_written(pipe, keys)
 

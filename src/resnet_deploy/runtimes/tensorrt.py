@@ -87,9 +87,9 @@ class TensorRTRuntime(Runtime):
         self._stream: Any = None  # pycuda's
         self._torch_stream: Any = None
         self._runtime = self.engine = self.context = None
-        if self.buffers == "pycuda":
-            self._start_pycuda()
         try:
+            if self.buffers == "pycuda":
+                self._start_pycuda()
             self._load(trt)
         except BaseException:
             self.close()  # a pushed pycuda context must not outlive a failed start
@@ -159,10 +159,17 @@ class TensorRTRuntime(Runtime):
             )
         import pycuda.driver as cuda
 
-        cuda.init()
-        self._pctx = cuda.Device(self.index).retain_primary_context()  # the context TensorRT's cudart uses
-        self._pctx.push()
-        self._stream = cuda.Stream()
+        try:
+            cuda.init()
+            context = cuda.Device(self.index).retain_primary_context()  # the context TensorRT's cudart uses
+            context.push()
+            self._pctx = context  # pushed: close() pops and releases it
+            self._stream = cuda.Stream()
+        except cuda.Error as exc:  # no driver, a device index past the count, ...
+            raise MissingDependencyError(
+                f"pycuda cannot start CUDA on {self.device}: {str(exc).splitlines()[0][:200]}",
+                "check the driver (nvidia-smi) and name a GPU it lists",
+            ) from None
 
     def _allocate_pycuda(self) -> None:
         import pycuda.driver as cuda
