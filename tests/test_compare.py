@@ -618,3 +618,22 @@ def test_a_default_set_range_without_the_crop_skips_int8_and_runs_the_rest(train
     text = " ".join(result.output.split())
     assert "INT8 ONNX skipped: INT8 calibrates on the preprocessing's 224x224 crops" in text, text
     assert (ws / "resnet18" / "resnet18.onnx").is_file() and not list(ws.rglob("*int8*"))
+
+
+def test_tensorrt_refuses_the_cpu_int8_recipe_by_its_record(trained, workspace) -> None:
+    """The rule lives with the runtime registry, so `create` (the library) and compare (which skips the pair)
+    say the same; judged from the manifest, before any GPU or TensorRT is looked for."""
+    from resnet_deploy.runtimes.base import registry
+    from resnet_deploy.workspace import Workspace
+
+    if "int8" not in _optional_precisions():
+        pytest.skip("this install makes no INT8 ONNX")
+    ws = Workspace(workspace, trained.architecture)
+    spec = registry()["onnxruntime-tensorrt"]
+    assert spec.refuses(ws.artifact("onnx-int8-tensorrt")) is None
+    why = spec.refuses(ws.artifact("onnx-int8-cpu"))
+    assert why and "uint8 activations" in why
+    with pytest.raises(
+        UsageError, match=r"onnxruntime-tensorrt cannot run .*int8-cpu\.onnx: it is the CPU INT8 recipe"
+    ):
+        spec.create(ws.artifact("onnx-int8-cpu"), "cuda:0")

@@ -1,10 +1,8 @@
 """Exports through the CLI, as a user runs them, checked against PyTorch outside the tool too."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from resnet_deploy.pipeline import ModelOptions, Pipeline
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.shapes import ShapeRange
 from resnet_deploy.workspace import sha256_file
+from tests.privileges import run_unprivileged
 
 runner = CliRunner()
 CHECK_SHAPES = [(1, 3, 224, 224), (2, 3, 320, 256), (3, 3, 97, 131), (4, 3, 224, 224)]
@@ -382,15 +381,8 @@ def test_unwritable_workspace(tmp_path):
 
 
 def _unprivileged_export(*args) -> subprocess.CompletedProcess:
-    """`resnet-export ARGS` in a process that file permissions apply to: as root (where chmod stops nothing)
-    a child without the capabilities that override them, or skip when that cannot be."""
-    cmd = [sys.executable, "-m", "resnet_deploy.cli.export", *[str(a) for a in args]]
-    if os.geteuid() == 0:
-        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
-        if not shutil.which("setpriv") or subprocess.run([*drop, "true"], capture_output=True).returncode != 0:
-            pytest.skip("running as root, where chmod does not stop writes, and setpriv cannot drop that")
-        cmd = drop + cmd
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "300"})
+    """`resnet-export ARGS` in a process that file permissions apply to."""
+    return run_unprivileged(["-m", "resnet_deploy.cli.export", *[str(a) for a in args]])
 
 
 def test_a_workspace_that_cannot_be_written_is_one_line(tmp_path):

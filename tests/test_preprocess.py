@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ from PIL import Image
 
 from resnet_deploy.errors import UsageError
 from resnet_deploy.preprocess import Preprocess, describe_ignored, find_inputs, load_file, load_folder
+from tests.privileges import run_unprivileged
 
 REPO = Path(__file__).resolve().parents[1]
 PRE = Preprocess(72, 64)
@@ -165,15 +163,7 @@ def test_a_link_loop_neither_hangs_nor_lists_a_file_twice(tmp_path: Path) -> Non
 
 
 def _unprivileged(code: str, *args: str) -> str:
-    """Run `code` in a Python that file permissions apply to: this one when not root; as root (where chmod
-    000 stops nothing) a child without the capabilities that override them, or skip when that cannot be."""
-    cmd = [sys.executable, "-c", code, *args]
-    if os.geteuid() == 0:
-        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
-        if not shutil.which("setpriv") or subprocess.run([*drop, "true"], capture_output=True).returncode != 0:
-            pytest.skip("running as root, where chmod 000 does not stop reads, and setpriv cannot drop that")
-        cmd = drop + cmd
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = run_unprivileged(["-c", code, *args], timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy.console import listing, plural
-from resnet_deploy.errors import UsageError
+from resnet_deploy.errors import UsageError, first_line
 
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model", "module")  # module: DeepSpeed
 EMA_KEYS = ("state_dict_ema", "model_ema")  # timm's exponential-moving-average copies
@@ -50,9 +50,8 @@ def read_checkpoint(path: Path, trust: bool) -> Any:
             ) from None
         raise UsageError(f"cannot read weights file {path}: it is not a PyTorch checkpoint", "check the file") from None
     except Exception as exc:
-        msg = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UsageError(
-            f"cannot read weights file {path}: {msg}", "check that it is a complete torch.save() file"
+            f"cannot read weights file {path}: {first_line(exc, 160)}", "check that it is a complete torch.save() file"
         ) from None
 
 

@@ -39,10 +39,21 @@ class MissingDependencyError(DeployError):
     exit_code = 3
 
 
+def first_line(exc: BaseException, limit: int = 200, named: bool = False) -> str:
+    """An exception as a clause of a one-line message: its first line (libraries put C++ frames and tips after
+    it), at most `limit` characters. `named` leads with the type, where the text alone would not say what
+    failed (a bare errno string, a KeyError's key); an exception with no text is its type."""
+    lines = str(exc).splitlines()
+    text = lines[0] if lines else ""
+    if named or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:limit]
+
+
 def environment_error(exc: BaseException) -> DeployError | None:
     """The machine, not the code, refused: memory for a shape too large, or a file's permissions. Said as
     one line like any bad input (torch words an allocation failure as a RuntimeError)."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = first_line(exc, 1000)
     if isinstance(exc, MemoryError) or (
         isinstance(exc, RuntimeError) and ("you tried to allocate" in text or "out of memory" in text.lower())
     ):

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from resnet_deploy.console import plural
-from resnet_deploy.errors import UsageError
+from resnet_deploy.errors import UsageError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -146,7 +146,7 @@ class FolderScan(NamedTuple):
 
 def _why(exc: BaseException) -> str:
     """The one-line reason a file or folder was skipped."""
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+    return first_line(exc, 160, named=True)
 
 
 def scan_inputs(folder: Path) -> FolderScan:

@@ -44,7 +44,7 @@ from resnet_deploy.benchmarks.parity import (
     distinct_predictions,
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
-from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error
+from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error, first_line
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 from resnet_deploy.shapes import format_shape
@@ -292,13 +292,6 @@ def _require_same_classes(art: Artifact, logits: np.ndarray, reference: np.ndarr
         )
 
 
-def _cpu_int8_recipe(art: Artifact) -> bool:
-    """An INT8 ONNX made with `--target cpu` (uint8 activations, asymmetric): ONNX Runtime's TensorRT provider
-    cannot build it, and with no CPU fallback allowed its rows would all be errors."""
-    inputs = (art.entry or {}).get("inputs") or {}
-    return art.key == "onnx-int8-cpu" or inputs.get("target") == "cpu"
-
-
 def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -> list[_Job]:
     names = options.runtimes
     artifacts: list[tuple[Artifact, str | None]] = [(pipe.reference(), None)]
@@ -316,11 +309,9 @@ def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -
                 skipped.append(f"{art.label}: {why}")
             continue
         for spec in specs:
-            if spec.name == "onnxruntime-tensorrt" and _cpu_int8_recipe(art):
-                skipped.append(
-                    f"{art.label} on onnxruntime-tensorrt: its uint8 activations are the CPU recipe, which TensorRT "
-                    "does not take (onnx-int8-tensorrt is the INT8 model for it)"
-                )
+            refused = spec.refuses(art)
+            if refused:
+                skipped.append(f"{art.label} on {spec.name}: {refused}")
                 continue
             jobs.append(_Job(art, spec, {}, unusable))
             if spec.name == REFERENCE_RUNTIME and device.startswith("cuda"):
@@ -359,7 +350,7 @@ def _error_text(exc: BaseException) -> tuple[str, int]:
     exc = environment_error(exc) or exc
     if isinstance(exc, DeployError):
         return str(exc), exc.exit_code
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}", 1
+    return first_line(exc, 300, named=True), 1
 
 
 def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:

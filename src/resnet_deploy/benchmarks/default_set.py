@@ -15,7 +15,6 @@ from typing import Any
 from rich.markup import escape
 
 from resnet_deploy import console
-from resnet_deploy.errors import UsageError
 from resnet_deploy.runtimes.base import Artifact, device_name
 
 #: parity and calibration images when none are given: the photos bundled with the project
@@ -39,26 +38,27 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
     # INT8 first: it reads the calibration images before exporting anything, so a folder it cannot use
     # fails the command in seconds, not after the slower exports
     calib = calib_dir if calib_dir is not None else (DEFAULT_IMAGES if DEFAULT_IMAGES.is_dir() else None)
-    crop_problem = _crop_outside_range(pipe)
     if calib is None:
         notes.append(
             "no ./calibration folder: INT8 ONNX skipped (pass --calib DIR, or export it with resnet-export onnx --int8)"
         )
-    elif crop_problem:  # INT8 is part of the set, not what was asked for: skipped and said, the rest still runs
-        notes.append(f"INT8 ONNX skipped: {crop_problem}")
-        calib = None
     else:
         try:
-            from resnet_deploy.calibration.quantize import onnx_int8
+            from resnet_deploy.calibration.quantize import crop_outside_range, onnx_int8
         except ImportError:
             notes.append("INT8 quantization is not available in this install: skipped")
         else:
-            # the TensorRT recipe (symmetric int8, what an engine is built from; its accuracy is checked here
-            # on ONNX Runtime's CPU provider) and, when benchmarking the CPU, the CPU recipe (uint8
-            # activations: the one that is fast on ONNX Runtime's x86 kernels)
-            add(onnx_int8(pipe, Path(calib), target="tensorrt"))
-            if not device.startswith("cuda"):
-                add(onnx_int8(pipe, Path(calib), target="cpu"))
+            outside = crop_outside_range(pipe)
+            if outside:  # INT8 is part of the set, not what was asked for: skipped and said, the rest still runs
+                notes.append(f"INT8 ONNX skipped: {outside}")
+                calib = None
+            else:
+                # the TensorRT recipe (symmetric int8, what an engine is built from; its accuracy is checked
+                # here on ONNX Runtime's CPU provider) and, when benchmarking the CPU, the CPU recipe (uint8
+                # activations: the one that is fast on ONNX Runtime's x86 kernels)
+                add(onnx_int8(pipe, Path(calib), target="tensorrt"))
+                if not device.startswith("cuda"):
+                    add(onnx_int8(pipe, Path(calib), target="cpu"))
     with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
         warnings.simplefilter("ignore", FutureWarning)
         add(pipe.torchscript())
@@ -73,16 +73,6 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
     if device.startswith("cuda"):
         notes.extend(_build_engines(pipe, device, calib, add))
     return built, notes
-
-
-def _crop_outside_range(pipe: Any) -> str | None:
-    from resnet_deploy.calibration.quantize import check_crop_in_range
-
-    try:
-        check_crop_in_range(pipe)
-    except UsageError as exc:
-        return str(exc)
-    return None
 
 
 def fit_range(pipe: Any, batches: list[int], sizes: list[tuple[int, int]]) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.errors import first_line
 from resnet_deploy.runtimes.base import device_name
 
 #: The matrix rate that bounds each precision's arithmetic.
@@ -165,7 +166,7 @@ def measure_ceilings(device: str = "cpu", n: int | None = None, repeats: int = 1
             b = torch.randint(-128, 128, (n, n), device=dev, dtype=torch.int8, generator=gen)
             tflops["int8"] = 2 * n**3 / _median_seconds(lambda: torch._int_mm(a, b), repeats, dev) / 1e12
         except (AttributeError, RuntimeError) as exc:
-            missing["int8"] = f"torch._int_mm failed: {str(exc).splitlines()[0][:120]}"
+            missing["int8"] = f"torch._int_mm failed: {first_line(exc, 120)}"
         elements = (2 << 30) // 4
     else:
         missing.update({p: "not measured on the CPU" for p in ("tf32", "fp16", "int8")})

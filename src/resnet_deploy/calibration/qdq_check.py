@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.errors import UsageError, VerificationError
+from resnet_deploy.errors import UsageError, VerificationError, first_line
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
@@ -266,7 +266,7 @@ def check_qdq(path: Path) -> list[QdqViolation]:
     try:
         model = onnx.load(str(path))
     except Exception as exc:
-        raise UsageError(f"cannot read {path.name} as ONNX: {str(exc).splitlines()[0][:160]}") from None
+        raise UsageError(f"cannot read {path.name} as ONNX: {first_line(exc, 160)}") from None
     return check_model(model)
 
 

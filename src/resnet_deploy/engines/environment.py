@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
-from resnet_deploy.errors import MissingDependencyError, UsageError
+from resnet_deploy.errors import MissingDependencyError, UsageError, first_line
 from resnet_deploy.workspace import atomic_write_text
 
 #: The oldest TensorRT whose Python API has everything used here (name-based I/O, execute_async_v3).
@@ -46,7 +46,7 @@ def _tensorrt_problem() -> str | None:
     except ImportError:
         return "TensorRT is not installed (no Python package 'tensorrt')"
     except Exception as exc:  # a wheel whose CUDA libraries do not load raises OSError & co
-        return f"TensorRT does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        return f"TensorRT does not load ({first_line(exc, 160, named=True)})"
     version = parse_version(getattr(trt, "__version__", ""))
     if version and version[:2] < MIN_VERSION:
         return f"TensorRT {trt.__version__} is too old (this needs 8.6 or newer; 10.x or 11.x are tested)"

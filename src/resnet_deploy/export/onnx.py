@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.errors import UsageError, VerificationError
+from resnet_deploy.errors import UsageError, VerificationError, first_line
 from resnet_deploy.shapes import ShapeRange
 
 INPUT_NAME = "input"
@@ -121,7 +121,7 @@ def check_onnx(path: Path) -> Any:
         onnx.checker.check_model(str(path), full_check=True)
         return onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
     except Exception as exc:
-        raise VerificationError(f"{Path(path).name} fails onnx.checker: {str(exc).splitlines()[0][:200]}") from None
+        raise VerificationError(f"{Path(path).name} fails onnx.checker: {first_line(exc)}") from None
 
 
 def read_onnx(path: Path | str) -> Any:
@@ -137,7 +137,7 @@ def read_onnx(path: Path | str) -> Any:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise UsageError(
-            f"{path.name} is not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+            f"{path.name} is not a readable ONNX model ({first_line(exc, 160, named=True)})",
             "pass an .onnx file written by resnet-export onnx or another ONNX exporter",
         ) from None
 

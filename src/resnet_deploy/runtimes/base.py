@@ -223,6 +223,12 @@ class RuntimeSpec:
         checker = _CHECKS.get(self.name)
         return checker(device) if checker else None
 
+    def refuses(self, artifact: Artifact) -> str | None:
+        """Why this backend cannot run `artifact` although it takes its format (an INT8 recipe it has no
+        kernels for), or None. `create` raises it; `compare` skips the pair and says so."""
+        check = _ARTIFACT_CHECKS.get(self.name)
+        return check(artifact) if check else None
+
     def create(self, artifact: Artifact, device: str = "cpu", **options: Any) -> Runtime:
         """This backend running `artifact` on `device` (`cpu`, `cuda`, `cuda:N`). `options`: `threads` (CPU
         threads), and per backend `precision`/`channels_last` (torch-eager) or `buffers` (tensorrt).
@@ -245,6 +251,9 @@ class RuntimeSpec:
                 f"{self.name} runs on {' or '.join(self.devices)}, not {kind}",
                 f"on {kind}, use {', '.join(here)}" if here else f"use device '{self.devices[0]}'",
             )
+        refused = self.refuses(artifact)
+        if refused:
+            raise UsageError(f"{self.name} cannot run {artifact.label}: {refused}")
         if artifact.path is not None:
             require_file(artifact.path)
         reason = self.unavailable_reason(device)
@@ -330,6 +339,18 @@ def _tensorrt_reason(device: str) -> str | None:
 
     return tensorrt_unavailable_reason()
 
+
+def _cpu_int8_recipe(artifact: Artifact) -> str | None:
+    """TensorRT takes symmetric int8 Q/DQ only: the CPU recipe's uint8 activations would fail every row (its
+    provider may not hand nodes to the CPU here)."""
+    inputs = (artifact.entry or {}).get("inputs") or {}
+    if artifact.key == "onnx-int8-cpu" or inputs.get("target") == "cpu":
+        return "it is the CPU INT8 recipe (uint8 activations), which TensorRT does not take: use onnx-int8-tensorrt"
+    return None
+
+
+#: what a backend cannot run among the artifacts of a format it takes
+_ARTIFACT_CHECKS: dict[str, Callable[[Artifact], str | None]] = {"onnxruntime-tensorrt": _cpu_int8_recipe}
 
 _CHECKS: dict[str, Callable[[str], str | None]] = {
     "torch-eager": cuda_reason,

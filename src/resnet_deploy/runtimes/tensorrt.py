@@ -29,7 +29,7 @@ from resnet_deploy.engines import (
     import_tensorrt,
     trt_logger,
 )
-from resnet_deploy.errors import MissingDependencyError, UsageError, VerificationError
+from resnet_deploy.errors import MissingDependencyError, UsageError, VerificationError, first_line
 from resnet_deploy.runtimes.base import Artifact, Runtime, device_name
 from resnet_deploy.shapes import ShapeRange, format_shape
 
@@ -167,7 +167,7 @@ class TensorRTRuntime(Runtime):
             self._stream = cuda.Stream()
         except cuda.Error as exc:  # no driver, a device index past the count, ...
             raise MissingDependencyError(
-                f"pycuda cannot start CUDA on {self.device}: {str(exc).splitlines()[0][:200]}",
+                f"pycuda cannot start CUDA on {self.device}: {first_line(exc)}",
                 "check the driver (nvidia-smi) and name a GPU it lists",
             ) from None
 
