@@ -637,3 +637,11 @@ def test_tensorrt_refuses_the_cpu_int8_recipe_by_its_record(trained, workspace) 
         UsageError, match=r"onnxruntime-tensorrt cannot run .*int8-cpu\.onnx: it is the CPU INT8 recipe"
     ):
         spec.create(ws.artifact("onnx-int8-cpu"), "cuda:0")
+
+
+def test_rows_come_in_reading_order_not_build_order(reports: dict) -> None:
+    """The workspace fixture exports ONNX before the .pt2, and compare's default set builds INT8 first: the
+    report reads FP32 (PyTorch formats, then ONNX), FP16, INT8 all the same."""
+    reading = ["torchscript", "program", "onnx-fp32", "onnx-fp16", "onnx-int8-tensorrt", "onnx-int8-cpu"]
+    keys = list(dict.fromkeys(r["artifact_key"] for r in reports["data"]["rows"]))
+    assert [k for k in keys if k in reading] == [k for k in reading if k in keys]

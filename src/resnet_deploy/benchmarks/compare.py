@@ -292,10 +292,24 @@ def _require_same_classes(art: Artifact, logits: np.ndarray, reference: np.ndarr
         )
 
 
+_FORMAT_ORDER = ("pytorch", "torchscript", "program", "onnx", "engine")
+_PRECISION_ORDER = ("fp32", "tf32", "fp16", "int8")
+
+
+def _reading_order(art: Artifact) -> tuple[int, int]:
+    """FP32 first, then FP16, then INT8; within each, PyTorch's formats before ONNX before engines."""
+
+    def rank(order: tuple[str, ...], value: str) -> int:
+        return order.index(value) if value in order else len(order)
+
+    return rank(_PRECISION_ORDER, art.precision), rank(_FORMAT_ORDER, art.format)
+
+
 def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -> list[_Job]:
     names = options.runtimes
     artifacts: list[tuple[Artifact, str | None]] = [(pipe.reference(), None)]
-    artifacts += pipe.workspace_artifacts()
+    # in reading order, not the order they were built in (INT8 is built first, to fail early on its images)
+    artifacts += sorted(pipe.workspace_artifacts(), key=lambda pair: _reading_order(pair[0]))
     for path in options.artifacts:
         art = Artifact.from_file(Path(path))
         art.key = f"file:{art.path.name}" if art.path else art.key
