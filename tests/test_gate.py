@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from resnet_deploy.benchmarks import gate, junit
+from resnet_deploy.benchmarks import gate, junit, tolerances
 from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, ParityMetrics, check, compare
 from resnet_deploy.errors import UsageError
 from resnet_deploy.export.verify import reference_logits
@@ -39,7 +39,7 @@ def workspace(trained, tmp_path_factory) -> Path:
 
 
 def test_defaults_are_the_parity_defaults() -> None:
-    cfg = gate.load_tolerances(None)
+    cfg = tolerances.load_tolerances(None)
     assert cfg.precisions == DEFAULT_TOLERANCES
     assert cfg.tolerance_for("int8", "onnx-int8", "/x/resnet50.int8.onnx") == DEFAULT_TOLERANCES["int8"]
 
@@ -62,7 +62,7 @@ min_cosine = 0.98
 max_rel_l2 = false             # switched off
 """
     )
-    cfg = gate.load_tolerances(f)
+    cfg = tolerances.load_tolerances(f)
     fp32 = cfg.tolerance_for("fp32", "onnx-fp32", "a/resnet18.onnx")
     assert fp32.min_cosine == 0.9999
     assert fp32.max_rel_l2 == DEFAULT_TOLERANCES["fp32"].max_rel_l2  # untouched metrics keep the default
@@ -90,7 +90,7 @@ precision = "int8"
 min_top1_agreement = 0.5
 """
     )
-    cfg = gate.load_tolerances(f)
+    cfg = tolerances.load_tolerances(f)
     int8 = cfg.tolerance_for("int8", "onnx-int8-tensorrt", "ws/resnet18.int8-tensorrt.onnx")
     assert (int8.min_cosine, int8.min_top1_agreement) == (0.95, 0.5)
     fp32 = cfg.tolerance_for("fp32", "onnx-fp32", "ws/resnet18.onnx")
@@ -99,7 +99,7 @@ min_top1_agreement = 0.5
 
 
 def test_example_tolerance_file_is_valid() -> None:
-    cfg = gate.load_tolerances(EXAMPLE)
+    cfg = tolerances.load_tolerances(EXAMPLE)
     assert set(cfg.precisions) == {"fp32", "tf32", "fp16", "int8"}
 
 
@@ -122,14 +122,14 @@ def test_malformed_tolerance_file_is_a_usage_error(tmp_path: Path, text: str, ex
     f = tmp_path / "bad.toml"
     f.write_text(text)
     with pytest.raises(UsageError) as err:
-        gate.load_tolerances(f)
+        tolerances.load_tolerances(f)
     assert err.value.exit_code == 2
     assert str(f) in str(err.value) and expected in str(err.value), str(err.value)
 
 
 def test_missing_tolerance_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
-        gate.load_tolerances(tmp_path / "nope.toml")
+        tolerances.load_tolerances(tmp_path / "nope.toml")
 
 
 # -- evaluation and JUnit on synthetic rows --------------------------------------------------------
@@ -192,7 +192,7 @@ def test_evaluate_exit_codes_and_junit(tmp_path: Path) -> None:
     # looser per-artifact rule turns the failure into a pass
     f = tmp_path / "loose.toml"
     f.write_text('[artifact."*.int8.onnx"]\nmin_cosine = 0.8\nmin_top1_agreement = 0.4\n')
-    assert gate.evaluate([good, bad], gate.load_tolerances(f)).passed
+    assert gate.evaluate([good, bad], tolerances.load_tolerances(f)).passed
 
 
 def test_nan_or_zero_logits_fail_the_cosine_bound_and_the_gate(trained, tmp_path) -> None:

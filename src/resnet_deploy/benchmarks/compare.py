@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,7 @@ from resnet_deploy import console
 from resnet_deploy.benchmarks.default_set import DEFAULT_IMAGES, build_default_set, fit_range
 from resnet_deploy.benchmarks.latency import LatencyStats, default_threads, measure
 from resnet_deploy.benchmarks.parity import (
-    DEFAULT_TOLERANCES,
     ParityMetrics,
-    Tolerance,
     Violation,
     check,
     compare,
@@ -44,6 +41,7 @@ from resnet_deploy.benchmarks.parity import (
     distinct_predictions,
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
+from resnet_deploy.benchmarks.tolerances import Tolerances
 from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error, first_line
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
@@ -123,22 +121,12 @@ class CompareOptions:
     artifacts: list[Path] = field(default_factory=list)  # extra files from anywhere
     build: bool = True  # build the default set when the workspace has no artifacts (and no --artifact)
     calib_dir: Path | None = None  # for the default INT8 build; None = ./calibration when it exists
-    tolerances: Mapping[str, Tolerance] | None = None  # per precision; None = DEFAULT_TOLERANCES
-    #: per-artifact override hook (issue 6): (artifact_key, artifact_path, precision) -> Tolerance or None
-    tolerance_for: Callable[[str, str | None, str], Tolerance | None] | None = None
+    tolerances: Tolerances = field(default_factory=Tolerances)  # per precision and per artifact
     floor: bool = False  # measure this device's peak rates and report each row's distance from its floor
     #: when the default set is built and --batch/--size fall outside the pipeline's (default) range, export
     #: for exactly the shapes asked for instead; False when the user gave the range (--min/--max-shape)
     fit_range: bool = True
     progress: bool = True
-
-    def tolerance(self, key: str, path: str | None, precision: str) -> Tolerance:
-        if self.tolerance_for is not None:
-            found = self.tolerance_for(key, path, precision)
-            if found is not None:
-                return found
-        table = self.tolerances if self.tolerances is not None else DEFAULT_TOLERANCES
-        return table.get(precision) or DEFAULT_TOLERANCES.get(precision) or Tolerance()
 
 
 @dataclass
@@ -164,6 +152,8 @@ class CompareResult:
     command: str | None = None  # the command line, when run from the CLI
     floor: dict[str, Any] | None = None  # benchmarks/floor.py: ceilings, FLOPs per image, per-row floors
     error_codes: list[int] = field(default_factory=list)  # exit codes of the rows that errored
+    #: the parity images as the model sees them (crop size), for --explain; not part of the report
+    parity_images: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def errors(self) -> list[Row]:
@@ -451,6 +441,7 @@ def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
         environment=environment(device),
         floor=floor,
         error_codes=[code for _, code in rows if code],
+        parity_images=images,
     )
     result.seconds = time.perf_counter() - start
     return result
@@ -602,7 +593,9 @@ class _Bench:
         art = job.artifact
         shape = (batch, 3, size[0], size[1])
         self.progress.describe(f"{art.label} · {runtime.name} · {batch}x{size[0]}x{size[1]}")
-        tol = self.options.tolerance(art.key or art.format, str(art.path) if art.path else None, runtime.precision)
+        tol = self.options.tolerances.tolerance_for(
+            runtime.precision, art.key or art.format, str(art.path) if art.path else None
+        )
         parity = None
         violations: list[Violation] = []
         error: tuple[str, int] | None = None

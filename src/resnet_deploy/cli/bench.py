@@ -201,6 +201,7 @@ def compare(
     from resnet_deploy.benchmarks import report
     from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
     from resnet_deploy.benchmarks.preflight import validate_options
+    from resnet_deploy.benchmarks.tolerances import load_tolerances
 
     given = common.shapes_given(min_shape, opt_shape, max_shape)
     options = CompareOptions(
@@ -223,7 +224,7 @@ def compare(
     report.check_report_paths(
         {"--json": json_out, "--markdown": markdown, "--csv": csv_out, "--plot": plot, "--junit": junit}
     )
-    gate_config = parity_gate.configure(options, tolerances)  # and on a bad tolerance file
+    options.tolerances = load_tolerances(tolerances)  # and on a bad tolerance file
     pipe = common.open_pipeline(
         model,
         weights,
@@ -248,7 +249,7 @@ def compare(
     if stdout_json:
         sys.stdout.write(report.to_json(result))
     code = parity_gate.finish(
-        result, pipe, gate_config, gate=gate, junit=junit, explain=explain, markdown_path=markdown
+        result, pipe, options.tolerances, gate=gate, junit=junit, explain=explain, markdown_path=markdown
     )
     raise typer.Exit(code)
 
