@@ -281,6 +281,18 @@ def test_cli_without_tensorrt_makes_the_onnx_then_says_what_is_missing(small_wor
     assert not onnx.with_suffix(".engine").exists()
 
 
+def test_library_int8_engine_without_calibration_images_is_refused(small_workspace, monkeypatch):
+    """The library, like the CLI, never picks a calibration folder for the caller (it used to take
+    ./calibration when there was one): refused before anything is exported."""
+    from resnet_deploy.pipeline import ModelOptions, Pipeline
+
+    monkeypatch.chdir(REPO)  # where ./calibration exists
+    pipe = Pipeline(ModelOptions("resnet18", "none", crop=64, resize=72), small_workspace)
+    with pytest.raises(UsageError, match="INT8 engine needs calibration images"):
+        engines.engine_for_pipeline(pipe, "int8")
+    assert not any(k.startswith("onnx-int8") for k in pipe.ws.artifacts)
+
+
 @needs_no_tensorrt
 def test_cli_int8_with_calib_exactly_as_written(small_workspace):
     if importlib.util.find_spec("resnet_deploy.calibration.quantize") is None:

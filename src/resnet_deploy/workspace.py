@@ -378,7 +378,3 @@ class Workspace:
                 f"no workspace at {self.dir} (no {MANIFEST})",
                 "pass the --workspace folder resnet-export wrote to and the model's name, e.g. artifacts, resnet50",
             )
-
-    def artifact_path(self, key: str) -> Path | None:
-        entry = self.artifacts.get(key)
-        return self.dir / entry["path"] if entry else None

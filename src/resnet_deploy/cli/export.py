@@ -97,7 +97,7 @@ def onnx(
 ) -> None:
     """Export ONNX (one self-contained file), verified with ONNX Runtime against PyTorch; optionally FP16/INT8."""
     from resnet_deploy.calibration.dataset import check_calibration_request
-    from resnet_deploy.calibration.quantize import check_method, recipe
+    from resnet_deploy.calibration.quantize import DEFAULT_METHOD, check_method, recipe
     from resnet_deploy.errors import UsageError
     from resnet_deploy.export.onnx import check_opset
 
@@ -109,7 +109,7 @@ def onnx(
     given = [name for name, value in calibration.items() if value is not None]
     if given and not int8:
         raise UsageError(f"{', '.join(given)}: calibration options are for --int8", "add --int8, or drop them")
-    calib_method, target = calib_method or "percentile", target or "tensorrt"
+    calib_method, target = calib_method or DEFAULT_METHOD, target or "tensorrt"
     if int8:
         check_method(calib_method)
         recipe(target)

@@ -41,17 +41,16 @@ def source_onnx(
             from resnet_deploy.export.precision import onnx_fp16
 
             return onnx_fp16(pipe)
-        from resnet_deploy.calibration.quantize import onnx_int8
+        from resnet_deploy.calibration.quantize import DEFAULT_METHOD, onnx_int8
     except ModuleNotFoundError as exc:
         if not (exc.name or "").startswith("resnet_deploy"):
             raise
         raise UsageError(
             f"{precision.upper()} ONNX export is not available in this build ({exc.name} is missing)"
         ) from None
-    options: dict[str, Any] = {"size": calib_size, "target": "tensorrt"}
-    if calib_method:
-        options["method"] = calib_method
-    return onnx_int8(pipe, Path(calib) if calib else Path("calibration"), **options)
+    if calib is None:  # never a folder picked for the caller: calibration decides the INT8 engine's accuracy
+        raise UsageError("an INT8 engine needs calibration images", "pass --calib DIR, a folder of real images")
+    return onnx_int8(pipe, Path(calib), calib_method or DEFAULT_METHOD, calib_size, target="tensorrt")
 
 
 def _verify_engine(model: Any, profile: ShapeRange, precision: str, device: str, env: dict[str, Any]) -> Any:
