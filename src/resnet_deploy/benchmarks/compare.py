@@ -25,7 +25,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from resnet_deploy.errors import DeployError, UsageError, VerificationError, env
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 from resnet_deploy.shapes import format_shape
+
+if TYPE_CHECKING:
+    from resnet_deploy.pipeline import Pipeline
 
 DEFAULT_WARMUP = 5
 DEFAULT_ITERS = 30
@@ -230,7 +233,7 @@ class _Job:
     unusable: str | None = None
 
 
-def _load_parity_images(pipe: Any, options: CompareOptions, warnings: list[str]) -> tuple[np.ndarray, str | None]:
+def _load_parity_images(pipe: Pipeline, options: CompareOptions, warnings: list[str]) -> tuple[np.ndarray, str | None]:
     folder = options.images
     if folder is None and DEFAULT_IMAGES.is_dir():
         folder = DEFAULT_IMAGES
@@ -295,7 +298,7 @@ def _reading_order(art: Artifact) -> tuple[int, int]:
     return rank(_PRECISION_ORDER, art.precision), rank(_FORMAT_ORDER, art.format)
 
 
-def _jobs(pipe: Any, options: CompareOptions, device: str, skipped: list[str]) -> list[_Job]:
+def _jobs(pipe: Pipeline, options: CompareOptions, device: str, skipped: list[str]) -> list[_Job]:
     names = options.runtimes
     artifacts: list[tuple[Artifact, str | None]] = [(pipe.reference(), None)]
     # in reading order, not the order they were built in (INT8 is built first, to fail early on its images)
@@ -357,7 +360,7 @@ def _error_text(exc: BaseException) -> tuple[str, int]:
     return first_line(exc, 300, named=True), 1
 
 
-def run_compare(pipe: Any, options: CompareOptions) -> CompareResult:
+def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
     """Build (if asked and needed), then benchmark and parity-check every artifact x runtime x shape."""
     import torch
 
@@ -477,7 +480,7 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-def _floor(rows: list[Row], pipe: Any, device: str) -> dict[str, Any]:
+def _floor(rows: list[Row], pipe: Pipeline, device: str) -> dict[str, Any]:
     from resnet_deploy.benchmarks.floor import floors, measure_ceilings, parameter_count
 
     with console.step(f"peak matrix rates and copy bandwidth of {device} (for the floor)"):

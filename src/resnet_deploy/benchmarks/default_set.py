@@ -10,18 +10,21 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
 from resnet_deploy import console
 from resnet_deploy.runtimes.base import Artifact, device_name
 
+if TYPE_CHECKING:
+    from resnet_deploy.pipeline import Pipeline
+
 #: parity and calibration images when none are given: the photos bundled with the project
 DEFAULT_IMAGES = Path("calibration")
 
 
-def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[list[str], list[str]]:
+def build_default_set(pipe: Pipeline, device: str, calib_dir: Path | None) -> tuple[list[str], list[str]]:
     """Build (or reuse) the default set; returns (built keys, warnings about what was skipped and why).
 
     INT8 needs calibration images (`calib_dir`, else ./calibration): the TensorRT recipe always, the CPU
@@ -75,7 +78,7 @@ def build_default_set(pipe: Any, device: str, calib_dir: Path | None) -> tuple[l
     return built, notes
 
 
-def fit_range(pipe: Any, batches: list[int], sizes: list[tuple[int, int]]) -> bool:
+def fit_range(pipe: Pipeline, batches: list[int], sizes: list[tuple[int, int]]) -> bool:
     """Before a build: if the benchmark's shapes fall outside the dynamic range, export for them instead.
 
     The new range spans exactly the shapes asked for and the model's crop (its opt), not the union
@@ -99,7 +102,7 @@ def fit_range(pipe: Any, batches: list[int], sizes: list[tuple[int, int]]) -> bo
     return True
 
 
-def _build_engines(pipe: Any, device: str, calib: Path | None, add: Callable[[Any], None]) -> list[str]:
+def _build_engines(pipe: Pipeline, device: str, calib: Path | None, add: Callable[[Any], None]) -> list[str]:
     """One engine per ONNX precision (engines.engine_for_pipeline reuses the ONNX just built)."""
     try:
         from resnet_deploy import engines

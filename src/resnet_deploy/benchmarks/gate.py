@@ -13,10 +13,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.benchmarks.parity import ParityMetrics, Tolerance, Violation, check
 from resnet_deploy.benchmarks.tolerances import METRIC_RANGES, Tolerances
+
+if TYPE_CHECKING:
+    from resnet_deploy.pipeline import Pipeline
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -257,7 +260,7 @@ def markdown(result: GateResult, title: str = "Parity gate", gating: bool = True
 # -- what `resnet-bench compare --gate/--junit/--explain/--tolerances` does around the run ---------
 
 
-def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
+def _explain_failures(result: GateResult, pipe: Pipeline, images: Any) -> None:
     """Explain each failing artifact once per image size, at the size its row failed at: `images` are
     at the crop size and are resized as compare resized them for that row's parity."""
     from rich.markup import escape
@@ -294,7 +297,7 @@ def _explain_failures(result: GateResult, pipe: Any, images: Any) -> None:
 
 def finish(
     run: Any,
-    pipe: Any,
+    pipe: Pipeline,
     config: Tolerances,
     *,
     gate: bool = False,

@@ -22,13 +22,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from resnet_deploy import console
 from resnet_deploy.errors import UsageError, VerificationError
 from resnet_deploy.preprocess import ImageSet
+
+if TYPE_CHECKING:
+    from resnet_deploy.pipeline import Pipeline
+    from resnet_deploy.runtimes.base import Artifact
 
 #: Percentile (99.999th percentile of |x| per tensor, 2048-bin histograms) ignores the rare outliers
 #: that stretch MinMax's int8 grid over one odd image, without clipping real signal the way ONNX
@@ -89,7 +93,7 @@ def recipe(target: str) -> Recipe:
     raise UsageError(f"unknown --target '{target}'", "choose tensorrt or cpu")
 
 
-def crop_outside_range(pipe: Any) -> UsageError | None:
+def crop_outside_range(pipe: Pipeline) -> UsageError | None:
     """Calibration images are the preprocessing's square crops: a crop the exported range does not hold
     (a 64x64 static export, a 64..96 dynamic one, with the default crop 224) would calibrate and check the
     INT8 model at a size it was never exported or verified for. `onnx_int8` raises it before any export;
@@ -309,13 +313,13 @@ def _run_batched(runtime: Any, tensors: np.ndarray, batch: int) -> np.ndarray:
 
 
 def onnx_int8(
-    pipe: Any,
+    pipe: Pipeline,
     calib_dir: Path,
     method: str = DEFAULT_METHOD,
     size: int | None = None,
     target: str = "tensorrt",
     opset: int | None = None,
-) -> Any:
+) -> Artifact:
     """Calibrate on the images in `calib_dir` and write an INT8 Q/DQ ONNX (manifest key onnx-int8-TARGET).
 
     Reused while the FP32 ONNX, the calibration set (pixels after preprocessing), method and target

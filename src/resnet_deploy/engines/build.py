@@ -7,7 +7,7 @@ smoke-tested at the profile's shapes, and its build record is kept (manifest ent
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resnet_deploy import console
 from resnet_deploy.engines.environment import (
@@ -19,20 +19,23 @@ from resnet_deploy.engines.environment import (
 from resnet_deploy.engines.profile import profile_shapes
 from resnet_deploy.engines.tensorrt_api import build_engine
 from resnet_deploy.errors import UsageError, VerificationError
-from resnet_deploy.runtimes.base import device_index
+from resnet_deploy.runtimes.base import Artifact, device_index
 from resnet_deploy.shapes import ShapeRange, format_shape
 from resnet_deploy.workspace import now, sha256_file
+
+if TYPE_CHECKING:
+    from resnet_deploy.pipeline import Pipeline
 
 # -- the two ways `resnet-export trt` builds -----------------------------------------------------
 
 
 def source_onnx(
-    pipe: Any,
+    pipe: Pipeline,
     precision: str,
     calib: Path | None = None,
     calib_method: str | None = None,
     calib_size: int | None = None,
-) -> Any:
+) -> Artifact:
     """The workspace's ONNX for `precision`, exported (and verified) first if missing or stale."""
     if precision == "fp32":
         return pipe.onnx()
@@ -71,7 +74,7 @@ def _verify_engine(model: Any, profile: ShapeRange, precision: str, device: str,
 
 
 def engine_for_pipeline(
-    pipe: Any,
+    pipe: Pipeline,
     precision: str = "fp32",
     calib: Path | None = None,
     calib_method: str | None = None,
@@ -82,10 +85,8 @@ def engine_for_pipeline(
     workspace_size: int | None = None,
     timing_cache: Path | None = None,
     device: str = "cuda:0",
-) -> Any:
+) -> Artifact:
     """Find or export the ONNX for `precision`, then build (or reuse) its engine in the workspace."""
-    from resnet_deploy.runtimes.base import Artifact
-
     profile = profile_shapes(
         min_shape, opt_shape, max_shape, recorded=pipe.shape_range, what=f"the {pipe.ws.name} ONNX"
     )
@@ -204,7 +205,7 @@ def _smoke_test(
     import numpy as np
 
     from resnet_deploy.export.verify import random_batch
-    from resnet_deploy.runtimes.base import Artifact, create
+    from resnet_deploy.runtimes.base import create
 
     runtime = create(
         "tensorrt", Artifact("engine", engine_file, precision, profile, "engine", dict(env), name=name), device

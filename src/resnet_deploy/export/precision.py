@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resnet_deploy.pipeline import Pipeline
+    from resnet_deploy.runtimes.base import Artifact
 
 #: FP16 against PyTorch FP32 on the verification inputs (random normal, every shape). Measured about
 #: 1e-3 on resnet18/50; a broken conversion (overflow to inf, wrong casts) is orders of magnitude off.
@@ -53,7 +57,7 @@ def convert_fp16(source: Path, target: Path) -> None:
     check_onnx(target)
 
 
-def onnx_fp16(pipe: Any, opset: int | None = None) -> Any:
+def onnx_fp16(pipe: Pipeline, opset: int | None = None) -> Artifact:
     """The FP16 ONNX of `pipe`'s model (manifest key `onnx-fp16`), made from the FP32 ONNX and verified
     on ONNX Runtime's CPU provider against PyTorch at the shapes of the model's range."""
     from resnet_deploy.export.onnx import DEFAULT_OPSET
