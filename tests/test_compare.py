@@ -363,6 +363,23 @@ def test_run_compare_in_process_and_degenerate_reference(trained, workspace) -> 
     assert degenerate_warning(healthy) is None
 
 
+def test_a_floor_that_cannot_be_measured_keeps_the_rows_and_says_why(trained, workspace, monkeypatch) -> None:
+    """--floor runs after every row: a failure there (a GPU's peak-rate probe) must not lose the rows measured
+    in the minutes before it. It is said, and it is in the exit code, since the floor was asked for."""
+    from resnet_deploy.benchmarks import floor
+
+    def no_peak(device: str, **_: object) -> None:
+        raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED when calling cublasGemmEx\n(more lines)")
+
+    monkeypatch.setattr(floor, "measure_ceilings", no_peak)
+    opts = CompareOptions(runtimes=["onnxruntime-cpu"], iters=1, warmup=0, build=False, progress=False, floor=True)
+    result = run_compare(trained.pipeline(workspace), opts)
+    assert result.rows and all(r.latency is not None and r.passed for r in result.rows)
+    assert result.floor is None and result.exit_code == 1
+    (said,) = [w for w in result.warnings if w.startswith("--floor not computed")]
+    assert "RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED when calling cublasGemmEx" in said and "more lines" not in said
+
+
 def test_degenerate_reference_means_fewer_classes_than_a_third_of_what_the_images_could_show(trained) -> None:
     """Random weights often answer two or three classes for a handful of photos, not one: that is still
     flagged. The threshold is checked on the trained model's real logits, subsets of the held-out crops

@@ -11,6 +11,7 @@ Torch-TensorRT FP16 speedup).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -99,23 +100,46 @@ def anchors(report: dict) -> list[str]:
     return out
 
 
+def device_name(sources: list[Path]) -> str | None:
+    """The GPU's name: from a compare report (compare, then gate), else from env.txt's nvidia-smi line, so
+    a call cut short before its reports were written still files its logs under the right folder."""
+    for name in ("compare-resnet50.json", "gate-resnet18.json"):
+        for src in sources:
+            if (src / name).is_file():
+                try:
+                    report = json.loads((src / name).read_text())
+                except ValueError:
+                    continue
+                return report.get("environment", {}).get("device_name") or report.get("device")
+    for src in sources:
+        lines = (src / "env.txt").read_text().splitlines() if (src / "env.txt").is_file() else []
+        for header, values in itertools.pairwise(lines):
+            if header.startswith("name, driver_version"):
+                return values.split(",")[0].strip()
+    return None
+
+
 def main(folders: list[str]) -> None:
-    """Each device call brings its own folder back; the one with compare-resnet50.json names the GPU."""
+    """Each device call brings its own folder back; its reports (or else env.txt) name the GPU."""
     sources = [Path(f) for f in folders]
     missing = [str(src) for src in sources if not src.is_dir()]
     if missing:  # checked before anything is copied, so a typo leaves no half-filled results folder
         sys.exit(f"not a folder: {', '.join(missing)} (pass the files_at folder of each GPU call)")
-    found = [src / "compare-resnet50.json" for src in sources if (src / "compare-resnet50.json").is_file()]
-    if not found:
-        sys.exit("none of these folders holds compare-resnet50.json (the `compare` call's output)")
-    report = json.loads(found[-1].read_text())
-    dest = RESULTS / slug(report["environment"].get("device_name") or report["device"])
+    name = device_name(sources)
+    if not name:
+        sys.exit("no report and no env.txt names the GPU in these folders (pass the files_at folder of each GPU call)")
+    dest = RESULTS / slug(name)
     dest.mkdir(parents=True, exist_ok=True)
     for src in sources:
         for path in sorted(src.iterdir()):
             if path.is_file():
                 shutil.copy2(path, dest / path.name)
                 print(f"copied {path.name} -> {dest.relative_to(RESULTS.parents[1])}/")
+    found = [src / "compare-resnet50.json" for src in sources if (src / "compare-resnet50.json").is_file()]
+    if not found:
+        print("no compare-resnet50.json: the logs are filed, there is no headline to quote")
+        return
+    report = json.loads(found[-1].read_text())
     print("\n".join(headline(report) + anchors(report)))
 
 

@@ -79,28 +79,36 @@ run_phase() {
 from resnet_deploy.pipeline import tool_versions; print(json.dumps({**environment('$DEVICE'),
 'packages': tool_versions(), 'onnxruntime_providers': o.get_available_providers()}, indent=2))"
         # Listed is not started: the CUDA provider loads libcublas/libcurand/libcudnn when a session is made,
-        # finding them only if `import torch` loaded them. Start one on a one-node graph the way the runtime
-        # does; if it cannot, the error names the library ONNX Runtime failed to load.
+        # finding them only if `import torch` loaded them, and cuDNN is first called when a convolution runs.
+        # Start one on a one-convolution graph the way the runtime does and run it against torch; if it cannot,
+        # the error names the library (or the cuDNN version) ONNX Runtime could not use.
         "$PY" - <<'PY' || true
 import os
 
+import numpy as np
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from resnet_deploy.runtimes.onnxruntime import open_session
 libs = sorted({p.rsplit("/", 1)[-1] for p in open("/proc/self/maps").read().split()
                if any(k in p for k in ("libcudart", "libcublas", "libcurand", "libcufft", "libcudnn.so"))})
 print("CUDA libraries loaded by import torch:", ", ".join(libs) or "none")
 print("LD_LIBRARY_PATH:", os.environ.get("LD_LIBRARY_PATH", ""))
-g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+w = np.random.default_rng(0).standard_normal((8, 3, 3, 3), dtype=np.float32)
+g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+                      [numpy_helper.from_array(w, "w")])
 m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
 m.ir_version = 10
 try:
-    s = open_session(m.SerializeToString(), "CUDAExecutionProvider", "cuda:0", None, "a one-node graph")
-    print("ONNX Runtime CUDA provider starts:", s.get_providers())
+    s = open_session(m.SerializeToString(), "CUDAExecutionProvider", "cuda:0", None, "a one-convolution graph")
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16), dtype=np.float32)
+    y = s.run(None, {"x": x})[0]
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
+    print("ONNX Runtime CUDA provider runs a convolution:", s.get_providers(), "max abs vs torch CPU",
+          float(np.abs(y - ref).max()))
 except Exception as exc:
-    print("ONNX Runtime CUDA provider does NOT start:", exc)
+    print("ONNX Runtime CUDA provider does NOT run a convolution:", exc)
 PY
       } 2>&1 | tee "$OUT/env.txt"
       ;;
@@ -111,7 +119,8 @@ PY
     gpu-tests)
       # the GPU-marked tests alone, first: they are what this machine is for, and a call has 10 minutes
       ensure_installed
-      "$PY" -m pytest -q -rs --durations=15 -m gpu 2>&1 | tee "$OUT/gpu-tests.log"
+      # bounded, so that a slow or hung test cannot take the gate's time (timeout's 124 fails the phase)
+      timeout "${GPU_TESTS_TIMEOUT:-200}" "$PY" -m pytest -q -rs --durations=15 -m gpu 2>&1 | tee "$OUT/gpu-tests.log"
       ;;
     other-tests)
       ensure_installed

@@ -420,7 +420,13 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
 
         rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
         warnings += opt_shape_notes([j.artifact for j in jobs], [(b, 3, h, w) for b in batches for h, w in sizes])
-        floor = _floor([r for r, _ in rows], pipe, device) if options.floor else None
+        floor, floor_code = None, 0
+        if options.floor:
+            try:
+                floor = _floor([r for r, _ in rows], pipe, device)
+            except Exception as exc:  # said, and in the exit code, but the rows already measured are reported
+                text, floor_code = _error_text(exc)
+                warnings.append(f"--floor not computed: {text}")
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -443,7 +449,7 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
         tools=tool_versions(),
         environment=environment(device),
         floor=floor,
-        error_codes=[code for _, code in rows if code],
+        error_codes=[code for _, code in rows if code] + ([floor_code] if floor_code else []),
         parity_images=images,
     )
     result.seconds = time.perf_counter() - start

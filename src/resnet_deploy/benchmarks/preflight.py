@@ -49,9 +49,9 @@ def check_runtime_names(names: list[str] | None, device: str) -> None:
             other = spec.devices[0]
             elsewhere = _unavailable_on(spec, other)
             if elsewhere:
-                raise MissingDependencyError(f"runtime {name} is not available here: {elsewhere}", _install_hint(name))
+                raise MissingDependencyError(f"runtime {name} is not available here: {elsewhere}", spec.install_hint)
             raise UsageError(f"runtime {name} runs on {other}, not {kind}", f"add --device {other}")
-        raise MissingDependencyError(f"runtime {name} is not available here: {reason}", _install_hint(name))
+        raise MissingDependencyError(f"runtime {name} is not available here: {reason}", spec.install_hint)
 
 
 def _unavailable_on(spec: RuntimeSpec, device: str) -> str | None:
@@ -59,12 +59,6 @@ def _unavailable_on(spec: RuntimeSpec, device: str) -> str | None:
         return spec.unavailable_reason(device)
     except Exception as exc:  # a checker that cannot even import its package
         return str(exc)
-
-
-def _install_hint(name: str) -> str | None:
-    from resnet_deploy.runtimes.base import _INSTALL_HINTS
-
-    return _INSTALL_HINTS.get(name)
 
 
 def validate_options(options: CompareOptions) -> str:

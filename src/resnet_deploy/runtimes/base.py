@@ -211,6 +211,11 @@ class RuntimeSpec:
     factory: str  # "module:function", imported lazily so missing optional packages cost nothing
     requires: tuple[str, ...] = ()  # importable modules it needs
     description: str = ""
+    #: device -> why it cannot run there beyond a missing module (no GPU, no provider, no libnvinfer), or None
+    check: Callable[[str], str | None] | None = None
+    #: artifact -> why this backend cannot run it although it takes its format, or None
+    artifact_check: Callable[[Artifact], str | None] | None = None
+    install_hint: str | None = None  # said when it is unavailable here
 
     def unavailable_reason(self, device: str = "cpu") -> str | None:
         """None if it can run here, else why not (shown to the user)."""
@@ -220,14 +225,12 @@ class RuntimeSpec:
         for mod in self.requires:
             if importlib.util.find_spec(mod) is None:
                 return f"{self.name} needs the Python package '{mod}'"
-        checker = _CHECKS.get(self.name)
-        return checker(device) if checker else None
+        return self.check(device) if self.check else None
 
     def refuses(self, artifact: Artifact) -> str | None:
         """Why this backend cannot run `artifact` although it takes its format (an INT8 recipe it has no
         kernels for), or None. `create` raises it; `compare` skips the pair and says so."""
-        check = _ARTIFACT_CHECKS.get(self.name)
-        return check(artifact) if check else None
+        return self.artifact_check(artifact) if self.artifact_check else None
 
     def create(self, artifact: Artifact, device: str = "cpu", **options: Any) -> Runtime:
         """This backend running `artifact` on `device` (`cpu`, `cuda`, `cuda:N`). `options`: `threads` (CPU
@@ -258,7 +261,7 @@ class RuntimeSpec:
             require_file(artifact.path)
         reason = self.unavailable_reason(device)
         if reason:
-            hint = "name a GPU that nvidia-smi lists" if _missing_gpu(device) else _INSTALL_HINTS.get(self.name)
+            hint = "name a GPU that nvidia-smi lists" if _missing_gpu(device) else self.install_hint
             raise MissingDependencyError(f"cannot run {artifact.label}: {reason}", hint)
         module, func = self.factory.split(":")
         factory = getattr(importlib.import_module(module), func)
@@ -349,27 +352,6 @@ def _cpu_int8_recipe(artifact: Artifact) -> str | None:
     return None
 
 
-#: what a backend cannot run among the artifacts of a format it takes
-_ARTIFACT_CHECKS: dict[str, Callable[[Artifact], str | None]] = {"onnxruntime-tensorrt": _cpu_int8_recipe}
-
-_CHECKS: dict[str, Callable[[str], str | None]] = {
-    "torch-eager": cuda_reason,
-    "torchscript": cuda_reason,
-    "torch-export": cuda_reason,
-    "onnxruntime-cuda": _ort_reason("CUDAExecutionProvider"),
-    "onnxruntime-tensorrt": _ort_tensorrt_reason,
-    "tensorrt": _tensorrt_reason,
-}
-_INSTALL_HINTS = {
-    "onnxruntime-cpu": "pip install onnxruntime",
-    "onnxruntime-cuda": "pip install onnxruntime-gpu (instead of onnxruntime) on a machine with CUDA",
-    "onnxruntime-tensorrt": (
-        "on a machine with CUDA: pip install onnxruntime-gpu (instead of onnxruntime) and "
-        "'tensorrt-cu13>=10.13,<11' (its TensorRT provider links TensorRT 10, not 11; native engines take either)"
-    ),
-    "tensorrt": "pip install 'resnet-deploy[tensorrt]' on a machine with an NVIDIA GPU",
-}
-
 _REGISTRY: dict[str, RuntimeSpec] = {}
 
 
@@ -401,6 +383,8 @@ def create(name: str, artifact: Artifact, device: str = "cpu", **options: Any) -
     return _REGISTRY[name].create(artifact, device, **options)
 
 
+_ORT_GPU_HINT = "pip install onnxruntime-gpu (instead of onnxruntime) on a machine with CUDA"
+
 register(
     RuntimeSpec(
         "torch-eager",
@@ -409,6 +393,7 @@ register(
         "resnet_deploy.runtimes.torch:TorchEagerRuntime",
         ("torch",),
         "PyTorch eager",
+        check=cuda_reason,
     )
 )
 register(
@@ -419,6 +404,7 @@ register(
         "resnet_deploy.runtimes.torch:TorchScriptRuntime",
         ("torch",),
         "TorchScript",
+        check=cuda_reason,
     )
 )
 register(
@@ -429,6 +415,7 @@ register(
         "resnet_deploy.runtimes.torch:TorchExportRuntime",
         ("torch",),
         "torch.export .pt2",
+        check=cuda_reason,
     )
 )
 register(
@@ -439,6 +426,7 @@ register(
         "resnet_deploy.runtimes.onnxruntime:OnnxRuntime",
         ("onnxruntime",),
         "ONNX Runtime, CPU provider",
+        install_hint="pip install onnxruntime",
     )
 )
 register(
@@ -449,6 +437,8 @@ register(
         "resnet_deploy.runtimes.onnxruntime:OnnxRuntime",
         ("onnxruntime",),
         "ONNX Runtime, CUDA provider",
+        check=_ort_reason("CUDAExecutionProvider"),
+        install_hint=_ORT_GPU_HINT,
     )
 )
 register(
@@ -459,10 +449,21 @@ register(
         "resnet_deploy.runtimes.onnxruntime:OnnxRuntime",
         ("onnxruntime",),
         "ONNX Runtime, TensorRT provider",
+        check=_ort_tensorrt_reason,
+        artifact_check=_cpu_int8_recipe,
+        install_hint=f"{_ORT_GPU_HINT}, and 'tensorrt-cu13>=10.13,<11' (its TensorRT provider links TensorRT 10, "
+        "not 11; native engines take either)",
     )
 )
 register(
     RuntimeSpec(
-        "tensorrt", ("engine",), ("cuda",), "resnet_deploy.runtimes.tensorrt:TensorRTRuntime", (), "TensorRT engine"
+        "tensorrt",
+        ("engine",),
+        ("cuda",),
+        "resnet_deploy.runtimes.tensorrt:TensorRTRuntime",
+        (),
+        "TensorRT engine",
+        check=_tensorrt_reason,
+        install_hint="pip install 'resnet-deploy[tensorrt]' on a machine with an NVIDIA GPU",
     )
 )
