@@ -255,13 +255,15 @@ class Pipeline:
         fmt: str,
         precision: str,
         fingerprint: dict[str, Any],
-        write: Callable[[Path], None],
+        write: Callable[[Path], dict[str, Any] | None],
         check: Callable[[Artifact], dict[str, Any]],
         **info: Any,
     ) -> Artifact:
         """Reuse `key` if fresh; else write to a temp file, `check` it, and only then move it in place.
 
-        A failed write or check leaves nothing behind (and the previous file, if any, untouched).
+        A failed write or check leaves nothing behind (and the previous file, if any, untouched). What `write`
+        returns (what calibration saw, the engine builder's settings) goes into the record, under `check`'s
+        details and `info`, so the entry is written once, complete.
         """
         if self._checked.get(key) == fingerprint:
             return self.artifact(key)  # already built or checked by this run: skip re-hashing the file
@@ -277,22 +279,20 @@ class Pipeline:
         target = self.ws.path(filename)
         with atomic_path(target) as tmp:
             with console.step(f"export {key} -> {target}"):
-                write(tmp)
+                written = write(tmp) or {}
             details = check(Artifact(fmt, tmp, precision, self.shape_range, key, name=target.name))
             sha256 = sha256_file(tmp)
-        self.ws.record(
-            key,
-            target,
-            fingerprint,
-            sha256,
-            format=fmt,
-            precision=precision,
-            model_sha256=self.model_hash(),
-            input=self.shape_range.to_dict(),
-            tools=tool_versions(),
+        fields = {
+            **written,
+            "format": fmt,
+            "precision": precision,
+            "model_sha256": self.model_hash(),
+            "input": self.shape_range.to_dict(),
+            "tools": tool_versions(),
             **details,
             **info,
-        )
+        }
+        self.ws.record(key, target, fingerprint, sha256, **fields)
         self._checked[key] = fingerprint
         return self.artifact(key)
 

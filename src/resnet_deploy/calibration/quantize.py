@@ -364,9 +364,8 @@ def onnx_int8(
             "onnxruntime": ort.__version__,
         },
     )
-    state: dict[str, Any] = {}
 
-    def write(tmp: Path) -> None:
+    def write(tmp: Path) -> dict[str, Any]:
         import onnx
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -408,7 +407,21 @@ def onnx_int8(
             model = onnx.load(str(tmp))
             place_residual_qdq(model, ranges)
             onnx.save(model, str(tmp))
-        state.update(seconds=seconds, reused=reused, summary=summary)
+        return {  # what calibration saw, in the record
+            "calibration": {
+                "folder": str(Path(calib_dir)),
+                "sha256": calib_hash,
+                "size": len(images),
+                "skipped": [[p.as_posix(), reason] for p, reason in images.skipped],
+                "method": method,
+                "target": target,
+                "recipe": rec.to_dict(),
+                "seconds": round(seconds, 2),
+                "cache": str(cache.path.name),
+                "cache_reused": reused,
+                "ranges": summary,
+            }
+        }
 
     def check(artifact: Any) -> dict[str, Any]:
         from resnet_deploy.benchmarks.parity import compare
@@ -424,10 +437,9 @@ def onnx_int8(
             details["qdq_check"] = "passed"
         sample = images.tensors[: min(len(images), 64)]
         with console.step(f"compare {key} with PyTorch on {len(sample)} calibration images"):
-            runtime = create("onnxruntime-cpu", artifact, "cpu")
             _, batch = input_batch_size(artifact.path, pipe.preprocess.crop)
-            metrics = compare(reference_logits(pipe.model, sample), _run_batched(runtime, sample, batch))
-            runtime.close()
+            with create("onnxruntime-cpu", artifact, "cpu") as runtime:
+                metrics = compare(reference_logits(pipe.model, sample), _run_batched(runtime, sample, batch))
         console.info(
             f"  INT8 vs FP32 on calibration images: top-1 agreement {metrics.top1_agreement:.1%}, "
             f"cosine {metrics.cosine:.4f} (min {metrics.min_cosine:.4f}), rel L2 {metrics.rel_l2:.2e}"
@@ -453,21 +465,4 @@ def onnx_int8(
         }
         return details
 
-    artifact = pipe.build(key, f"{name}.int8-{target}.onnx", "onnx", "int8", fingerprint, write, check)
-    if state:  # calibrated (or cache-reused) in this run: record what calibration saw
-        pipe.ws.artifacts[key]["calibration"] = {
-            "folder": str(Path(calib_dir)),
-            "sha256": calib_hash,
-            "size": len(images),
-            "skipped": [[p.as_posix(), reason] for p, reason in images.skipped],
-            "method": method,
-            "target": target,
-            "recipe": rec.to_dict(),
-            "seconds": round(state["seconds"], 2),
-            "cache": str(cache.path.name),
-            "cache_reused": state["reused"],
-            "ranges": state["summary"],
-        }
-        pipe.ws.save()
-        artifact = pipe.artifact(key)
-    return artifact
+    return pipe.build(key, f"{name}.int8-{target}.onnx", "onnx", "int8", fingerprint, write, check)

@@ -108,12 +108,11 @@ def engine_for_pipeline(
         compute_capability=env["compute_capability"],
         workspace_size=workspace_size,
     )
-    built: dict[str, Any] = {}
 
-    def write(tmp: Path) -> None:
-        built.update(build_engine(onnx.path, tmp, profile, precision, workspace_size, cache))
+    def write(tmp: Path) -> dict[str, Any]:
+        return build_engine(onnx.path, tmp, profile, precision, workspace_size, cache)
 
-    pipe.build(
+    built = pipe.build(
         key,
         f"{pipe.ws.name}-{precision}.engine",
         "engine",
@@ -132,14 +131,9 @@ def engine_for_pipeline(
         timing_cache=str(cache),
         workspace_size=workspace_size,
     )
-    entry = dict(pipe.ws.artifacts[key])
-    if built:
-        entry.update({k: v for k, v in built.items() if k not in entry or k == "build_seconds"})
-        pipe.ws.artifacts[key] = entry
-        pipe.ws.save()
-    path = pipe.ws.dir / entry["path"]
-    write_sidecar(path, {**entry, "path": path.name})
-    return Artifact("engine", path, precision, profile, key, entry)
+    entry = dict(built.entry or {})
+    write_sidecar(built.path, {**entry, "path": built.path.name})
+    return Artifact("engine", built.path, precision, profile, key, entry)
 
 
 def engine_from_onnx(
