@@ -74,6 +74,24 @@ def test_speedup_against_eager(result: CompareResult) -> None:
     assert not result.passed and result.exit_code == 2
 
 
+def test_speedup_and_throughput_are_medians_and_a_stall_is_named(result: CompareResult) -> None:
+    """One stall of 30x in the baseline's 30 iterations doubles its mean: a mean-based speedup would call every
+    other row twice as fast as it is. The median ignores it, and the stall is named, once."""
+    from resnet_deploy.benchmarks.compare import noise_warning
+
+    base = result.rows[0]
+    times = [0.040] * 29 + [1.2]
+    base.latency = summarize(times, batch=1, warmup=1, threads=2)
+    assert base.latency.mean_ms > 75 and base.latency.p50_ms == pytest.approx(40.0)
+    assert result.speedup(result.rows[1]) == pytest.approx(40.0 / result.rows[1].latency.p50_ms)
+    assert base.latency.images_per_s == pytest.approx(1 / 0.040)
+    assert noise_warning(result.rows[1:]) is None
+    said = noise_warning(result.rows)
+    assert said is not None and said.startswith(
+        "noisy timing: p99 over 3x p50 in 1 row (pytorch · torch-eager b1 64x64)"
+    )
+
+
 def test_json_has_every_row(result: CompareResult) -> None:
     data = json.loads(report.to_json(result))
     assert len(data["rows"]) == 4

@@ -42,6 +42,7 @@ from resnet_deploy.benchmarks.parity import (
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
 from resnet_deploy.benchmarks.tolerances import Tolerances
+from resnet_deploy.console import plural
 from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error, first_line
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
@@ -187,11 +188,12 @@ class CompareResult:
         return None
 
     def speedup(self, row: Row) -> float | None:
-        """Baseline mean latency / this row's mean latency (>1 = faster than PyTorch eager)."""
+        """Baseline p50 latency / this row's p50 latency (>1 = faster than PyTorch eager): medians, so that one
+        stall in either row does not move the ratio."""
         base = self.baseline(row)
-        if base is None or row.latency is None or base.latency is None or row.latency.mean_ms <= 0:
+        if base is None or row.latency is None or base.latency is None or row.latency.p50_ms <= 0:
             return None
-        return base.latency.mean_ms / row.latency.mean_ms
+        return base.latency.p50_ms / row.latency.p50_ms
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -353,6 +355,25 @@ def opt_shape_notes(artifacts: list[Artifact], shapes: list[tuple[int, int, int,
     return notes
 
 
+#: p99 over this many times p50: the row was interrupted (another process, a clock change), not just jittery
+NOISY_P99_OVER_P50 = 3.0
+
+
+def noise_warning(rows: list[Row]) -> str | None:
+    """Name the rows whose slowest iterations took several times their median. Their p50, images/s and speedup
+    still hold (medians ignore the stalls), but their p99 is the machine's, not the runtime's."""
+    noisy = [r for r in rows if r.latency is not None and 0 < r.latency.p50_ms * NOISY_P99_OVER_P50 < r.latency.p99_ms]
+    if not noisy:
+        return None
+    named = ", ".join(f"{r.label} b{r.batch} {r.size[0]}x{r.size[1]}" for r in noisy[:3])
+    more = f" and {len(noisy) - 3} more" if len(noisy) > 3 else ""
+    return (
+        f"noisy timing: p99 over {NOISY_P99_OVER_P50:g}x p50 in {plural(len(noisy), 'row')} ({named}{more}); "
+        "something else was using the machine: p50, images/s and speedup are medians and hold, p99 does not "
+        "(rerun on an idle machine for tail latency)"
+    )
+
+
 def _error_text(exc: BaseException) -> tuple[str, int]:
     exc = environment_error(exc) or exc
     if isinstance(exc, DeployError):
@@ -419,6 +440,9 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
             warnings.append(degenerate_msg)
 
         rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
+        noisy = noise_warning([r for r, _ in rows])
+        if noisy:
+            warnings.append(noisy)
         warnings += opt_shape_notes([j.artifact for j in jobs], [(b, 3, h, w) for b in batches for h, w in sizes])
         floor, floor_code = None, 0
         if options.floor:

@@ -99,7 +99,7 @@ def notes(result: CompareResult) -> list[str]:
         )
         + f" (distinct reference classes: {result.reference_distinct_classes})",
         f"latency: {result.warmup} warm-up + {result.iters} timed iterations on random inputs, "
-        f"{result.threads} CPU threads; img/s = batch / mean; speedup = PyTorch eager mean / mean"
+        f"{result.threads} CPU threads; img/s = batch / p50; speedup = PyTorch eager p50 / p50"
         + ("" if any(r.runtime == "torch-eager" for r in result.rows) else " (no torch-eager row in --runtimes: -)"),
     ]
     for row in result.rows:
@@ -395,7 +395,7 @@ def _plot_by_batch(result: CompareResult, path: Path, plt: Any) -> None:
                 failed = [(x, y) for x, y, r in zip(xs, ys, group, strict=True) if not r.passed]
                 if failed:
                     ax.scatter(*zip(*failed, strict=True), s=90, facecolors="none", edgecolors="#c62828", zorder=3)
-        for ax, ylabel in ((ax_lat, "p50 latency per batch, ms"), (ax_tput, "images/s (batch / mean latency)")):
+        for ax, ylabel in ((ax_lat, "p50 latency per batch, ms"), (ax_tput, "images/s (batch / p50 latency)")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(sorted({r.batch for r in rows}))
