@@ -379,6 +379,29 @@ def _junit_problems(path: Path) -> dict[str, str]:
     return out
 
 
+def test_the_same_weights_in_another_container_are_the_same_model(trained, tmp_path: Path) -> None:
+    """Exported from the training checkpoint, then gated with the same tensors saved as a plain state_dict (what
+    a deployment keeps): one model, so the exports are reused and usable, not "made from other weights"."""
+    import torch
+
+    from resnet_deploy.pipeline import ModelOptions, Pipeline
+
+    ws = tmp_path / "ws"
+    first = trained.pipeline(ws, dynamic=False)
+    made = first.onnx()
+    plain = tmp_path / "deploy.pt"
+    torch.save(trained.model.state_dict(), plain)  # no classes, no wrapper dict: other bytes, same tensors
+    opts = ModelOptions(trained.architecture, str(plain), resize=trained.resize, crop=trained.crop)
+    again = Pipeline(opts, ws)
+    assert again.source.weights_sha256 == first.source.weights_sha256
+    assert again.why_unusable("onnx-fp32") is None
+    assert again.onnx().entry["created"] == made.entry["created"]  # reused, not rebuilt
+    changed = {k: v.clone() for k, v in trained.model.state_dict().items()}
+    changed["fc.bias"][0] += 1e-3  # one value: another model
+    torch.save(changed, plain)
+    assert Pipeline(opts, ws).source.weights_sha256 != first.source.weights_sha256
+
+
 def test_an_artifact_left_from_other_weights_fails_the_gate(trained, tmp_path: Path) -> None:
     """Re-trained, re-exported to FP32 only: the FP16 ONNX beside it is still the old model's. Gating the
     new weights must fail on it (it used to be skipped with a warning while the gate passed), naming why."""

@@ -240,3 +240,21 @@ def check_finite(state: Mapping[str, Any], label: str) -> None:
             f"checkpoint {label} has non-finite weights: {'; '.join(bad[:3])}{more}",
             "the checkpoint is broken, e.g. training diverged: use an earlier one",
         )
+
+
+def tensors_sha256(state: Mapping[str, Any]) -> str:
+    """The sha256 of a loaded model's tensors (names, dtypes, shapes, values): what its artifacts are made
+    from. Not the file's: the same weights saved plainly, in a Lightning checkpoint or with other optimizer
+    state are one model, and its exports stay valid across them."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -23,6 +23,7 @@ from resnet_deploy.checkpoints import (
     read_checkpoint,
     strip_attribute_prefix,
     strip_wrapper_prefixes,
+    tensors_sha256,
 )
 from resnet_deploy.console import listing, plural
 from resnet_deploy.errors import UsageError
@@ -193,9 +194,8 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
     import torchvision
 
     obj = read_checkpoint(path, trust)
-    sha = sha256_file(path)
-    if trust and isinstance(obj, torch.nn.Module):
-        return _trusted_module(arch, obj, path, sha, num_classes)
+    if trust and isinstance(obj, torch.nn.Module):  # its own forward, which its tensors do not describe: the file
+        return _trusted_module(arch, obj, path, sha256_file(path), num_classes)
 
     notes: list[str] = []
     state = strip_attribute_prefix(extract_state_dict(obj, notes), notes)
@@ -229,7 +229,7 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
         names = obj.get("classes") or obj.get("class_names")
         if isinstance(names, list | tuple) and len(names) == num_classes and all(isinstance(c, str) for c in names):
             classes = list(names)
-    return model, ModelSource(arch, str(path), sha, num_classes, 0, classes)
+    return model, ModelSource(arch, str(path), tensors_sha256(model.state_dict()), num_classes, 0, classes)
 
 
 def _trusted_module(arch: str, model: Any, path: Path, sha: str, num_classes: int | None) -> tuple[Any, ModelSource]:
