@@ -102,3 +102,18 @@ def test_memory_floor_reads_the_weights_at_the_rows_precision() -> None:
     for precision, width in (("fp32", 4), ("fp16", 2), ("int8", 1)):
         f = row_floor(_Row(precision, 1, 0.001, runtime="tensorrt"), int(8e9), 25_000_000, 1000, ceil)
         assert f.memory_floor_ms == pytest.approx((25_000_000 * width + io) / 4000e9 * 1e3), precision
+
+
+def test_rows_under_their_floor_say_the_peak_was_understated() -> None:
+    """A CPU peak measured while another process ran came out at half what the ONNX rows then reached: 'x floor'
+    0.5 read as a bound would be nonsense, so it is said; a few percent under (Winograd) is not."""
+    from resnet_deploy.benchmarks.floor import beaten_warning
+
+    flops, params = 8e9, 25_000_000
+    at_floor = 256 * 8e9 / 500e12  # seconds: the fp16 math floor at batch 256
+    near = row_floor(_Row("fp16", 256, at_floor * 0.95), int(flops), params, 1000, CEIL)
+    assert beaten_warning([near], CEIL) is None
+    under = row_floor(_Row("fp16", 256, at_floor * 0.5), int(flops), params, 1000, CEIL)
+    said = beaten_warning([near, under], CEIL)
+    assert said is not None and "1 row ran under its floor (x · fp16 fp16 b256 at 0.50x)" in said
+    assert "test GPU" in said and "not as a bound" in said

@@ -448,6 +448,8 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
         if options.floor:
             try:
                 floor = _floor([r for r, _ in rows], pipe, device)
+                if floor.get("warning"):
+                    warnings.append(floor["warning"])
             except Exception as exc:  # said, and in the exit code, but the rows already measured are reported
                 text, floor_code = _error_text(exc)
                 warnings.append(f"--floor not computed: {text}")
@@ -511,7 +513,7 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def _floor(rows: list[Row], pipe: Pipeline, device: str) -> dict[str, Any]:
-    from resnet_deploy.benchmarks.floor import floors, measure_ceilings, parameter_count
+    from resnet_deploy.benchmarks.floor import beaten_warning, floors, measure_ceilings, parameter_count
 
     with console.step(f"peak matrix rates and copy bandwidth of {device} (for the floor)"):
         ceilings = measure_ceilings(device)
@@ -521,6 +523,7 @@ def _floor(rows: list[Row], pipe: Pipeline, device: str) -> dict[str, Any]:
         "flops_per_image": flops,
         "parameters": parameter_count(pipe.model),
         "rows": [f.to_dict() for f in per_row],
+        "warning": beaten_warning(per_row, ceilings),
     }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy.console import plural
 from resnet_deploy.errors import first_line
 from resnet_deploy.runtimes.base import device_name
 
@@ -257,3 +258,23 @@ def floors(
         if f is not None:
             out.append(f)
     return {f"{h}x{w}": v for (h, w), v in flops.items()}, out
+
+
+#: x floor under this: not Winograd's few percent, the peak rate itself was understated
+BEATEN = 0.9
+
+
+def beaten_warning(per_row: Iterable[RowFloor], ceilings: Ceilings) -> str | None:
+    """Rows well under their floor mean the measured peak is not this machine's: measured while something else
+    ran, or a runtime's kernels outrun torch's matrix multiply on this CPU. Said, so that "x floor" is read as
+    a comparison between rows and not as a bound."""
+    beaten = sorted((f for f in per_row if f.x_floor is not None and f.x_floor < BEATEN), key=lambda f: f.x_floor or 0)
+    if not beaten:
+        return None
+    best = beaten[0]
+    return (
+        f"--floor: {plural(len(beaten), 'row')} ran under {'its' if len(beaten) == 1 else 'their'} floor ({best.label} {best.precision} b{best.batch} at "
+        f"{best.x_floor:.2f}x): the peak measured on {ceilings.device_name} understates it (another process was "
+        "using the machine while it was measured, or a runtime's kernels are faster than the probe's matrix "
+        "multiply), so read 'x floor' to compare rows, not as a bound"
+    )
