@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -172,6 +173,26 @@ def test_onnx_int8_with_one_good_image_records_the_skipped(models: Shared, tmp_p
     assert cal["size"] == 1
     assert sorted(Path(p).name for p, _ in cal["skipped"]) == ["bad_0.jpg", "bad_1.jpg", "truncated.png"]
     assert check_qdq(art.path) == []
+
+
+def test_int8_that_the_default_gate_would_fail_is_kept_with_a_warning(
+    models: Shared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lossy is not broken: an INT8 file under the gate's default bounds (here made stricter than any INT8
+    export meets) is kept, and the export says now that `compare --gate` will fail it, with the counts."""
+    from resnet_deploy.benchmarks import parity
+
+    strict = dataclasses.replace(parity.DEFAULT_TOLERANCES["int8"], min_cosine=0.999999)
+    monkeypatch.setitem(parity.DEFAULT_TOLERANCES, "int8", strict)
+    pipe = _fp32_only_workspace(models, tmp_path / "ws")
+    art = onnx_int8(pipe, models.trained.calib_dir)
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())
+    assert art.path.is_file() and "onnx-int8-tensorrt" in pipe.ws.artifacts
+    assert "onnx-int8-tensorrt misses the default INT8 parity bounds on its own calibration images (cosine" in out
+    assert "(must be >= 0.999999)" in out and "compare --gate will fail it" in out
+    count = pipe.ws.artifacts["onnx-int8-tensorrt"]["verification"]["count"]
+    assert f"of {count})" in out  # top-1 agreement as counts, not only a percentage
 
 
 # -- the calibration cache -------------------------------------------------------------------------
