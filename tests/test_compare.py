@@ -280,6 +280,24 @@ def test_unavailable_provider_fails_clearly(trained, tmp_path) -> None:
     assert result.exit_code == 2 and "unknown runtime" in result.output
 
 
+def test_a_static_workspace_is_benchmarked_at_its_shape_by_default(trained, tmp_path) -> None:
+    """Exported static at 2x3x80x80 (--opt-shape only): without --batch/--size, compare runs that shape, where
+    batch 1 at the crop size would make every row an error saying to re-export."""
+    from resnet_deploy.pipeline import ModelOptions, Pipeline, ShapeRequest
+
+    ws = tmp_path / "static-ws"
+    opts = ModelOptions(trained.architecture, str(trained.checkpoint), resize=trained.resize, crop=trained.crop)
+    Pipeline(opts, ws, shapes=ShapeRequest(None, None, "2x3x80x80", None)).onnx()
+    out = tmp_path / "r.json"
+    args = [*trained.cli_args, "--workspace", ws, "--images", trained.heldout_dir, "--no-build", *FAST]
+    result = invoke([*args, "--runtimes", "onnxruntime-cpu", "--json", out])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["batch"], row["size"], row["passed"]) == (2, [80, 80], True), row
+    result = invoke([*args, "--runtimes", "onnxruntime-cpu", "--batch", "1"])  # asked for: as asked, refused
+    assert result.exit_code == 2 and "only accepts 2x3x80x80" in " ".join(result.output.split()), result.output
+
+
 def test_size_outside_a_static_artifact_fails_clearly(trained, tmp_path) -> None:
     ws = tmp_path / "static-ws"
     pipe = trained.pipeline(ws, dynamic=False)
@@ -557,6 +575,9 @@ def test_the_same_checkpoint_named_by_another_path_keeps_the_workspace(trained, 
     report = json.loads(out.read_text())
     assert [r["artifact_key"] for r in report["rows"]] == ["onnx-fp32"]
     assert (report["preprocess"]["resize"], report["preprocess"]["crop"]) == (trained.resize, trained.crop)
+    # the results are stdout's (`> results.txt` keeps them), progress is stderr's
+    assert "onnxruntime-cpu" in result.stdout and "rel L2" in result.stdout and "reference:" in result.stdout
+    assert "reference logits" in result.stderr and "reference logits" not in result.stdout
 
 
 def test_an_empty_artifact_file_is_refused_before_any_row(trained, tmp_path) -> None:

@@ -13,6 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # logs: one message, one line
 
 
+def stdout_console() -> Console:
+    """For results, the one thing a command prints to stdout (`> results.txt` keeps them; progress stays on stderr)."""
+    return Console(highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def step(message: str) -> Iterator[None]:
     """A spinner while the step runs, then `✓ message (time)`; on error the spinner just goes away."""

@@ -115,8 +115,8 @@ class Row:
 class CompareOptions:
     runtimes: list[str] | None = None  # registry names; None = every runtime available here
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
-    batches: list[int] = field(default_factory=lambda: [1])
-    sizes: list[tuple[int, int]] | None = None  # (H, W); None = the model's crop size
+    batches: list[int] | None = None  # None = 1, or the batch a static workspace takes
+    sizes: list[tuple[int, int]] | None = None  # (H, W); None = the crop size, or the size a static workspace takes
     warmup: int = DEFAULT_WARMUP
     iters: int = DEFAULT_ITERS
     threads: int | None = None  # None = the cores this process may use
@@ -374,6 +374,15 @@ def noise_warning(rows: list[Row]) -> str | None:
     )
 
 
+def _shapes(pipe: Pipeline, options: CompareOptions) -> tuple[list[int], list[tuple[int, int]]]:
+    """The batches and sizes to run: as given, else batch 1 at the crop size, or, in a workspace exported static,
+    the one shape its artifacts take (at any other every row would fail, saying to re-export)."""
+    rng, crop = pipe.shape_range, pipe.preprocess.crop
+    static = not rng.dynamic and bool(pipe.ws.artifacts)
+    batch, size = (rng.opt[0], (rng.opt[2], rng.opt[3])) if static else (1, (crop, crop))
+    return options.batches or [batch], options.sizes or [size]
+
+
 def _error_text(exc: BaseException) -> tuple[str, int]:
     exc = environment_error(exc) or exc
     if isinstance(exc, DeployError):
@@ -391,8 +400,7 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
     device = validate_options(options)
     threads = options.threads or default_threads()
     crop = pipe.preprocess.crop
-    sizes = options.sizes or [(crop, crop)]
-    batches = options.batches or [1]
+    batches, sizes = _shapes(pipe, options)
     warnings: list[str] = []
     skipped: list[str] = []
     built: list[str] = []

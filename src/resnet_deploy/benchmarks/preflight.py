@@ -65,7 +65,7 @@ def validate_options(options: CompareOptions) -> str:
     """Everything that can be checked before loading a model; returns the normalized device."""
     device = normalize_device(options.device)
     check_runtime_names(options.runtimes, device)
-    if not options.batches or any(b < 1 for b in options.batches):
+    if options.batches is not None and (not options.batches or any(b < 1 for b in options.batches)):
         raise UsageError("--batch values must be positive integers")
     if options.iters < 1 or options.warmup < 0:
         raise UsageError("--iters must be >= 1 and --warmup >= 0")

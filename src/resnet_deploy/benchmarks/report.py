@@ -74,6 +74,7 @@ def _cells(result: CompareResult, row: Row) -> dict[str, str]:
         "img/s": _f(lat.images_per_s if lat else None, ".1f"),
         "speedup": "-" if speed is None else f"{speed:.2f}x",
         "cosine": _f(par.cosine if par else None, ".6f"),
+        "rel L2": _f(par.rel_l2 if par else None, ".1e"),
         "top-1": "-" if par is None else f"{par.top1_agreement:.1%}",
         "result": status(row),
     }
@@ -83,7 +84,7 @@ def _columns(result: CompareResult) -> list[str]:
     cols = ["artifact", "runtime", "precision", "device", "batch", "size"]
     if result.device.startswith("cuda"):
         cols.append("copies")
-    return [*cols, "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "top-1", "result"]
+    return [*cols, "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "rel L2", "top-1", "result"]
 
 
 def notes(result: CompareResult) -> list[str]:
@@ -151,7 +152,7 @@ def print_table(result: CompareResult, console: Any = None) -> None:
     table = Table(title=title, title_justify="left", show_edge=False)
     cols = _columns(result)
     for col in cols:
-        numeric = col in ("batch", "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "top-1")
+        numeric = col in ("batch", "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "rel L2", "top-1")
         table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
     for row in result.rows:
         cells = _cells(result, row)

@@ -33,10 +33,19 @@ Runtimes = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda (cuda:N).")]
-Batch = Annotated[str, typer.Option("--batch", help="Comma-separated batch sizes, e.g. 1,8.")]
+Batch = Annotated[
+    str | None,
+    typer.Option(
+        "--batch", help="Comma-separated batch sizes, e.g. 1,8. Default: 1, or the batch a static workspace takes."
+    ),
+]
 Size = Annotated[
     str | None,
-    typer.Option("--size", help="Comma-separated image sizes HxW or S, e.g. 224,320x256. Default: the model's crop."),
+    typer.Option(
+        "--size",
+        help="Comma-separated image sizes HxW or S, e.g. 224,320x256. Default: the model's crop, or the size a "
+        "static workspace takes.",
+    ),
 ]
 Warmup = Annotated[int, typer.Option("--warmup", help="Untimed iterations before timing.")]
 Iters = Annotated[int, typer.Option("--iters", help="Timed iterations per row.")]
@@ -135,7 +144,9 @@ def _once_each(values: list[Any], text: str, option: str, show: Callable[[Any], 
         raise UsageError(f"invalid {option} '{text}': {show(twice)} is listed twice", "list each value once")
 
 
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
     try:
         batches = [int(b) for b in _split(text, "--batch")]
     except ValueError:
@@ -160,7 +171,7 @@ def compare(
     model: common.Model = DEFAULT_MODEL,
     runtimes: Runtimes = None,
     device: Device = "cpu",
-    batch: Batch = "1",
+    batch: Batch = None,
     size: Size = None,
     warmup: Warmup = 5,
     iters: Iters = 30,
@@ -202,6 +213,7 @@ def compare(
     from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
     from resnet_deploy.benchmarks.preflight import validate_options
     from resnet_deploy.benchmarks.tolerances import load_tolerances
+    from resnet_deploy.console import stdout_console
 
     given = common.shapes_given(min_shape, opt_shape, max_shape)
     options = CompareOptions(
@@ -243,8 +255,9 @@ def compare(
     )
     result = run_compare(pipe, options)
     result.command = common.command_line()
-    report.print_table(result)
     stdout_json = json_out is not None and str(json_out) == "-"
+    # the results on stdout (`> results.txt` keeps them), progress on stderr; with --json - stdout is the JSON's
+    report.print_table(result, None if stdout_json else stdout_console())
     report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot)
     if stdout_json:
         sys.stdout.write(report.to_json(result))

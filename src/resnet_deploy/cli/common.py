@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape
 
-from resnet_deploy.console import console
+from resnet_deploy.console import console, stdout_console
 from resnet_deploy.errors import DeployError, UsageError, environment_error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -185,25 +185,26 @@ def open_pipeline(
 
 
 def print_written(pipeline: Any, keys: list[str]) -> None:
-    """The closing summary: what was written where."""
+    """The closing summary, on stdout: what was written where."""
     from rich.table import Table
 
     table = Table(title=escape(str(pipeline.ws.dir)), title_justify="left", show_edge=False)
     for col in ("artifact", "file", "precision", "size", "worst rel L2"):
-        table.add_column(col, overflow="fold" if col == "file" else "ellipsis")  # a path is wrapped, never cut
+        table.add_column(col, overflow="fold" if col == "file" else "ellipsis")  # a name is wrapped, never cut
     for key in keys:
         entry = pipeline.ws.artifacts[key]
         path = pipeline.ws.dir / entry["path"]
         worst = entry.get("verification", {}).get("worst_rel_l2")
         table.add_row(
             key,
-            escape(str(path)),
+            escape(path.name),  # in the folder the title names: a full path would wrap mid-name in a CI log
             entry.get("precision", ""),
             f"{path.stat().st_size / 1e6:.1f} MB",
             f"{worst:.1e}" if isinstance(worst, float) else "-",
         )
-    console.print(table)
-    console.print(escape(f"manifest: {pipeline.ws.manifest_path}"))
+    out = stdout_console()  # the command's result, as compare's table is; progress stays on stderr
+    out.print(table)
+    out.print(escape(f"manifest: {pipeline.ws.manifest_path}"))
 
 
 def command_line() -> str:

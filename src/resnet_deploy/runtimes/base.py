@@ -464,6 +464,6 @@ register(
         (),
         "TensorRT engine",
         check=_tensorrt_reason,
-        install_hint="pip install 'resnet-deploy[tensorrt]' on a machine with an NVIDIA GPU",
+        install_hint="pip install 'tensorrt>=10' (the resnet-deploy tensorrt extra) on a machine with an NVIDIA GPU",
     )
 )

@@ -155,7 +155,7 @@ class TensorRTRuntime(Runtime):
         if importlib.util.find_spec("pycuda") is None:
             raise MissingDependencyError(
                 "torch has no CUDA here, and pycuda (the other way to hold GPU buffers) is not installed",
-                "pip install 'resnet-deploy[pycuda]', or install a CUDA build of torch",
+                "pip install pycuda (the resnet-deploy pycuda extra), or install a CUDA build of torch",
             )
         import pycuda.driver as cuda
 
