@@ -83,10 +83,13 @@ def test_one_good_image_among_corrupt_ones_is_used_and_the_rest_listed(
     assert "calibration set: 1 image from 1 file in" in err  # not "1 images from 1 files"
 
 
-def test_calib_size_is_a_deterministic_spread(trained: Any) -> None:
+def test_calib_size_is_a_deterministic_spread(trained: Any, capsys: pytest.CaptureFixture[str]) -> None:
     a = load_calibration_set(trained.calib_dir, trained.preprocess, size=10)
     b = load_calibration_set(trained.calib_dir, trained.preprocess, size=10)
     assert len(a) == 10 and a.paths == b.paths and a.fingerprint() == b.fingerprint()
+    total = len(list(trained.calib_dir.glob("*.jpg")))
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"10 images from 10 of {total} files (--calib-size 10, spread evenly)" in said, said
     labels = {p.name.split("_")[0] for p in a.paths}
     assert len(labels) >= 8  # spread over the classes, not the first 10 files of one class
     with pytest.raises(UsageError, match="positive"):

@@ -269,6 +269,7 @@ class ImageSet:
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     ignored: list[Path] = field(default_factory=list)  # not tried: other formats, hidden files
+    available: int = 0  # input files in the folder, of which `limit` (an evenly spread subset) were read
 
     def __len__(self) -> int:
         return int(self.tensors.shape[0])
@@ -352,7 +353,8 @@ def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: s
         used.append(path)
     if not tensors:
         raise _none_usable(folder, what, scan.unreadable, skipped[len(scan.unreadable) :], pre)
-    return ImageSet(np.concatenate(tensors).astype(np.float32, copy=False), used, skipped, scan.ignored)
+    tensors_ = np.concatenate(tensors).astype(np.float32, copy=False)
+    return ImageSet(tensors_, used, skipped, scan.ignored, len(scan.inputs))
 
 
 def _none_usable(

@@ -47,6 +47,7 @@ def build_default_set(pipe: Pipeline, device: str, calib_dir: Path | None) -> tu
         )
     else:
         try:
+            from resnet_deploy.calibration.dataset import load_calibration_set
             from resnet_deploy.calibration.quantize import crop_outside_range, onnx_int8
         except ImportError:
             notes.append("INT8 quantization is not available in this install: skipped")
@@ -59,9 +60,10 @@ def build_default_set(pipe: Pipeline, device: str, calib_dir: Path | None) -> tu
                 # the TensorRT recipe (symmetric int8, what an engine is built from; its accuracy is checked
                 # here on ONNX Runtime's CPU provider) and, when benchmarking the CPU, the CPU recipe (uint8
                 # activations: the one that is fast on ONNX Runtime's x86 kernels)
-                add(onnx_int8(pipe, Path(calib), target="tensorrt"))
+                images = load_calibration_set(Path(calib), pipe.preprocess)  # read (and reported) once, for both
+                add(onnx_int8(pipe, Path(calib), target="tensorrt", images=images))
                 if not device.startswith("cuda"):
-                    add(onnx_int8(pipe, Path(calib), target="cpu"))
+                    add(onnx_int8(pipe, Path(calib), target="cpu", images=images))
     with warnings.catch_warnings():  # TorchScript's deprecation notice: it is still asked for
         warnings.simplefilter("ignore", FutureWarning)
         add(pipe.torchscript())

@@ -322,7 +322,7 @@ def finish(
         from resnet_deploy.benchmarks.junit import write_junit
 
         write_junit(result, junit)
-        console.info(f"JUnit report: {junit}")
+        console.info(escape(f"report: {junit} (JUnit)"))
     if markdown_path is not None and (gate or explain) and str(markdown_path) != "-":
         md = Path(markdown_path)
         previous = md.read_text() if md.is_file() else ""

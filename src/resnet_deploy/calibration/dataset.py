@@ -42,8 +42,11 @@ def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None)
     if images.ignored:
         console.warn(f"calibration: {describe_ignored(images.ignored)}")
     skipped = f", skipped {len(images.skipped)} (listed above)" if images.skipped else ""
+    files = plural(len(images.paths), "file")
+    if size is not None and images.available > size:
+        files = f"{len(images.paths)} of {images.available} files (--calib-size {size}, spread evenly)"
     console.info(
-        f"calibration set: {plural(len(images), 'image')} from {plural(len(images.paths), 'file')} in "
+        f"calibration set: {plural(len(images), 'image')} from {files} in "
         f"{escape(str(folder))}{skipped} (preprocessing: {pre.describe()})"
     )
     if len(images) < FEW_IMAGES:

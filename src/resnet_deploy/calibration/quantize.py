@@ -319,8 +319,10 @@ def onnx_int8(
     size: int | None = None,
     target: str = "tensorrt",
     opset: int | None = None,
+    images: ImageSet | None = None,
 ) -> Artifact:
     """Calibrate on the images in `calib_dir` and write an INT8 Q/DQ ONNX (manifest key onnx-int8-TARGET).
+    `images`: that folder already loaded by `load_calibration_set` (the default set calibrates two recipes on it).
 
     Reused while the FP32 ONNX, the calibration set (pixels after preprocessing), method and target
     are unchanged; a `tensorrt` model is checked against TensorRT's Q/DQ rules before it is kept.
@@ -337,7 +339,8 @@ def onnx_int8(
     outside = crop_outside_range(pipe)
     if outside:
         raise outside
-    images = load_calibration_set(Path(calib_dir), pipe.preprocess, size)  # first: bad images fail before any export
+    if images is None:  # first: bad images fail before any export
+        images = load_calibration_set(Path(calib_dir), pipe.preprocess, size)
     fp32 = pipe.onnx(opset)
     fp32_sha = pipe.ws.sha256(fp32.path)
     calib_hash = images.fingerprint()

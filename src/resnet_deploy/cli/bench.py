@@ -208,6 +208,9 @@ def compare(
 
     Exit 0 when every row ran, 1 when an artifact is not the model it stands for (made from other weights or classes, or its file changed since export), 2 on usage errors (including a shape an artifact does not accept), 3 when a requested runtime is not available here. With --gate: exit 1 when any row is outside its tolerances (--tolerances FILE, else the per-precision defaults).
     """  # paragraphs on one line each: typer's help keeps a docstring's line breaks, which cut sentences mid-way
+    from rich.markup import escape
+
+    from resnet_deploy import console
     from resnet_deploy.benchmarks import gate as parity_gate
     from resnet_deploy.benchmarks import report
     from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
@@ -258,7 +261,8 @@ def compare(
     stdout_json = json_out is not None and str(json_out) == "-"
     # the results on stdout (`> results.txt` keeps them), progress on stderr; with --json - stdout is the JSON's
     report.print_table(result, None if stdout_json else stdout_console())
-    report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot)
+    for path in report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot):
+        console.info(escape(f"report: {path}"))
     if stdout_json:
         sys.stdout.write(report.to_json(result))
     code = parity_gate.finish(
