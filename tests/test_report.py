@@ -116,6 +116,9 @@ def test_markdown_names_failures(result: CompareResult) -> None:
     md = report.to_markdown(result)
     table_rows = [line for line in md.splitlines() if line.startswith("| `")]
     assert len(table_rows) == 4
+    header = next(line for line in md.splitlines() if line.startswith("| artifact"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert len(columns) == len(set(columns)) and "rel L2" in columns, columns  # each column once
     assert "2 of 4 rows fail" in md
     assert "**FAIL**" in md and "**ERROR**" in md
     assert "/ws/resnet18/onnx-int8.onnx" in md  # the failing file is named

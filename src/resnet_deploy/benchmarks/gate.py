@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.benchmarks.parity import ParityMetrics, Tolerance, Violation, check
+from resnet_deploy.benchmarks.report import markdown_text
 from resnet_deploy.benchmarks.tolerances import METRIC_RANGES, Tolerances
 
 if TYPE_CHECKING:
@@ -214,13 +214,8 @@ def exit_code(gate: GateResult, run_exit_code: int = 0) -> int:
 
 # -- Markdown for a CI job summary ---------------------------------------------------------------
 
-_MD_ESCAPE = re.compile(r"([|\\`*_<>\[\]])")
 #: GitHub caps a step summary at 1 MiB; stay far below and say what was left out.
 MAX_MARKDOWN_ROWS = 200
-
-
-def _md(text: object) -> str:
-    return _MD_ESCAPE.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
 def markdown(result: GateResult, title: str = "Parity gate", gating: bool = True) -> str:
@@ -228,22 +223,24 @@ def markdown(result: GateResult, title: str = "Parity gate", gating: bool = True
     tolerances used. Plain Markdown (no HTML, no ANSI), small enough for $GITHUB_STEP_SUMMARY."""
     icon = "✅" if result.passed else "❌"
     title = title if gating else "Parity check"
-    verdict = _md(result.summary(gating))
-    lines = [f"### {icon} {_md(title)}: {'passed' if result.passed else 'FAILED'}", "", verdict, ""]
+    verdict = markdown_text(result.summary(gating))
+    lines = [f"### {icon} {markdown_text(title)}: {'passed' if result.passed else 'FAILED'}", "", verdict, ""]
     failures = result.failures
     if failures:
         lines += ["| artifact | runtime | precision | shape | problem |", "| --- | --- | --- | --- | --- |"]
         for c in failures[:MAX_MARKDOWN_ROWS]:
             problem = c.error or "; ".join(str(v) for v in c.violations)
-            lines.append(f"| `{c.artifact}` | {_md(c.runtime)} | {c.precision} | {_md(c.shape)} | {_md(problem)} |")
+            lines.append(
+                f"| `{c.artifact}` | {markdown_text(c.runtime)} | {c.precision} | {markdown_text(c.shape)} | {markdown_text(problem)} |"
+            )
         if len(failures) > MAX_MARKDOWN_ROWS:
             lines.append(f"\n… and {len(failures) - MAX_MARKDOWN_ROWS} more failing checks (see the JUnit report)")
         explained = [c for c in failures if c.explanation]
         for c in explained[:10]:
-            head = f"**Where `{c.artifact}` diverges** ({_md(c.runtime)}, {_md(c.shape)}):"
+            head = f"**Where `{c.artifact}` diverges** ({markdown_text(c.runtime)}, {markdown_text(c.shape)}):"
             lines += ["", head, "", "```", c.explanation, "```"]
         lines.append("")
-    lines += ["Tolerances (" + _md(result.config.source) + "):", ""]
+    lines += ["Tolerances (" + markdown_text(result.config.source) + "):", ""]
     lines += ["| precision | " + " | ".join(METRIC_RANGES) + " |", "| --- |" + " --- |" * len(METRIC_RANGES)]
     for precision, tol in result.config.precisions.items():
         cells = [("-" if getattr(tol, m) is None else f"{getattr(tol, m):g}") for m in METRIC_RANGES]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,16 @@ def to_csv(result: CompareResult) -> str:
     return buf.getvalue()
 
 
-def _md_escape(text: str) -> str:
+_MD_SPECIAL = re.compile(r"([|\\`*_<>\[\]])")
+
+
+def markdown_text(text: object) -> str:
+    """Plain text (a warning, a path, an error) as Markdown that shows it as written, on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def _md_cell(text: str) -> str:
+    """A table cell that holds our own Markdown (`code`, **bold**): only what would break the row is escaped."""
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -247,10 +257,9 @@ def to_markdown(result: CompareResult) -> str:
             "",
         ]
     for warning in result.warnings:
-        lines += [f"> **Warning:** {_md_escape(warning)}", ""]
+        lines += [f"> **Warning:** {markdown_text(warning)}", ""]
     cols = [c for c in _columns(result)]
     cols.insert(cols.index("p50 ms") + 1, "p90 ms")
-    cols.insert(cols.index("cosine"), "rel L2")
     cols.insert(cols.index("top-1") + 1, "top-5")
     lines.append("| " + " | ".join(cols) + " |")
     right = {"batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup", "rel L2", "cosine", "top-1", "top-5"}
@@ -263,10 +272,10 @@ def to_markdown(result: CompareResult) -> str:
         cells["artifact"] = f"`{row.artifact_key}`"
         if cells["result"] != "pass":
             cells["result"] = f"**{cells['result']}**"
-        lines.append("| " + " | ".join(_md_escape(cells[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_md_cell(cells[c]) for c in cols) + " |")
     lines.append("")
     for line in notes(result):
-        lines.append(f"- {_md_escape(line)}")
+        lines.append(f"- {markdown_text(line)}")
     if result.floor:
         lines += ["", *floor_markdown(result.floor)]
     return "\n".join(lines) + "\n"
@@ -294,7 +303,7 @@ def floor_markdown(floor: dict[str, Any]) -> list[str]:
     for f in floor["rows"]:
         x = f["x_floor"]
         lines.append(
-            f"| {_md_escape(f['label'])} | {f['precision']} | {f['batch']} | {f['size'][0]}x{f['size'][1]} | "
+            f"| {markdown_text(f['label'])} | {f['precision']} | {f['batch']} | {f['size'][0]}x{f['size'][1]} | "
             f"{'yes' if f['copies_included'] else 'no'} | {f['p50_ms']:.3f} | {_f(f['floor_ms'], '.3f')} | "
             f"{f['bound']} | {_f(x, '.1f')} | {'-' if not x else f'{100 / x:.1f}%'} |"
         )
