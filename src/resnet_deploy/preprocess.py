@@ -213,7 +213,7 @@ def describe_ignored(ignored: Sequence[Path]) -> str | None:
         parts[-1] += " (not read: convert to .png/.jpg)"
     if hidden:
         parts.append(f"{len(hidden)} hidden (first: {hidden[0].name})")
-    return f"ignored {len(ignored)} file{'s' if len(ignored) != 1 else ''}: " + ", ".join(parts)
+    return f"ignored {plural(len(ignored), 'file')}: " + ", ".join(parts)
 
 
 def load_file(path: Path, pre: Preprocess) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from resnet_deploy import console
-from resnet_deploy.benchmarks.default_set import DEFAULT_IMAGES, build_default_set, fit_range
+from resnet_deploy.benchmarks.default_set import DEFAULT_IMAGES, prepare_workspace
 from resnet_deploy.benchmarks.latency import LatencyStats, default_threads, measure
 from resnet_deploy.benchmarks.parity import (
     ParityMetrics,
@@ -235,12 +235,12 @@ class _Job:
     unusable: str | None = None
 
 
-def _load_parity_images(pipe: Pipeline, options: CompareOptions, warnings: list[str]) -> tuple[np.ndarray, str | None]:
+def _load_parity_images(pipe: Pipeline, options: CompareOptions, warned: list[str]) -> tuple[np.ndarray, str | None]:
     folder = options.images
     if folder is None and DEFAULT_IMAGES.is_dir():
         folder = DEFAULT_IMAGES
     if folder is None:
-        warnings.append(
+        warned.append(
             "no parity images (no ./calibration folder and no --images): parity uses 16 random-normal inputs, "
             "which says little about INT8/FP16 accuracy; pass --images DIR of real images"
         )
@@ -249,9 +249,9 @@ def _load_parity_images(pipe: Pipeline, options: CompareOptions, warnings: list[
         return rng.standard_normal((16, 3, crop, crop), dtype=np.float32), None
     images = load_folder(Path(folder), pipe.preprocess, options.max_images, "parity image")
     for path, why in images.skipped:
-        warnings.append(f"skipped parity image {path.name}: {why}")
+        warned.append(f"skipped parity image {path.name}: {why}")
     if images.ignored:
-        warnings.append(f"parity images: {describe_ignored(images.ignored)}")
+        warned.append(f"parity images: {describe_ignored(images.ignored)}")
     return images.tensors, str(folder)
 
 
@@ -401,43 +401,19 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
     threads = options.threads or default_threads()
     crop = pipe.preprocess.crop
     batches, sizes = _shapes(pipe, options)
-    warnings: list[str] = []
+    warned: list[str] = list(
+        pipe.notes
+    )  # what opening the model found worth saying (a preprocessing unlike the record)
     skipped: list[str] = []
-    built: list[str] = []
-    warnings += pipe.notes  # what opening the model found worth saying (a preprocessing unlike the record)
 
-    if options.build and not options.artifacts and not pipe.current_artifacts():
-        if options.fit_range:
-            fit_range(pipe, batches, sizes)
-        else:  # the range was given: every row outside it would fail, after minutes of building
-            rng = pipe.shape_range
-            outside = [(b, 3, h, w) for b in batches for h, w in sizes if not rng.contains((b, 3, h, w))]
-            if outside:
-                raise UsageError(
-                    f"the benchmark shape {format_shape(outside[0])} is outside the range "
-                    f"{format_shape(rng.min)} .. {format_shape(rng.max)} the default set would be exported for",
-                    "widen --min-shape/--max-shape to hold every --batch and --size, or drop them to fit the range "
-                    "to the benchmark",
-                )
-        built, notes = build_default_set(pipe, device, options.calib_dir)
-        warnings += notes
-    elif not options.build and not options.artifacts and not pipe.ws.artifacts:
-        # a --workspace typo, or the model's own folder passed as the workspace: not a clean pass
-        warnings.append(
-            f"{pipe.ws.dir} holds no artifacts of {pipe.ws.name}: only PyTorch runs (--workspace is the folder "
-            f"resnet-export wrote to, which holds {pipe.ws.name}/; drop --no-build to build the default set)"
-        )
-    elif options.calib_dir is not None:  # the workspace had artifacts: said, not dropped in silence
-        warnings.append(
-            f"--calib {options.calib_dir} not used: the workspace already holds artifacts, and the default set "
-            "is built only into an empty one (re-export INT8 with resnet-export onnx --int8 --calib DIR)"
-        )
+    built, notes = prepare_workspace(pipe, options, device, batches, sizes)
+    warned += notes
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         jobs = _jobs(pipe, options, device, skipped)  # first: a --runtimes with nothing to run fails before any work
-        images, images_dir = _load_parity_images(pipe, options, warnings)
+        images, images_dir = _load_parity_images(pipe, options, warned)
         with console.step(f"reference logits (PyTorch FP32 eager, CPU) on {len(images)} images"):
             refs = {size: _reference_logits(pipe.model, resize_batch(images, size)) for size in sizes}
         # the degenerate check is made at the crop size, on the images exactly as the model sees them
@@ -445,22 +421,22 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
         distinct = distinct_predictions(main_ref)
         degenerate_msg = degenerate_warning(main_ref, pipe.source.num_classes)
         if degenerate_msg:
-            warnings.append(degenerate_msg)
+            warned.append(degenerate_msg)
 
         rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
         noisy = noise_warning([r for r, _ in rows])
         if noisy:
-            warnings.append(noisy)
-        warnings += opt_shape_notes([j.artifact for j in jobs], [(b, 3, h, w) for b in batches for h, w in sizes])
+            warned.append(noisy)
+        warned += opt_shape_notes([j.artifact for j in jobs], [(b, 3, h, w) for b in batches for h, w in sizes])
         floor, floor_code = None, 0
         if options.floor:
             try:
                 floor = _floor([r for r, _ in rows], pipe, device)
                 if floor.get("warning"):
-                    warnings.append(floor["warning"])
+                    warned.append(floor["warning"])
             except Exception as exc:  # said, and in the exit code, but the rows already measured are reported
                 text, floor_code = _error_text(exc)
-                warnings.append(f"--floor not computed: {text}")
+                warned.append(f"--floor not computed: {text}")
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -477,7 +453,7 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
         parity_size=(crop, crop),
         warmup=options.warmup,
         iters=options.iters,
-        warnings=warnings,
+        warnings=warned,
         skipped=skipped,
         built=built,
         tools=tool_versions(),

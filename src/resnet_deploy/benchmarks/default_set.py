@@ -18,6 +18,7 @@ from resnet_deploy import console
 from resnet_deploy.runtimes.base import Artifact, device_name
 
 if TYPE_CHECKING:
+    from resnet_deploy.benchmarks.compare import CompareOptions
     from resnet_deploy.pipeline import Pipeline
 
 #: parity and calibration images when none are given: the photos bundled with the project
@@ -78,6 +79,43 @@ def build_default_set(pipe: Pipeline, device: str, calib_dir: Path | None) -> tu
     if device.startswith("cuda"):
         notes.extend(_build_engines(pipe, device, calib, add))
     return built, notes
+
+
+def prepare_workspace(
+    pipe: Pipeline, options: CompareOptions, device: str, batches: list[int], sizes: list[tuple[int, int]]
+) -> tuple[list[str], list[str]]:
+    """What compare needs before it measures: the default set, built into an empty workspace for the shapes
+    it will run. Returns (built keys, notes for the report); what cannot be right fails here, before minutes
+    of building."""
+    from resnet_deploy.errors import UsageError
+    from resnet_deploy.shapes import format_shape
+
+    if options.build and not options.artifacts and not pipe.current_artifacts():
+        if options.fit_range:
+            fit_range(pipe, batches, sizes)
+        else:  # the range was given: every row outside it would fail, after minutes of building
+            rng = pipe.shape_range
+            outside = [(b, 3, h, w) for b in batches for h, w in sizes if not rng.contains((b, 3, h, w))]
+            if outside:
+                raise UsageError(
+                    f"the benchmark shape {format_shape(outside[0])} is outside the range "
+                    f"{format_shape(rng.min)} .. {format_shape(rng.max)} the default set would be exported for",
+                    "widen --min-shape/--max-shape to hold every --batch and --size, or drop them to fit the range "
+                    "to the benchmark",
+                )
+        return build_default_set(pipe, device, options.calib_dir)
+    if not options.build and not options.artifacts and not pipe.ws.artifacts:
+        # a --workspace typo, or the model's own folder passed as the workspace: not a clean pass
+        return [], [
+            f"{pipe.ws.dir} holds no artifacts of {pipe.ws.name}: only PyTorch runs (--workspace is the folder "
+            f"resnet-export wrote to, which holds {pipe.ws.name}/; drop --no-build to build the default set)"
+        ]
+    if options.calib_dir is not None:  # the workspace had artifacts: said, not dropped in silence
+        return [], [
+            f"--calib {options.calib_dir} not used: the workspace already holds artifacts, and the default set "
+            "is built only into an empty one (re-export INT8 with resnet-export onnx --int8 --calib DIR)"
+        ]
+    return [], []
 
 
 def fit_range(pipe: Pipeline, batches: list[int], sizes: list[tuple[int, int]]) -> bool:

@@ -6,11 +6,11 @@ reads as a pass, so every request that cannot be met here fails now, with the re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from resnet_deploy import console
+from resnet_deploy.benchmarks.latency import default_threads
 from resnet_deploy.errors import DeployError, MissingDependencyError, UsageError
 from resnet_deploy.preprocess import require_inputs
 from resnet_deploy.runtimes.base import Artifact, RuntimeSpec, cuda_reason, parse_device, registry, runtimes_for
@@ -71,7 +71,7 @@ def validate_options(options: CompareOptions) -> str:
         raise UsageError("--iters must be >= 1 and --warmup >= 0")
     if options.threads is not None and options.threads < 1:
         raise UsageError("--threads must be >= 1")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = default_threads()
     if options.threads is not None and options.threads > cores:
         console.warn(
             f"--threads {options.threads} is more than the {cores} cores this process may use: "

@@ -16,6 +16,7 @@ from typing import Any
 from resnet_deploy.benchmarks.compare import CompareResult, Row
 from resnet_deploy.benchmarks.latency import LatencyStats
 from resnet_deploy.benchmarks.parity import ParityMetrics
+from resnet_deploy.console import plural
 from resnet_deploy.errors import UsageError
 from resnet_deploy.workspace import atomic_path, atomic_write_text, check_output_file
 
@@ -91,7 +92,7 @@ def _columns(result: CompareResult) -> list[str]:
 def notes(result: CompareResult) -> list[str]:
     """Lines under the table: what the numbers are, warnings, failures and their reasons."""
     out = [
-        f"reference: PyTorch FP32 eager on the CPU, {result.images} parity image{'s' * (result.images != 1)}"
+        f"reference: PyTorch FP32 eager on the CPU, {plural(result.images, 'parity image')}"
         + (f" from {result.images_dir}" if result.images_dir else " (random inputs)")
         + f", preprocessed at {result.parity_size[0]}x{result.parity_size[1]}"
         + (
@@ -240,7 +241,7 @@ def to_markdown(result: CompareResult) -> str:
         "",
         f"**{verdict}** · device `{result.device}`"
         + (f" ({env['device_name']})" if env.get("device_name") else "")
-        + f" · {result.threads} CPU threads · {result.images} parity image{'s' * (result.images != 1)}"
+        + f" · {result.threads} CPU threads · {plural(result.images, 'parity image')}"
         + f" · {result.seconds:.0f} s",
         "",
     ]

@@ -101,9 +101,10 @@ def check_artifact(
 ) -> dict[str, Any]:
     """Run a freshly written artifact against PyTorch; the manifest info for `Pipeline.build` on success."""
     from resnet_deploy import console
+    from resnet_deploy.console import plural
     from resnet_deploy.runtimes.base import create
 
-    with console.step(f"verify {artifact.key} against PyTorch at {len(shapes)} shape{'s' if len(shapes) != 1 else ''}"):
+    with console.step(f"verify {artifact.key} against PyTorch at {plural(len(shapes), 'shape')}"):
         runtime = create(runtime_name, artifact, device)
         try:
             result = verify(model, runtime, shapes, max_rel_l2, artifact.key or "")
