@@ -209,7 +209,7 @@ def row_floor(
     num_classes: int,
     ceilings: Ceilings,
 ) -> RowFloor | None:
-    """The floor of one benchmark row (a `compare.Row` with latency), or None when it has no latency."""
+    """The floor of one benchmark row (a `results.Row` with latency), or None when it has no latency."""
     if row.latency is None:
         return None
     batch, (h, w) = row.batch, row.size

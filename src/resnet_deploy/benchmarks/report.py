@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.benchmarks.compare import CompareResult, Row
 from resnet_deploy.benchmarks.latency import LatencyStats
 from resnet_deploy.benchmarks.parity import ParityMetrics
+from resnet_deploy.benchmarks.results import CompareResult, Row
 from resnet_deploy.console import plural
 from resnet_deploy.errors import UsageError
 from resnet_deploy.workspace import atomic_path, atomic_write_text, check_output_file
