@@ -18,11 +18,11 @@ from resnet_deploy.cli.export import app
 from resnet_deploy.errors import VerificationError
 from resnet_deploy.export.onnx import export_onnx
 from resnet_deploy.export.verify import reference_logits
+from resnet_deploy.files import sha256_file
 from resnet_deploy.models import ARCHITECTURES
 from resnet_deploy.pipeline import ModelOptions, Pipeline
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.shapes import ShapeRange
-from resnet_deploy.workspace import sha256_file
 from tests.privileges import run_unprivileged
 
 runner = CliRunner()

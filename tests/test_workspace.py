@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from resnet_deploy.workspace import Workspace, atomic_path, atomic_write_text
+from resnet_deploy.files import atomic_path, atomic_write_text
+from resnet_deploy.workspace import Workspace
 
 
 def _record(root: Path, key: str, payload: bytes) -> None:
@@ -110,7 +111,7 @@ def test_a_command_that_makes_nothing_leaves_no_folder(tmp_path: Path) -> None:
 def test_the_recorded_hash_is_of_the_file_this_command_wrote(tmp_path: Path) -> None:
     """Two commands building the same artifact at once: each records the hash of its own file, so if the
     other's file replaced it in between, the entry reads as modified and is rebuilt, never trusted."""
-    from resnet_deploy.workspace import sha256_file
+    from resnet_deploy.files import sha256_file
 
     ws = Workspace(tmp_path, "resnet18")
     target = ws.path("model.bin")

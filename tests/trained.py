@@ -114,7 +114,7 @@ def build(cache: Path = CACHE) -> TrainedModel:
     import torchvision
     from PIL import Image
 
-    from resnet_deploy.workspace import atomic_path
+    from resnet_deploy.files import atomic_path
 
     paths = _photos()
     classes = [p.stem for p in paths]

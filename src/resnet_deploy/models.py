@@ -27,8 +27,8 @@ from resnet_deploy.checkpoints import (
 )
 from resnet_deploy.console import listing, plural
 from resnet_deploy.errors import UsageError
+from resnet_deploy.files import sha256_file
 from resnet_deploy.preprocess import Preprocess
-from resnet_deploy.workspace import sha256_file
 
 ARCHITECTURES = (
     "resnet18",

@@ -16,11 +16,12 @@ from rich.markup import escape
 
 from resnet_deploy import console
 from resnet_deploy.errors import DeployError, UsageError
+from resnet_deploy.files import atomic_path, check_writable, sha256_file, sha256_json
 from resnet_deploy.models import load_model
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.runtimes.base import Artifact
 from resnet_deploy.shapes import ShapeRange, make_range
-from resnet_deploy.workspace import Workspace, atomic_path, check_writable, sha256_file, sha256_json
+from resnet_deploy.workspace import Workspace
 
 DEFAULT_MODEL = "resnet50"
 DEFAULT_WORKSPACE = Path("artifacts")

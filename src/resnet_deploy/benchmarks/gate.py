@@ -307,7 +307,7 @@ def finish(
     from rich.markup import escape
 
     from resnet_deploy import console
-    from resnet_deploy.workspace import atomic_write_text
+    from resnet_deploy.files import atomic_write_text
 
     result = evaluate(run.rows, config)
     for rule in config.unmatched(run.rows):

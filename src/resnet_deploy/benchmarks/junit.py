@@ -14,7 +14,7 @@ from pathlib import Path
 
 from resnet_deploy.benchmarks.gate import GateCase, GateResult
 from resnet_deploy.errors import UsageError
-from resnet_deploy.workspace import atomic_write_text
+from resnet_deploy.files import atomic_write_text
 
 SUITE = "resnet-deploy parity gate"
 

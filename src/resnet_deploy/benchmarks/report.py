@@ -18,7 +18,7 @@ from resnet_deploy.benchmarks.parity import ParityMetrics
 from resnet_deploy.benchmarks.results import CompareResult, Row
 from resnet_deploy.console import plural
 from resnet_deploy.errors import UsageError
-from resnet_deploy.workspace import atomic_path, atomic_write_text, check_output_file
+from resnet_deploy.files import atomic_path, atomic_write_text, check_output_file
 
 LATENCY_FIELDS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "images_per_s")
 PARITY_FIELDS = ("max_abs", "mean_abs", "rel_l2", "cosine", "min_cosine", "top1_agreement", "top5_overlap", "count")

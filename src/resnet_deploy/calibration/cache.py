@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
-from resnet_deploy.workspace import as_json, atomic_write_text, changed_keys, now, sha256_json
+from resnet_deploy.files import atomic_write_text, sha256_json
+from resnet_deploy.workspace import as_json, changed_keys, now
 
 SCHEMA = 1
 

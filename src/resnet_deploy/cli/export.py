@@ -242,7 +242,7 @@ def trt(
 
     from resnet_deploy import console, engines
     from resnet_deploy.errors import UsageError
-    from resnet_deploy.workspace import check_output_file
+    from resnet_deploy.files import check_output_file
 
     size = engines.parse_bytes(workspace_size)
     for option, path, example in (

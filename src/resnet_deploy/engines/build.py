@@ -19,9 +19,10 @@ from resnet_deploy.engines.environment import (
 from resnet_deploy.engines.profile import profile_shapes
 from resnet_deploy.engines.tensorrt_api import build_engine
 from resnet_deploy.errors import UsageError, VerificationError
+from resnet_deploy.files import sha256_file
 from resnet_deploy.runtimes.base import Artifact, device_index
 from resnet_deploy.shapes import ShapeRange, format_shape
-from resnet_deploy.workspace import now, sha256_file
+from resnet_deploy.workspace import now
 
 if TYPE_CHECKING:
     from resnet_deploy.pipeline import Pipeline
@@ -149,7 +150,7 @@ def engine_from_onnx(
 ) -> Path:
     """Build an engine from any ONNX file (no workspace); its build record goes to `<engine>.json`."""
     from resnet_deploy.export.onnx import input_dims, onnx_precision, read_onnx
-    from resnet_deploy.workspace import atomic_path
+    from resnet_deploy.files import atomic_path
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():

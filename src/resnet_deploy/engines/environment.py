@@ -16,7 +16,7 @@ from typing import Any
 
 from resnet_deploy import console
 from resnet_deploy.errors import MissingDependencyError, UsageError, first_line
-from resnet_deploy.workspace import atomic_write_text
+from resnet_deploy.files import atomic_write_text
 
 #: The oldest TensorRT whose Python API has everything used here (name-based I/O, execute_async_v3).
 MIN_VERSION = (8, 6)

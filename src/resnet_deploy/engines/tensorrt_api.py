@@ -115,7 +115,7 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
     cache = config.get_timing_cache()
     if cache is None:
         return
-    from resnet_deploy.workspace import atomic_write_bytes
+    from resnet_deploy.files import atomic_write_bytes
 
     atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
 

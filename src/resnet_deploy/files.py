@@ -1,0 +1,140 @@
+"""Files written safely: hashes, atomic writes that leave nothing behind on failure, writability probes.
+
+Every artifact, report, cache and manifest goes through here, so "a killed command leaves the previous file
+or none, never half of one" holds everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy.errors import UsageError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds.
+
+    An interrupted or failing writer therefore leaves either the old file or nothing, never half a file.
+    """
+    path = Path(path)
+    created = _make_parents(path.parent)
+    try:
+        # keep the real suffix last: some writers and readers go by it (torch.export warns unless ".pt2")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
+            os.replace(tmp_path, path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return the ones made, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Undo `_make_parents` after a failure (a Ctrl-C before the first artifact, a failed export), so a
+    command that made nothing leaves no empty `artifacts/<model>/` behind. A folder something else has
+    written into since is kept."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def why_not_writable(folder: Path) -> str | None:
+    """Why files cannot be made in `folder` (created if missing), read off its nearest existing ancestor;
+    None when they can. Cheap, so commands ask before minutes of work rather than after."""
+    existing = _nearest_existing(Path(folder))
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+def check_output_file(option: str, path: Path, example: str = "out") -> None:
+    """A file an option names (a report, a timing cache, an engine) can be written there: checked before
+    the minutes of work whose result it would hold, not after. `example`: a file name for the hint."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder", f"give a file name, e.g. {option} {path / example}")
+    reason = why_not_writable(path.parent) or _probe_write(path.parent)
+    if reason:
+        raise UsageError(f"{option} {path}: {reason}", "pass a path in a writable folder")
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, with the fix, rather than after minutes of export."""
+    folder = Path(folder)
+    reason = why_not_writable(folder) or _probe_write(folder)
+    if reason:
+        raise UsageError(f"workspace {folder}: {reason}", "pass another, writable --workspace DIR")
+
+
+def _probe_write(folder: Path) -> str | None:
+    """Why a file cannot be made where `folder` is (or will be made), by making one: `os.access` says yes
+    to root on a read-only mount and to paths like /proc. Nothing is created that stays."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=_nearest_existing(folder), prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{_nearest_existing(folder)} is not writable ({exc.strerror})"
+    return None
