@@ -44,6 +44,17 @@ def test_defaults_are_the_parity_defaults() -> None:
     assert cfg.tolerance_for("int8", "onnx-int8", "/x/resnet50.int8.onnx") == DEFAULT_TOLERANCES["int8"]
 
 
+def test_compare_options_take_a_plain_tolerance_table() -> None:
+    """A library caller may pass {precision: Tolerance}, as DEFAULT_TOLERANCES is: judged by it, not a traceback."""
+    from resnet_deploy.benchmarks.compare import CompareOptions
+    from resnet_deploy.benchmarks.parity import Tolerance
+
+    strict = {**DEFAULT_TOLERANCES, "fp32": Tolerance(max_rel_l2=0.0)}
+    options = CompareOptions(tolerances=strict)
+    assert options.tolerances.tolerance_for("fp32", "onnx-fp32", "ws/a.onnx") == Tolerance(max_rel_l2=0.0)
+    assert options.tolerances.tolerance_for("int8") == DEFAULT_TOLERANCES["int8"]
+
+
 def test_tolerance_file_overrides_per_precision_metric_and_artifact(tmp_path: Path) -> None:
     f = tmp_path / "tol.toml"
     f.write_text(
@@ -402,6 +413,34 @@ def test_the_same_weights_in_another_container_are_the_same_model(trained, tmp_p
     changed["fc.bias"][0] += 1e-3  # one value: another model
     torch.save(changed, plain)
     assert Pipeline(opts, ws).source.weights_sha256 != first.source.weights_sha256
+
+
+def test_a_workspace_that_named_the_checkpoint_by_its_file_hash_is_kept(trained, tmp_path: Path) -> None:
+    """Manifests written before checkpoints were known by their tensors name them by the file's sha256. Opened
+    with that same file and no options, such a workspace keeps its preprocessing and its artifacts (they used
+    to read as "made from other weights", and the recorded --crop was dropped for the weights' own)."""
+    import json
+
+    from resnet_deploy.files import sha256_file, sha256_json
+    from resnet_deploy.pipeline import ModelOptions, Pipeline
+
+    ws = tmp_path / "ws"
+    made = trained.pipeline(ws, dynamic=False).onnx()
+    manifest_path = ws / trained.architecture / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    file_hash = sha256_file(trained.checkpoint)  # what an older resnet-deploy recorded
+    manifest["model"]["weights_sha256"] = file_hash
+    for entry in manifest["artifacts"].values():
+        entry["inputs"]["model"]["weights_sha256"] = file_hash
+        entry["model_sha256"] = sha256_json(entry["inputs"]["model"])
+    manifest_path.write_text(json.dumps(manifest))
+
+    again = Pipeline(ModelOptions(trained.architecture, None), ws)  # weights and preprocessing as recorded
+    assert (again.preprocess.resize, again.preprocess.crop) == (trained.resize, trained.crop)
+    assert again.why_unusable("onnx-fp32") is None and not again.notes
+    assert again.onnx().entry["created"] == made.entry["created"]  # reused, not rebuilt
+    saved = json.loads(manifest_path.read_text())
+    assert saved["model"]["weights_sha256"] == again.source.weights_sha256 != file_hash
 
 
 def test_an_artifact_left_from_other_weights_fails_the_gate(trained, tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def anchors(report: dict) -> list[str]:
         # Ampere and later; our speedup column divides IEEE FP32 eager. Quote both, so the anchor compares alike.
         stock = [r for r in at_top if r["precision"] == "tf32" and r["runtime"].startswith("torch-eager")]
         over_stock = (
-            f"{stock[0]['latency']['mean_ms'] / f['latency']['mean_ms']:.1f}x over eager TF32 (PyTorch's default), "
+            f"{stock[0]['latency']['p50_ms'] / f['latency']['p50_ms']:.1f}x over eager TF32 (PyTorch's default), "
             if stock
             else ""
         )

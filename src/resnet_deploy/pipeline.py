@@ -15,6 +15,7 @@ from typing import Any
 from rich.markup import escape
 
 from resnet_deploy import console
+from resnet_deploy.console import plural
 from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.files import atomic_path, check_writable, sha256_file, sha256_json
 from resnet_deploy.models import load_model
@@ -161,6 +162,7 @@ class Pipeline:
                     "recorded last]",
                     exc.hint,
                 ) from None
+        self._adopt_tensors_hash(previous)
         self.preprocess = self._preprocess(options, previous)
         if isinstance(shapes, ShapeRequest):
             shape_range = shapes.resolve(self.preprocess.crop)
@@ -177,6 +179,25 @@ class Pipeline:
         self._checked: dict[str, dict[str, Any]] = {}  # artifact key -> fingerprint verified this run
         self.ws.set_source(self.source.to_dict(), self.preprocess.to_dict())
         self.set_range(shape_range)
+
+    def _adopt_tensors_hash(self, previous: dict[str, Any]) -> None:
+        """A manifest from before checkpoints were known by their tensors' sha256 records the file's: when that is
+        this file's, it is this model, and the workspace is moved over to the tensors' hash (its artifacts and
+        recorded preprocessing kept), not treated as other weights."""
+        recorded, now = previous.get("weights_sha256"), self.source.weights_sha256
+        weights = Path(self.options.weights)
+        if not recorded or not now or recorded == now or previous.get("architecture") != self.source.architecture:
+            return
+        if not weights.is_file() or sha256_file(weights) != recorded:
+            return
+        old = {**self.source.fingerprint(), "weights_sha256": recorded}
+        kept = self.ws.rename_model(old, self.source.fingerprint())
+        previous["weights_sha256"] = now
+        self.ws.save()  # once: the next command finds the tensors' hash and does not hash the file again
+        console.info(
+            f"[dim]{escape(str(self.ws.manifest_path))} named {weights.name} by its file's sha256 (an older "
+            f"resnet-deploy): now by its tensors', {plural(kept, 'artifact')} kept[/]"
+        )
 
     def _preprocess(self, options: ModelOptions, previous: dict[str, Any]) -> Preprocess:
         """Each of resize/crop/mean/std: the flag, else what this workspace recorded for these same weights

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.files import atomic_write_text, sha256_file
+from resnet_deploy.files import atomic_write_text, sha256_file, sha256_json
 
 if TYPE_CHECKING:
     from resnet_deploy.preprocess import Preprocess
@@ -166,6 +166,24 @@ class Workspace:
         """Record the source model; a different model makes every artifact stale (kept until rebuilt)."""
         self.manifest["model"] = model
         self.manifest["preprocess"] = preprocess
+
+    def rename_model(self, old: dict[str, Any], new: dict[str, Any]) -> int:
+        """Record the model once known by fingerprint `old` under `new` (the same weights, identified another
+        way): its artifacts stay fresh instead of being rebuilt or refused. Returns how many entries changed."""
+        old, new = as_json(old), as_json(new)
+        old_hash, new_hash = sha256_json(old), sha256_json(new)
+        changed = 0
+        for entry in self.artifacts.values():
+            inputs = entry.get("inputs") or {}
+            if entry.get("model_sha256") == old_hash:
+                entry["model_sha256"] = new_hash
+                changed += 1
+            if inputs.get("model") == old:
+                inputs["model"] = new
+        model = self.manifest.get("model")
+        if isinstance(model, dict) and model.get("weights_sha256") == old.get("weights_sha256"):
+            model["weights_sha256"] = new.get("weights_sha256")
+        return changed
 
     def why_stale(self, key: str, fingerprint: dict[str, Any]) -> str | None:
         """What makes `key` unusable: the inputs that changed (`input.max`, `model.weights`, ...), a file

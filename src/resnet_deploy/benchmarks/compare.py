@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from resnet_deploy import console
 from resnet_deploy.benchmarks.default_set import DEFAULT_IMAGES, prepare_workspace
 from resnet_deploy.benchmarks.latency import default_threads, measure
 from resnet_deploy.benchmarks.parity import (
+    Tolerance,
     Violation,
     check,
     compare,
@@ -82,12 +84,17 @@ class CompareOptions:
     artifacts: list[Path] = field(default_factory=list)  # extra files from anywhere
     build: bool = True  # build the default set when the workspace has no artifacts (and no --artifact)
     calib_dir: Path | None = None  # for the default INT8 build; None = ./calibration when it exists
-    tolerances: Tolerances = field(default_factory=Tolerances)  # per precision and per artifact
+    #: per precision and per artifact (`load_tolerances`); a {precision: Tolerance} mapping is taken too
+    tolerances: Tolerances | Mapping[str, Tolerance] = field(default_factory=Tolerances)
     floor: bool = False  # measure this device's peak rates and report each row's distance from its floor
     #: when the default set is built and --batch/--size fall outside the pipeline's (default) range, export
     #: for exactly the shapes asked for instead; False when the user gave the range (--min/--max-shape)
     fit_range: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tolerances, Mapping):  # one Tolerance per precision, as DEFAULT_TOLERANCES: no rules
+            self.tolerances = Tolerances(dict(self.tolerances))
 
 
 # -- the run --------------------------------------------------------------------------------------

@@ -292,6 +292,18 @@ def _explain_failures(result: GateResult, pipe: Pipeline, images: Any) -> None:
         case.explanation = done[key]
 
 
+def _spread(images: Any) -> Any:
+    """At most explain's MAX_IMAGES of the parity images, evenly spread over them (a folder sorted by class
+    would give its first class or two from the front)."""
+    import numpy as np
+
+    from resnet_deploy.benchmarks.explain import MAX_IMAGES
+
+    if images is None or len(images) <= MAX_IMAGES:
+        return images
+    return images[np.linspace(0, len(images) - 1, MAX_IMAGES).round().astype(int)]
+
+
 def finish(
     run: Any,
     pipe: Pipeline,
@@ -314,7 +326,7 @@ def finish(
         keys = ", ".join(sorted({r.artifact_key for r in run.rows}))
         console.warn(f'{config.source}: [artifact."{rule.pattern}"] matched no artifact of this run (keys: {keys})')
     if explain and result.failures:
-        _explain_failures(result, pipe, run.parity_images)
+        _explain_failures(result, pipe, _spread(run.parity_images))
     if junit is not None:
         from resnet_deploy.benchmarks.junit import write_junit
 
