@@ -181,6 +181,19 @@ def test_gate_explains_each_failure_at_the_size_its_row_ran(model, images, tampe
     assert "96x96" in gate.markdown(result)
 
 
+def test_gradual_growth_is_not_blamed_on_one_stage() -> None:
+    """INT8 drifting past its noise level in layer3 without any jump is accumulation, not a broken layer3."""
+    rel = {"stem": 0.05, "layer1": 0.09, "layer2": 0.14, "layer3": 0.27, "layer4": 0.3, "head": 0.31}
+    stages = [ex.StageError(k, v, 1.0, 0.99, (1,)) for k, v in rel.items()]
+    floor = ex.NOISE_FLOOR["int8"]
+    drift = ex.Explanation("q.onnx", "test", stages, ex.first_jump(list(rel.items()), floor), floor=floor)
+    assert drift.first == "layer3" and "grows gradually" in drift.verdict() and "look at" not in drift.verdict()
+    rel["layer3"] = 2.0  # 14x layer2: that stage
+    stages = [ex.StageError(k, v, 1.0, 0.99, (1,)) for k, v in rel.items()]
+    broken = ex.Explanation("q.onnx", "test", stages, ex.first_jump(list(rel.items()), floor), floor=floor)
+    assert broken.first == "layer3" and "diverges first at layer3" in broken.verdict()
+
+
 def test_first_jump_rules() -> None:
     assert ex.first_jump([("stem", 1e-7), ("layer1", 2e-7), ("head", 0.5)], 1e-3) == "head"
     assert ex.first_jump([("stem", 0.3), ("layer1", 0.4), ("head", 0.5)], 1e-3) == "stem"

@@ -81,6 +81,13 @@ class Explanation:
             if before is not None
             else (f"rel L2 {by[self.first].rel_l2:.2e} already")
         )
+        now = by[self.first].rel_l2
+        if before is not None and np.isfinite(now) and now <= JUMP_RATIO * before:  # no jump: accumulation
+            return (
+                f"no single stage of {self.artifact} breaks it: its error grows gradually and passes rel L2 "
+                f"{self.floor:g} at {self.first} ({jump}), as rounding or quantization error adds up over the "
+                "network; for INT8: more (and more varied) calibration images or another --calib-method"
+            ) + (f"; {self.note}" if self.note else "")
         where = {
             "stem": "the stem (conv1/bn1/maxpool: weights other than the model's, or for INT8 the input's "
             "quantization range) or what happens to the input before it (channel order, normalization)",
