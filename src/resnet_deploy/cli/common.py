@@ -6,13 +6,16 @@ import functools
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 
 from resnet_deploy.console import console, stdout_console
 from resnet_deploy.errors import DeployError, UsageError, environment_error
+
+if TYPE_CHECKING:
+    from resnet_deploy.pipeline import ModelOptions, Pipeline
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -122,7 +125,7 @@ def model_options(
     crop: int | None = None,
     mean: str | None = None,
     std: str | None = None,
-) -> Any:
+) -> ModelOptions:
     from resnet_deploy.pipeline import ModelOptions
     from resnet_deploy.preprocess import parse_floats3
 
@@ -153,6 +156,7 @@ def open_pipeline(
     num_classes: int | None,
     trust: bool,
     workspace: Path,
+    *,
     dynamic: bool | None = None,
     min_shape: str | None = None,
     opt_shape: str | None = None,
@@ -163,7 +167,7 @@ def open_pipeline(
     std: str | None = None,
     static_by_default: bool = True,
     shapes_if_new: bool = False,
-) -> Any:
+) -> Pipeline:
     """Load the model into its workspace. `dynamic=None` with no shapes: the workspace's recorded range,
     else static (`static_by_default`) or the pipeline's dynamic default. `shapes_if_new`: the shapes given
     set the range only of a workspace that recorded none (`trt`: its profile must fit the recorded ONNX)."""
@@ -184,7 +188,7 @@ def open_pipeline(
     return Pipeline(options, workspace, shapes=shapes, dynamic_default=not static_by_default)
 
 
-def print_written(pipeline: Any, keys: list[str]) -> None:
+def print_written(pipeline: Pipeline, keys: list[str]) -> None:
     """The closing summary, on stdout: what was written where."""
     from rich.table import Table
 
