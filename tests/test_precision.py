@@ -185,11 +185,11 @@ def test_cli_writes_fp16_and_int8_as_typed(trained: Any, tmp_path: Path) -> None
     ("extra", "message"),
     [
         (["--int8"], "--int8 needs --calib"),
-        (["--calib", "."], "calibration options are for --int8"),
+        (["--calib", "."], "--calib only applies with --int8"),
         (["--int8", "--calib", ".", "--calib-method", "kl"], "unknown --calib-method"),
         (["--int8", "--calib", ".", "--target", "gpu"], "unknown --target"),
-        (["--calib-size", "4"], "--calib-size: calibration options are for --int8"),
-        (["--target", "cpu", "--calib-method", "minmax"], "--calib-method, --target: calibration options"),
+        (["--calib-size", "4"], "--calib-size only applies with --int8"),
+        (["--target", "cpu", "--calib-method", "minmax"], "--calib-method, --target only apply with --int8"),
         (["--int8", "--calib", str(REPO / "calibration"), "--calib-size", "0"], "--calib-size must be positive"),
         (["--int8", "--calib", str(REPO / "src")], "holds no .jpg"),  # a folder of code, not images
         (["--opset", "11"], "--opset 11 is below 18"),

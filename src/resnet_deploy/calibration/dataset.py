@@ -33,6 +33,32 @@ def check_calibration_request(folder: Path, size: int | None) -> None:
     require_inputs(Path(folder), "calibration image")
 
 
+def check_int8_options(
+    int8: bool, calib: Path | None, size: int | None, method: str | None, target: str | None = None
+) -> None:
+    """The calibration options of `resnet-export onnx` and `trt`, checked before the model loads: given without
+    --int8 they would be dropped after minutes of export, and a folder INT8 cannot use fails the same way."""
+    from resnet_deploy.calibration.quantize import check_method, recipe
+
+    options = {"--calib": calib, "--calib-size": size, "--calib-method": method, "--target": target}
+    given = [name for name, value in options.items() if value is not None]
+    if given and not int8:
+        one = len(given) == 1
+        raise UsageError(
+            f"{', '.join(given)} only appl{'ies' if one else 'y'} with --int8",
+            f"add --int8{' --calib DIR' if calib is None else ''}, or drop {'it' if one else 'them'}",
+        )
+    if not int8:
+        return
+    if calib is None:
+        raise UsageError("--int8 needs --calib DIR, a folder of real images", "e.g. --calib ./calibration")
+    if method is not None:
+        check_method(method)
+    if target is not None:
+        recipe(target)
+    check_calibration_request(calib, size)
+
+
 def load_calibration_set(folder: Path, pre: Preprocess, size: int | None = None) -> ImageSet:
     """Load `folder` (recursively), pick `size` files evenly spread, list what was skipped and why."""
     _check_size(size)

@@ -96,24 +96,14 @@ def onnx(
     workspace: common.Workspace = DEFAULT_WORKSPACE,
 ) -> None:
     """Export ONNX (one self-contained file), verified with ONNX Runtime against PyTorch; optionally FP16/INT8."""
-    from resnet_deploy.calibration.dataset import check_calibration_request
-    from resnet_deploy.calibration.quantize import DEFAULT_METHOD, check_method, recipe
-    from resnet_deploy.errors import UsageError
+    from resnet_deploy.calibration.dataset import check_int8_options
+    from resnet_deploy.calibration.quantize import DEFAULT_METHOD
     from resnet_deploy.export.onnx import check_opset
 
     # everything that can be wrong with the options is reported before the model loads
     check_opset(opset)
-    if int8 and calib is None:
-        raise UsageError("--int8 needs --calib DIR, a folder of real images", "e.g. --calib ./calibration")
-    calibration = {"--calib": calib, "--calib-size": calib_size, "--calib-method": calib_method, "--target": target}
-    given = [name for name, value in calibration.items() if value is not None]
-    if given and not int8:
-        raise UsageError(f"{', '.join(given)}: calibration options are for --int8", "add --int8, or drop them")
+    check_int8_options(int8, calib, calib_size, calib_method, target)
     calib_method, target = calib_method or DEFAULT_METHOD, target or "tensorrt"
-    if int8:
-        check_method(calib_method)
-        recipe(target)
-        check_calibration_request(calib, calib_size)
     pipe = common.open_pipeline(
         model,
         weights,
@@ -241,6 +231,7 @@ def trt(
     from rich.markup import escape
 
     from resnet_deploy import console, engines
+    from resnet_deploy.calibration.dataset import check_int8_options
     from resnet_deploy.errors import UsageError
     from resnet_deploy.files import check_output_file
 
@@ -269,22 +260,7 @@ def trt(
     if output is not None:
         raise UsageError("--output only applies with --onnx", "engines built from a model go to the workspace")
     precision = engines.precision_from_flags(fp16, int8, calib)
-    unused = [
-        name for name, value in (("--calib-method", calib_method), ("--calib-size", calib_size)) if value is not None
-    ]
-    if unused and precision != "int8":  # as `onnx` does: said now, not dropped after minutes of export
-        one = len(unused) == 1
-        raise UsageError(
-            f"{', '.join(unused)} only appl{'ies' if one else 'y'} with --int8",
-            f"add --int8 --calib DIR, or drop {'it' if one else 'them'}",
-        )
-    if precision == "int8":
-        from resnet_deploy.calibration.dataset import check_calibration_request
-        from resnet_deploy.calibration.quantize import check_method
-
-        if calib_method is not None:
-            check_method(calib_method)
-        check_calibration_request(calib, calib_size)  # before the model loads and the ONNX is made
+    check_int8_options(precision == "int8", calib, calib_size, calib_method)  # before the model loads
     # the ONNX an engine is built from: the range the workspace recorded; in a new workspace, the profile
     # asked for (else the dynamic defaults), so the ONNX made first covers it
     pipe = common.open_pipeline(
