@@ -398,6 +398,37 @@ def test_a_floor_that_cannot_be_measured_keeps_the_rows_and_says_why(trained, wo
     assert "RuntimeError: CUBLAS_STATUS_NOT_SUPPORTED when calling cublasGemmEx" in said and "more lines" not in said
 
 
+def test_a_run_cut_short_leaves_the_rows_it_measured(trained, workspace, tmp_path, monkeypatch) -> None:
+    """--json is rewritten after each artifact x runtime: interrupted (Ctrl-C, a CI or device timeout) in the
+    second runtime, the file holds the first's rows, marked partial; a run that ends overwrites it, complete."""
+    from resnet_deploy.benchmarks import compare as compare_module
+
+    out = tmp_path / "r.json"
+    real, calls = compare_module.measure, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "measure", interrupted)
+    opts = CompareOptions(
+        runtimes=["torch-eager", "onnxruntime-cpu"], iters=1, warmup=0, build=False, progress=False, partial_json=out
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(trained.pipeline(workspace), opts)
+    saved = json.loads(out.read_text())
+    assert saved["partial"] is True and [r["runtime"] for r in saved["rows"]] == ["torch-eager"]
+    assert saved["rows"][0]["latency"]["p50_ms"] > 0 and saved["rows"][0]["passed"]
+
+    monkeypatch.setattr(compare_module, "measure", real)
+    result = run_compare(trained.pipeline(workspace), opts)
+    saved = json.loads(out.read_text())
+    assert saved["partial"] is False and not result.partial
+    assert {r["runtime"] for r in saved["rows"]} == {"torch-eager", "onnxruntime-cpu"}
+
+
 def test_degenerate_reference_means_fewer_classes_than_a_third_of_what_the_images_could_show(trained) -> None:
     """Random weights often answer two or three classes for a handful of photos, not one: that is still
     flagged. The threshold is checked on the trained model's real logits, subsets of the held-out crops

@@ -140,6 +140,8 @@ def main(folders: list[str]) -> None:
         print("no compare-resnet50.json: the logs are filed, there is no headline to quote")
         return
     report = json.loads(found[-1].read_text())
+    if report.get("partial"):
+        print(f"PARTIAL: the call ended inside compare, after {len(report['rows'])} rows; say so where it is quoted")
     print("\n".join(headline(report) + anchors(report)))
 
 

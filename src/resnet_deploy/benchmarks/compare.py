@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from resnet_deploy.benchmarks.parity import (
     distinct_predictions,
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
+from resnet_deploy.benchmarks.report import to_json
 from resnet_deploy.benchmarks.results import (
     DEFAULT_ITERS,
     DEFAULT_WARMUP,
@@ -53,6 +54,7 @@ from resnet_deploy.benchmarks.results import (
 )
 from resnet_deploy.benchmarks.tolerances import Tolerances
 from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error, first_line
+from resnet_deploy.files import atomic_write_text
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 from resnet_deploy.shapes import format_shape
@@ -91,6 +93,9 @@ class CompareOptions:
     #: for exactly the shapes asked for instead; False when the user gave the range (--min/--max-shape)
     fit_range: bool = True
     progress: bool = True
+    #: rewritten (atomically) after each artifact x runtime with the rows so far, `"partial": true`, so a run that
+    #: is killed or times out leaves what it measured, and at the end with all of them; the CLI points it at --json
+    partial_json: Path | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.tolerances, Mapping):  # one Tolerance per precision, as DEFAULT_TOLERANCES: no rules
@@ -257,9 +262,8 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
     threads = options.threads or default_threads()
     crop = pipe.preprocess.crop
     batches, sizes = _shapes(pipe, options)
-    warned: list[str] = list(
-        pipe.notes
-    )  # what opening the model found worth saying (a preprocessing unlike the record)
+    # what opening the model found worth saying (a preprocessing unlike the record) comes first
+    warned: list[str] = list(pipe.notes)
     skipped: list[str] = []
 
     built, notes = prepare_workspace(pipe, options, device, batches, sizes)
@@ -279,46 +283,55 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
         if degenerate_msg:
             warned.append(degenerate_msg)
 
-        rows = _run_jobs(jobs, options, device, threads, sizes, batches, images, refs)
-        noisy = noise_warning([r for r, _ in rows])
+        result = CompareResult(
+            rows=[],
+            reference_distinct_classes=distinct,
+            degenerate=degenerate_msg is not None,
+            images=len(images),
+            threads=threads,
+            device=device,
+            model=pipe.source.to_dict(),
+            preprocess=pipe.preprocess.to_dict(),
+            images_dir=images_dir,
+            parity_size=(crop, crop),
+            warmup=options.warmup,
+            iters=options.iters,
+            warnings=warned,
+            skipped=skipped,
+            built=built,
+            tools=tool_versions(),
+            environment=environment(device),
+            parity_images=images,
+            partial=True,
+        )
+
+        def measured(rows: list[tuple[Row, int]]) -> None:
+            result.rows += [r for r, _ in rows]
+            result.error_codes += [code for _, code in rows if code]
+            result.seconds = time.perf_counter() - start
+            if options.partial_json is not None:
+                atomic_write_text(Path(options.partial_json), to_json(result))
+
+        _run_jobs(jobs, options, device, threads, sizes, batches, images, refs, measured)
+        result.partial = False
+        noisy = noise_warning(result.rows)
         if noisy:
             warned.append(noisy)
         warned += opt_shape_notes([j.artifact for j in jobs], [(b, 3, h, w) for b in batches for h, w in sizes])
-        floor, floor_code = None, 0
         if options.floor:
             try:
-                floor = _floor([r for r, _ in rows], pipe, device)
-                if floor.get("warning"):
-                    warned.append(floor["warning"])
+                result.floor = _floor(result.rows, pipe, device)
+                if result.floor.get("warning"):
+                    warned.append(result.floor["warning"])
             except Exception as exc:  # said, and in the exit code, but the rows already measured are reported
-                text, floor_code = _error_text(exc)
+                text, code = _error_text(exc)
                 warned.append(f"--floor not computed: {text}")
+                result.error_codes.append(code)
     finally:
         torch.set_num_threads(previous_threads)
-
-    result = CompareResult(
-        rows=[r for r, _ in rows],
-        reference_distinct_classes=distinct,
-        degenerate=degenerate_msg is not None,
-        images=len(images),
-        threads=threads,
-        device=device,
-        model=pipe.source.to_dict(),
-        preprocess=pipe.preprocess.to_dict(),
-        images_dir=images_dir,
-        parity_size=(crop, crop),
-        warmup=options.warmup,
-        iters=options.iters,
-        warnings=warned,
-        skipped=skipped,
-        built=built,
-        tools=tool_versions(),
-        environment=environment(device),
-        floor=floor,
-        error_codes=[code for _, code in rows if code] + ([floor_code] if floor_code else []),
-        parity_images=images,
-    )
     result.seconds = time.perf_counter() - start
+    if options.partial_json is not None:  # complete now
+        atomic_write_text(Path(options.partial_json), to_json(result))
     return result
 
 
@@ -545,10 +558,13 @@ def _run_jobs(
     batches: list[int],
     images: np.ndarray,
     refs: dict[tuple[int, int], np.ndarray],
-) -> list[tuple[Row, int]]:
-    """Every job at every size and batch, with the exit code each row would give (0 for a clean row)."""
+    measured: Callable[[list[tuple[Row, int]]], None],
+) -> None:
+    """Every job at every size and batch; each job's rows, with the exit code each would give (0 for a clean
+    row), go to `measured` as soon as the job is done."""
     modes = len(_copy_modes(device))
     total = len(jobs) * len(sizes) * len(batches) * modes * (options.warmup + options.iters)
     with _Progress(options.progress, total) as progress:
         bench = _Bench(options, device, threads, images, refs, progress)
-        return [r for job in jobs for r in bench.job_rows(job, sizes, batches)]
+        for job in jobs:
+            measured(bench.job_rows(job, sizes, batches))

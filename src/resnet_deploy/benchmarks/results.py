@@ -92,6 +92,7 @@ class CompareResult:
     command: str | None = None  # the command line, when run from the CLI
     floor: dict[str, Any] | None = None  # benchmarks/floor.py: ceilings, FLOPs per image, per-row floors
     error_codes: list[int] = field(default_factory=list)  # exit codes of the rows that errored
+    partial: bool = False  # written while the run goes on: the rows measured so far
     #: the parity images as the model sees them (crop size), for --explain; not part of the report
     parity_images: np.ndarray | None = field(default=None, repr=False)
 
@@ -155,6 +156,7 @@ class CompareResult:
             "command": self.command,
             "rows": [r.to_dict() | {"speedup": self.speedup(r)} for r in self.rows],
             "floor": self.floor,
+            "partial": self.partial,
         }
 
 

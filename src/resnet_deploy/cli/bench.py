@@ -256,9 +256,16 @@ def compare(
         std=std,
         static_by_default=False,  # the default set is dynamic unless the workspace recorded otherwise
     )
-    result = run_compare(pipe, options)
-    result.command = common.command_line()
     stdout_json = json_out is not None and str(json_out) == "-"
+    options.partial_json = None if stdout_json else json_out  # what was measured survives a kill or a timeout
+    before = _mtime(options.partial_json)
+    try:
+        result = run_compare(pipe, options)
+    except KeyboardInterrupt:
+        if options.partial_json is not None and _mtime(options.partial_json) != before:
+            console.warn(f'the rows measured before the interrupt are in {json_out} (marked "partial": true)')
+        raise
+    result.command = common.command_line()
     # the results on stdout (`> results.txt` keeps them), progress on stderr; with --json - stdout is the JSON's
     report.print_table(result, None if stdout_json else stdout_console())
     for path in report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot):
@@ -269,6 +276,11 @@ def compare(
         result, pipe, options.tolerances, gate=gate, junit=junit, explain=explain, markdown_path=markdown
     )
     raise typer.Exit(code)
+
+
+def _mtime(path: Path | None) -> int | None:
+    """When `path` was last written, or None: tells a report this run wrote from one an earlier run left."""
+    return path.stat().st_mtime_ns if path is not None and path.is_file() else None
 
 
 main = common.main_wrapper(app)
