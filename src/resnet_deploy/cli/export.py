@@ -230,8 +230,9 @@ def trt(
     """  # one line: typer's help keeps a docstring's line breaks, which cut the sentence mid-way
     from rich.markup import escape
 
-    from resnet_deploy import console, engines
+    from resnet_deploy import engines
     from resnet_deploy.calibration.dataset import check_int8_options
+    from resnet_deploy.console import stdout_console
     from resnet_deploy.errors import UsageError
     from resnet_deploy.files import check_output_file
 
@@ -255,7 +256,7 @@ def trt(
         path = engines.engine_from_onnx(
             onnx_file, precision, output, min_shape, opt_shape, max_shape, size, timing_cache
         )
-        console.info(escape(f"engine: {path}\nbuild record: {engines.sidecar_path(path)}"))
+        stdout_console().print(escape(f"engine: {path}\nbuild record: {engines.sidecar_path(path)}"))  # the result
         return
     if output is not None:
         raise UsageError("--output only applies with --onnx", "engines built from a model go to the workspace")
