@@ -416,10 +416,12 @@ def test_a_run_cut_short_leaves_the_rows_it_measured(trained, workspace, tmp_pat
     opts = CompareOptions(
         runtimes=["torch-eager", "onnxruntime-cpu"], iters=1, warmup=0, build=False, progress=False, partial_json=out
     )
+    opts.command = "resnet-bench compare (test)"
     with pytest.raises(KeyboardInterrupt):
         run_compare(trained.pipeline(workspace), opts)
     saved = json.loads(out.read_text())
     assert saved["partial"] is True and [r["runtime"] for r in saved["rows"]] == ["torch-eager"]
+    assert saved["command"] == "resnet-bench compare (test)"  # a partial report still says how it was made
     assert saved["rows"][0]["latency"]["p50_ms"] > 0 and saved["rows"][0]["passed"]
 
     monkeypatch.setattr(compare_module, "measure", real)

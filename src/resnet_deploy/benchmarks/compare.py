@@ -96,6 +96,7 @@ class CompareOptions:
     #: rewritten (atomically) after each artifact x runtime with the rows so far, `"partial": true`, so a run that
     #: is killed or times out leaves what it measured, and at the end with all of them; the CLI points it at --json
     partial_json: Path | None = None
+    command: str | None = None  # the command line, for the reports (partial ones included)
 
     def __post_init__(self) -> None:
         if isinstance(self.tolerances, Mapping):  # one Tolerance per precision, as DEFAULT_TOLERANCES: no rules
@@ -303,6 +304,7 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
             environment=environment(device),
             parity_images=images,
             partial=True,
+            command=options.command,
         )
 
         def measured(rows: list[tuple[Row, int]]) -> None:

@@ -258,6 +258,7 @@ def compare(
     )
     stdout_json = json_out is not None and str(json_out) == "-"
     options.partial_json = None if stdout_json else json_out  # what was measured survives a kill or a timeout
+    options.command = common.command_line()
     before = _mtime(options.partial_json)
     try:
         result = run_compare(pipe, options)
@@ -265,7 +266,6 @@ def compare(
         if options.partial_json is not None and _mtime(options.partial_json) != before:
             console.warn(f'the rows measured before the interrupt are in {json_out} (marked "partial": true)')
         raise
-    result.command = common.command_line()
     # the results on stdout (`> results.txt` keeps them), progress on stderr; with --json - stdout is the JSON's
     report.print_table(result, None if stdout_json else stdout_console())
     for path in report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot):
