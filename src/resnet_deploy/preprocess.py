@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -282,8 +282,12 @@ class ImageSet:
         return h.hexdigest()
 
 
-def select(paths: Sequence[Path], limit: int | None) -> list[Path]:
-    """A deterministic, evenly spread subset (not the first N, which may all be one class folder)."""
+T = TypeVar("T")
+
+
+def select(paths: Sequence[T], limit: int | None) -> list[T]:
+    """A deterministic, evenly spread subset (not the first N, which may all be one class folder): of files,
+    or of indices into images already loaded."""
     paths = list(paths)
     if limit is None or limit >= len(paths):
         return paths

@@ -42,7 +42,7 @@ from resnet_deploy.benchmarks.parity import (
     distinct_predictions,
 )
 from resnet_deploy.benchmarks.preflight import validate_options, why_none
-from resnet_deploy.benchmarks.report import to_json
+from resnet_deploy.benchmarks.report import write_reports
 from resnet_deploy.benchmarks.results import (
     DEFAULT_ITERS,
     DEFAULT_WARMUP,
@@ -54,7 +54,6 @@ from resnet_deploy.benchmarks.results import (
 )
 from resnet_deploy.benchmarks.tolerances import Tolerances
 from resnet_deploy.errors import DeployError, UsageError, VerificationError, environment_error, first_line
-from resnet_deploy.files import atomic_write_text
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.runtimes.base import Artifact, Runtime, RuntimeSpec, device_index, registry, runtimes_for
 from resnet_deploy.shapes import format_shape
@@ -312,7 +311,7 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
             result.error_codes += [code for _, code in rows if code]
             result.seconds = time.perf_counter() - start
             if options.partial_json is not None:
-                atomic_write_text(Path(options.partial_json), to_json(result))
+                write_reports(result, Path(options.partial_json))
 
         _run_jobs(jobs, options, device, threads, sizes, batches, images, refs, measured)
         result.partial = False
@@ -333,7 +332,7 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
         torch.set_num_threads(previous_threads)
     result.seconds = time.perf_counter() - start
     if options.partial_json is not None:  # complete now
-        atomic_write_text(Path(options.partial_json), to_json(result))
+        write_reports(result, Path(options.partial_json))
     return result
 
 

@@ -295,13 +295,10 @@ def _explain_failures(result: GateResult, pipe: Pipeline, images: Any) -> None:
 def _spread(images: Any) -> Any:
     """At most explain's MAX_IMAGES of the parity images, evenly spread over them (a folder sorted by class
     would give its first class or two from the front)."""
-    import numpy as np
-
     from resnet_deploy.benchmarks.explain import MAX_IMAGES
+    from resnet_deploy.preprocess import select
 
-    if images is None or len(images) <= MAX_IMAGES:
-        return images
-    return images[np.linspace(0, len(images) - 1, MAX_IMAGES).round().astype(int)]
+    return images if images is None else images[select(range(len(images)), MAX_IMAGES)]
 
 
 def finish(

@@ -268,7 +268,9 @@ def compare(
         raise
     # the results on stdout (`> results.txt` keeps them), progress on stderr; with --json - stdout is the JSON's
     report.print_table(result, None if stdout_json else stdout_console())
-    for path in report.write_reports(result, None if stdout_json else json_out, markdown, csv_out, plot):
+    # --json is complete already: run_compare wrote it last (options.partial_json), command included
+    written = report.write_reports(result, None, markdown, csv_out, plot)
+    for path in ([options.partial_json] if options.partial_json else []) + written:
         console.info(escape(f"report: {path}"))
     if stdout_json:
         sys.stdout.write(report.to_json(result))
