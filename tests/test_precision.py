@@ -201,3 +201,28 @@ def test_cli_rejects_bad_int8_options_early(extra: list[str], message: str, tmp_
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "resnet18").exists()  # nothing was exported before the options were checked
+
+
+def test_sessions_run_the_tensorrt_int8_file_as_exported(models: Shared, tmp_path: Path) -> None:
+    """ONNX Runtime's WeightBiasQuantization would give the float biases int32 DequantizeLinear nodes, which
+    the CUDA provider cannot run (seen on an H200: the INT8 file could not run on CUDA). The graph ONNX Runtime
+    optimizes from the file, as open_session makes it, keeps no int32 DequantizeLinear; made without
+    DISABLED_OPTIMIZERS, the same graph has them, so this test would notice a renamed optimizer."""
+    import onnxruntime as ort
+
+    from resnet_deploy.runtimes.onnxruntime import DISABLED_OPTIMIZERS, _session_options, new_session
+
+    def int32_dequantize(session_maker) -> list[str]:
+        opts = _session_options(ort, 1)
+        opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable to save
+        session_maker(opts)
+        graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+        int32 = {t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT32}
+        return [n.name for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int32]
+
+    path = str(models.int8("tensorrt").path)
+    providers = ["CPUExecutionProvider"]
+    assert int32_dequantize(lambda o: new_session(ort, path, o, providers)) == []
+    rewritten = int32_dequantize(lambda o: ort.InferenceSession(path, sess_options=o, providers=providers))
+    assert rewritten, f"ONNX Runtime {ort.__version__} no longer adds bias DequantizeLinear: {DISABLED_OPTIMIZERS}"

@@ -9,6 +9,7 @@
 #   bash benchmarks/gpu/run.sh gpu-tests        only the GPU-marked tests -> $OUT/gpu-tests.log
 #   bash benchmarks/gpu/run.sh other-tests      the rest of the suite -> $OUT/other-tests.log
 #   bash benchmarks/gpu/run.sh build            export resnet50's default set for batch 1..256 into /tmp/ws-resnet50
+#   bash benchmarks/gpu/run.sh conv-algos       ONNX Runtime CUDA FP32's drift at large batches: TF32 or cuDNN's algorithm?
 #   bash benchmarks/gpu/run.sh compare          resnet50 at batch 1,8,64,256 -> $OUT/compare-resnet50.{md,json,png}
 #   bash benchmarks/gpu/run.sh gate             the trained resnet18 gated on the GPU -> $OUT/gate-resnet18.{md,json}
 #
@@ -139,6 +140,13 @@ PY
         --iters "$ITERS" --warmup "$WARMUP" --floor --workspace /tmp/ws-resnet50 \
         --json "$OUT/compare-resnet50.json" --markdown "$OUT/compare-resnet50.md" --plot "$OUT/compare-resnet50.png"
       ;;
+    conv-algos)
+      # ONNX Runtime CUDA FP32 drifted 1.1e-4 at batch 256 (5e-7 below): TF32 or cuDNN's algorithm? (needs build)
+      ensure_installed
+      local onnx=/tmp/ws-resnet50/resnet50/resnet50.onnx
+      timeout 60 "$PY" benchmarks/gpu/conv_algos.py "$onnx" --batch "${BATCHES##*,}" &&
+        NVIDIA_TF32_OVERRIDE=0 timeout 40 "$PY" benchmarks/gpu/conv_algos.py "$onnx" --batch "${BATCHES##*,}" --only-first
+      ;;
     gate)
       ensure_installed
       read -r ckpt heldout < <("$PY" -c "from tests.trained import build; t = build(); print(t.checkpoint, t.heldout_dir)")
@@ -151,7 +159,7 @@ PY
   esac
 }
 
-phases="stage install env tests gpu-tests other-tests build compare gate"
+phases="stage install env tests gpu-tests other-tests build conv-algos compare gate"
 for phase in "$@"; do  # a typo must not cost a device call: check them all before the first runs
   [[ " $phases " == *" $phase "* ]] || { echo "unknown phase '$phase' (${phases// /, })" >&2; exit 2; }
 done

@@ -134,7 +134,11 @@ def check(metrics: ParityMetrics, tolerance: Tolerance) -> list[Violation]:
 #: The bounds leave 10x or more room over the worst value measured on the continuous metrics (rel L2,
 #: 1 - cosine), because ONNX Runtime's CPU FP16/INT8 kernels are not TensorRT's (TensorRT FP16
 #: accumulates in half precision; its INT8 tactics differ), and no TensorRT was available to measure:
-#:   FP32: rel L2 1e-4 (what export verification uses; 150x the worst measured), cosine 0.99999.
+#:   FP32: rel L2 3e-4, cosine 0.99999. The CPU's worst is 6.7e-7; on an H200 (benchmarks/results/nvidia-h200/)
+#:         ONNX Runtime's CUDA provider, IEEE FP32 (use_tf32 0), measured 1.1e-4 on resnet50 at batch 256
+#:         and under 5e-7 at 1..64: its exhaustive cuDNN search picks FFT/Winograd convolutions at large
+#:         batches, which round differently. That is FP32 deployed as ONNX Runtime ships, so it passes;
+#:         TF32 (5e-4..6e-4 there) and FP16 (7e-4) still fail the FP32 bound.
 #:   FP16: rel L2 1e-2 (17x the worst measured 5.7e-4), cosine 0.9999 (1000x on 1 - cosine).
 #:   INT8: cosine 0.99 (30x the worst measured 1 - 0.9997); no rel L2 bound (scale-sensitive under
 #:         quantization; cosine carries the direction). A swapped class, perturbed weights or BGR
@@ -145,7 +149,7 @@ def check(metrics: ParityMetrics, tolerance: Tolerance) -> list[Violation]:
 #: on a handful of images one flipped image already costs several percent, so gate INT8 top-1 on
 #: 100+ parity images.
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(max_rel_l2=1e-4, min_cosine=0.99999, min_top1_agreement=0.99),
+    "fp32": Tolerance(max_rel_l2=3e-4, min_cosine=0.99999, min_top1_agreement=0.99),
     "fp16": Tolerance(max_rel_l2=1e-2, min_cosine=0.9999, min_top1_agreement=0.99),
     "tf32": Tolerance(max_rel_l2=1e-2, min_cosine=0.9999, min_top1_agreement=0.99),
     "int8": Tolerance(min_cosine=0.99, min_top1_agreement=0.95),

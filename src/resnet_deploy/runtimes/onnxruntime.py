@@ -129,6 +129,19 @@ def session_device(name: str, device: str) -> str:
     return "cuda:0" if device == "cpu" else device_name(device)
 
 
+#: ONNX Runtime graph rewrites every session is made without. `WeightBiasQuantization` (ONNX Runtime 1.20+)
+#: gives a Q/DQ convolution with a float bias an int32-quantized bias and a DequantizeLinear for it. The CUDA
+#: provider has no int32 DequantizeLinear, so on an H200 those nodes fell to the CPU and the TensorRT recipe's
+#: INT8 file (float biases by design: TensorRT folds them into the fused kernel) could not run on CUDA at all.
+#: Without the rewrite, every provider runs the file as it was exported. Unknown names are ignored.
+DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
+
+
+def new_session(ort: Any, source: str | bytes, opts: Any, providers: list[Any]) -> Any:
+    """`ort.InferenceSession` as this module makes every one: without `DISABLED_OPTIMIZERS`."""
+    return ort.InferenceSession(source, sess_options=opts, providers=providers, disabled_optimizers=DISABLED_OPTIMIZERS)
+
+
 def _session_options(ort: Any, threads: int | None, log_level: int = 4) -> Any:
     """`log_level` 4 (fatal only): every failure reaches the user as the exception this module turns into
     one line, so ONNX Runtime's own colored error lines would only say it twice."""
@@ -174,7 +187,7 @@ def open_session(
         opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         providers = [(provider, provider_options)]
     try:
-        session = ort.InferenceSession(source, sess_options=opts, providers=providers)
+        session = new_session(ort, source, opts, providers)
     except Exception as exc:
         text = load_error_text(exc)
         if "fallback" in text.lower():
@@ -234,7 +247,7 @@ def _fallback_error(
     """The error for a session refused because nodes would run on the CPU: which provider, which nodes."""
     try:
         with _captured_stderr() as log:
-            probe = ort.InferenceSession(source, sess_options=_session_options(ort, threads, 0), providers=providers)
+            probe = new_session(ort, source, _session_options(ort, threads, 0), providers)
         started = probe.get_providers()
         del probe
     except Exception:
