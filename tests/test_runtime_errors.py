@@ -112,6 +112,36 @@ def test_a_cuda_provider_that_cannot_start_is_a_missing_dependency_not_a_refused
         open_session(str(_two_node_onnx(tmp_path)), "CUDAExecutionProvider", "cuda:0", None, "two.onnx")
 
 
+def test_sessions_leave_onnxruntimes_process_wide_log_quiet(tmp_path) -> None:
+    """On an H200 that logger printed 200+ red cuDNN-frontend "Error" lines during a passing compare. Here it
+    prints its warning for a CUDA provider it cannot find, which open_session must silence as well. A fresh
+    process: the logger's level is process-wide, and another test may have set it already."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from resnet_deploy.runtimes.onnxruntime import open_session\n"
+        "try:\n"
+        "    open_session(sys.argv[1], 'CUDAExecutionProvider', 'cuda:0', None, 'two.onnx')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    path = str(_two_node_onnx(tmp_path))
+    run = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True, timeout=120)
+    assert "onnxruntime:Default" not in run.stderr, run.stderr
+    # the same request without open_session does print it: the test above would notice ONNX Runtime changing
+    bare = script.replace(
+        "open_session(sys.argv[1], 'CUDAExecutionProvider', 'cuda:0', None, 'two.onnx')",
+        "import onnxruntime as o; o.InferenceSession(sys.argv[1], providers=[('CUDAExecutionProvider', {'device_id': '0'})])",
+    )
+    if not torch.cuda.is_available():
+        assert (
+            "onnxruntime:Default"
+            in subprocess.run([sys.executable, "-c", bare, path], capture_output=True, text=True, timeout=120).stderr
+        )
+
+
 def test_node_placements_read_from_onnxruntimes_own_verbose_log(tmp_path) -> None:
     import onnxruntime as ort
 

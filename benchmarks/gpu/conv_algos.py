@@ -4,8 +4,12 @@ On an H200 (2026-11-30) resnet50's FP32 ONNX on the CUDA provider, `use_tf32` 0,
 rel L2 under 5e-7 at batch 1..64 and 1.1e-4 at batch 256. This runs that file at the given batches under
 several provider settings and prints each one's rel L2 against ONNX Runtime's CPU provider (itself within
 5e-7 of PyTorch) and its median latency. Run it a second time with NVIDIA_TF32_OVERRIDE=0, which forbids TF32
-in cuDNN and cuBLAS for the whole process: if the drift goes away only then, TF32 was used despite
-`use_tf32` 0; if it stays, and `HEURISTIC` search does not drift, it is the algorithm the exhaustive search picks.
+in cuDNN and cuBLAS for the whole process: if the drift goes away only then, TF32 was used despite `use_tf32` 0.
+
+What it measured there at batch 256 (benchmarks/results/nvidia-h200/run.log): exhaustive and heuristic search
+1.13e-4 at 77 ms, the fixed default algorithm (implicit GEMM) 5.0e-7 at 104 ms, `use_tf32` 1 6.0e-4 at 45 ms.
+So the drift is cuDNN choosing a faster FP32 algorithm, not TF32. The NVIDIA_TF32_OVERRIDE=0 run of that day
+is void: its session ran on the CPU (rel L2 0, 1.75 s), which this script now refuses.
 
     python benchmarks/gpu/conv_algos.py /tmp/ws-resnet50/resnet50/resnet50.onnx --batch 64,256
 """
@@ -56,17 +60,28 @@ def main() -> int:
     def session(provider: str, options: dict[str, str] | None = None):
         opts = ort.SessionOptions()
         opts.log_severity_level = 4
-        return new_session(ort, str(args.onnx), opts, [(provider, options)] if options else [provider])
+        if provider != "CPUExecutionProvider":  # a node (or the whole graph) on the CPU would void the numbers
+            opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        made = new_session(ort, str(args.onnx), opts, [(provider, options)] if options else [provider])
+        if made.get_providers()[0] != provider:
+            raise RuntimeError(f"{provider} did not start (session has {made.get_providers()})")
+        return made
 
     cpu = session("CPUExecutionProvider")
     name = cpu.get_inputs()[0].name
     reference = {b: cpu.run(None, {name: x})[0] for b, x in inputs.items()}
     del cpu
 
-    print(f"conv_algos: {args.onnx.name}, {torch.cuda.get_device_name()}, onnxruntime {ort.__version__}, "
-          f"NVIDIA_TF32_OVERRIDE={override}; rel L2 against ONNX Runtime CPU FP32, p50 with host copies")
+    print(
+        f"conv_algos: {args.onnx.name}, {torch.cuda.get_device_name()}, onnxruntime {ort.__version__}, "
+        f"NVIDIA_TF32_OVERRIDE={override}; rel L2 against ONNX Runtime CPU FP32, p50 with host copies"
+    )
     for label, options in SETTINGS[:1] if args.only_first else SETTINGS:
-        gpu = session("CUDAExecutionProvider", {"device_id": "0", **options})
+        try:
+            gpu = session("CUDAExecutionProvider", {"device_id": "0", **options})
+        except Exception as exc:  # one setting that cannot run must not hide the others
+            print(f"  {label:<40} no CUDA session: {str(exc).splitlines()[0][:200]}")
+            continue
         cells = []
         for b, x in inputs.items():
             out = gpu.run(None, {name: x})[0]  # the first run at a shape searches the algorithms

@@ -172,6 +172,11 @@ def open_session(
     """
     import onnxruntime as ort
 
+    # ONNX Runtime's process-wide logger prints notes that are not failures on its own: on an H200, 200+ red
+    # "[cudnn_frontend] Error: No execution plans support the graph" lines while cuDNN moved on to another plan,
+    # and a "No registered plugin EP device" warning per CUDA session. A failure reaches the user as this
+    # module's one-line exception, so that logger is fatal-only too (the sessions' own logs are set apart).
+    ort.set_default_logger_severity(4)
     opts = _session_options(ort, threads)
     providers: list[Any] = [provider]
     if provider != "CPUExecutionProvider":
