@@ -47,7 +47,7 @@ def main() -> int:
 
     from resnet_deploy.benchmarks.parity import compare
     from resnet_deploy.preprocess import Preprocess, load_folder
-    from resnet_deploy.runtimes.onnxruntime import new_session
+    from resnet_deploy.runtimes.onnxruntime import open_session
 
     override = os.environ.get("NVIDIA_TF32_OVERRIDE", "unset")
     if not torch.cuda.is_available():
@@ -57,17 +57,7 @@ def main() -> int:
     batches = [int(b) for b in args.batch.split(",")]
     inputs = {b: np.ascontiguousarray(np.resize(images, (b, *images.shape[1:]))) for b in batches}
 
-    def session(provider: str, options: dict[str, str] | None = None):
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 4
-        if provider != "CPUExecutionProvider":  # a node (or the whole graph) on the CPU would void the numbers
-            opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        made = new_session(ort, str(args.onnx), opts, [(provider, options)] if options else [provider])
-        if made.get_providers()[0] != provider:
-            raise RuntimeError(f"{provider} did not start (session has {made.get_providers()})")
-        return made
-
-    cpu = session("CPUExecutionProvider")
+    cpu = open_session(str(args.onnx), "CPUExecutionProvider", "cpu", None, args.onnx.name)
     name = cpu.get_inputs()[0].name
     reference = {b: cpu.run(None, {name: x})[0] for b, x in inputs.items()}
     del cpu
@@ -78,7 +68,8 @@ def main() -> int:
     )
     for label, options in SETTINGS[:1] if args.only_first else SETTINGS:
         try:
-            gpu = session("CUDAExecutionProvider", {"device_id": "0", **options})
+            # open_session: CPU fallback refused (a CPU-run session voided one measurement), the rest as the runtime
+            gpu = open_session(str(args.onnx), "CUDAExecutionProvider", "cuda:0", None, args.onnx.name, None, options)
         except Exception as exc:  # one setting that cannot run must not hide the others
             print(f"  {label:<40} no CUDA session: {str(exc).splitlines()[0][:200]}")
             continue

@@ -161,6 +161,7 @@ def open_session(
     threads: int | None,
     label: str,
     profile: ShapeRange | None = None,
+    provider_options: dict[str, str] | None = None,
 ) -> Any:
     """An InferenceSession on exactly `provider`, or a clear error: the one place sessions are made.
 
@@ -169,6 +170,7 @@ def open_session(
     CUDA provider enables TF32 by default) and no node quietly moved to the CPU. For TensorRT's provider,
     a dynamic `profile` becomes its one optimization profile, as for a native engine: without one it
     builds an engine for the first input shape and rebuilds whenever a later one falls outside.
+    `provider_options` are applied over these, for a diagnosis that changes one (benchmarks/gpu/conv_algos.py).
     """
     import onnxruntime as ort
 
@@ -182,15 +184,16 @@ def open_session(
     if provider != "CPUExecutionProvider":
         import torch  # noqa: F401  loads the CUDA and cuDNN libraries (the nvidia-* wheels) the provider links to
 
-        provider_options: dict[str, Any] = {"device_id": device_index(device)}
+        options: dict[str, Any] = {"device_id": device_index(device)}
         if provider == "CUDAExecutionProvider":
             # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
-            provider_options["use_tf32"] = "0"
+            options["use_tf32"] = "0"
         if provider == "TensorrtExecutionProvider" and profile is not None and profile.dynamic:
-            provider_options.update(tensorrt_profile_options(_input_name(source), profile))
+            options.update(tensorrt_profile_options(_input_name(source), profile))
+        options.update(provider_options or {})
         # a node the GPU provider cannot run would otherwise run on the CPU, unannounced
         opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-        providers = [(provider, provider_options)]
+        providers = [(provider, options)]
     try:
         session = new_session(ort, source, opts, providers)
     except Exception as exc:
