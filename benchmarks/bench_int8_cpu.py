@@ -39,10 +39,11 @@ def main() -> int:
 
     import onnxruntime as ort
 
-    from resnet_deploy.benchmarks.latency import measure
-    from resnet_deploy.calibration.quantize import DEFAULT_METHOD, onnx_int8
+    from resnet_deploy.bench.latency import measure
+    from resnet_deploy.int8.dataset import CalibrationRequest
+    from resnet_deploy.int8.recipe import DEFAULT_METHOD
     from resnet_deploy.pipeline import ModelOptions, Pipeline, ShapeRequest
-    from resnet_deploy.runtimes.base import create
+    from resnet_deploy.runtimes import create
 
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,8 +55,8 @@ def main() -> int:
         )
         artifacts = {
             "FP32": pipe.onnx(),
-            "INT8 cpu": onnx_int8(pipe, args.calib, target="cpu"),
-            "INT8 tensorrt": onnx_int8(pipe, args.calib, target="tensorrt"),
+            "INT8 cpu": pipe.int8(CalibrationRequest(args.calib, target="cpu")),
+            "INT8 tensorrt": pipe.int8(CalibrationRequest(args.calib, target="tensorrt")),
         }
         runtimes = {k: create("onnxruntime-cpu", a, "cpu", threads=args.threads) for k, a in artifacts.items()}
         p50s: dict[str, dict[int, list[float]]] = {k: {b: [] for b in batches} for k in runtimes}

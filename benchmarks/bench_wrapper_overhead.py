@@ -36,10 +36,11 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from resnet_deploy.benchmarks.latency import default_threads, random_inputs
+    from resnet_deploy.bench.latency import random_inputs
+    from resnet_deploy.devices import default_threads
     from resnet_deploy.export.onnx import export_onnx
     from resnet_deploy.models import load_model
-    from resnet_deploy.runtimes.base import Artifact, create
+    from resnet_deploy.runtimes import Artifact, create
     from resnet_deploy.shapes import ShapeRange
 
     threads = args.threads or default_threads()

@@ -3,8 +3,8 @@
 The small trained model of the test suite (tests/trained.py: resnet18 trained on crops of the bundled
 photos, 64x64 input, 11 classes), its held-out crops as parity images, and these artifacts:
 - FP32: ONNX (ONNX Runtime CPU), TorchScript, torch.export;
-- FP16: export/precision.py's onnx_fp16 (FP32 inputs/outputs kept);
-- INT8: calibration/quantize.py's onnx_int8 on the calibration crops, both recipes: `tensorrt`
+- FP16: the pipeline's FP16 ONNX (export/fp16.py; FP32 inputs/outputs kept);
+- INT8: the pipeline's INT8 ONNX (int8/quantize.py) on the calibration crops, both recipes: `tensorrt`
   (symmetric int8 Q/DQ) and `cpu` (uint8 activations).
 Prints every metric; writes benchmarks/results/parity_tolerances.json.
 
@@ -28,9 +28,10 @@ def main() -> int:
     import torch
     from tests.trained import build
 
-    from resnet_deploy.benchmarks.parity import compare
+    from resnet_deploy.int8.dataset import CalibrationRequest
+    from resnet_deploy.parity import compare
     from resnet_deploy.preprocess import load_folder
-    from resnet_deploy.runtimes.base import Artifact, create
+    from resnet_deploy.runtimes import Artifact, create
 
     t = build()
     torch.set_num_threads(2)
@@ -58,12 +59,14 @@ def main() -> int:
         record("torchscript fp32", "fp32", "torchscript", pipe.torchscript())
         record("torch.export fp32", "fp32", "torch-export", pipe.program())
 
-        from resnet_deploy.calibration.quantize import onnx_int8
-        from resnet_deploy.export.precision import onnx_fp16
-
-        record("onnx fp16 / ORT CPU", "fp16", "onnxruntime-cpu", onnx_fp16(pipe))
+        record("onnx fp16 / ORT CPU", "fp16", "onnxruntime-cpu", pipe.fp16())
         for target in ("tensorrt", "cpu"):
-            record(f"onnx int8 {target} / ORT", "int8", "onnxruntime-cpu", onnx_int8(pipe, t.calib_dir, target=target))
+            record(
+                f"onnx int8 {target} / ORT",
+                "int8",
+                "onnxruntime-cpu",
+                pipe.int8(CalibrationRequest(t.calib_dir, target=target)),
+            )
 
     out = REPO / "benchmarks" / "results" / "parity_tolerances.json"
     out.parent.mkdir(parents=True, exist_ok=True)

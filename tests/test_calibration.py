@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from resnet_deploy.calibration.cache import CalibrationCache
-from resnet_deploy.calibration.dataset import ImageReader, load_calibration_set
-from resnet_deploy.calibration.qdq_check import check_qdq
-from resnet_deploy.calibration.quantize import calibrate, onnx_int8, recipe
 from resnet_deploy.errors import UsageError
+from resnet_deploy.int8.cache import CalibrationCache
+from resnet_deploy.int8.calibrate import calibrate
+from resnet_deploy.int8.dataset import CalibrationRequest, ImageReader, load_calibration_set
+from resnet_deploy.int8.qdq_check import check_qdq
+from resnet_deploy.int8.recipe import recipe
 from resnet_deploy.preprocess import Preprocess
 from tests.test_precision import Shared, shared
 
@@ -160,7 +161,7 @@ def test_onnx_int8_with_corrupt_folder_writes_nothing(models: Shared, tmp_path: 
     _corrupt(tmp_path / "calib", 2)
     pipe = _fp32_only_workspace(models, tmp_path / "ws")
     with pytest.raises(UsageError, match="no usable calibration image"):
-        onnx_int8(pipe, tmp_path / "calib")
+        pipe.int8(CalibrationRequest(tmp_path / "calib"))
     assert not list(pipe.ws.dir.glob("*int8*"))
     manifest = json.loads(pipe.ws.manifest_path.read_text())
     assert set(manifest["artifacts"]) == {"onnx-fp32"}
@@ -171,7 +172,7 @@ def test_onnx_int8_with_one_good_image_records_the_skipped(models: Shared, tmp_p
     _corrupt(calib, 2)
     shutil.copy(sorted(models.trained.calib_dir.glob("*.jpg"))[5], calib / "good.jpg")
     pipe = _fp32_only_workspace(models, tmp_path / "ws")
-    art = onnx_int8(pipe, calib)
+    art = pipe.int8(CalibrationRequest(calib))
     cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
     assert cal["size"] == 1
     assert sorted(Path(p).name for p, _ in cal["skipped"]) == ["bad_0.jpg", "bad_1.jpg", "truncated.png"]
@@ -183,12 +184,12 @@ def test_int8_that_the_default_gate_would_fail_is_kept_with_a_warning(
 ) -> None:
     """Lossy is not broken: an INT8 file under the gate's default bounds (here made stricter than any INT8
     export meets) is kept, and the export says now that `compare --gate` will fail it, with the counts."""
-    from resnet_deploy.benchmarks import parity
+    from resnet_deploy import parity
 
     strict = dataclasses.replace(parity.DEFAULT_TOLERANCES["int8"], min_cosine=0.999999)
     monkeypatch.setitem(parity.DEFAULT_TOLERANCES, "int8", strict)
     pipe = _fp32_only_workspace(models, tmp_path / "ws")
-    art = onnx_int8(pipe, models.trained.calib_dir)
+    art = pipe.int8(CalibrationRequest(models.trained.calib_dir))
     captured = capsys.readouterr()
     out = " ".join((captured.out + captured.err).split())
     assert art.path.is_file() and "onnx-int8-tensorrt" in pipe.ws.artifacts
@@ -212,7 +213,7 @@ def test_cache_is_reused_when_nothing_changed(models: Shared, tmp_path: Path) ->
     # the INT8 file is gone: it is rebuilt, but from the cached ranges, not by calibrating again
     pipe.ws.path("resnet18.int8-tensorrt.onnx").unlink()
     before = cache_file.read_text()
-    onnx_int8(pipe, models.trained.calib_dir)
+    pipe.int8(CalibrationRequest(models.trained.calib_dir))
     cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
     assert cal["cache_reused"] is True
     assert cache_file.read_text() == before
@@ -225,13 +226,13 @@ def test_cache_is_invalidated_by_a_different_calibration_set_or_method(models: S
     cache_file = pipe.ws.path("resnet18.int8-tensorrt.calib.json")
     old_key = json.loads(cache_file.read_text())["key"]
 
-    onnx_int8(pipe, models.trained.calib_dir, size=12)  # another calibration set: recalibrate
+    pipe.int8(CalibrationRequest(models.trained.calib_dir, size=12))  # another calibration set: recalibrate
     cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
     new_key = json.loads(cache_file.read_text())["key"]
     assert cal["cache_reused"] is False and cal["size"] == 12
     assert new_key["calibration_sha256"] != old_key["calibration_sha256"]
 
-    onnx_int8(pipe, models.trained.calib_dir, method="minmax", size=12)  # another method: recalibrate
+    pipe.int8(CalibrationRequest(models.trained.calib_dir, method="minmax", size=12))  # another method: recalibrate
     assert pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]["cache_reused"] is False
     assert json.loads(cache_file.read_text())["key"]["method"] == "minmax"
 
@@ -260,7 +261,7 @@ def test_an_edited_cache_is_recalibrated_not_trusted(models: Shared, tmp_path: P
     cache_file = pipe.ws.path("resnet18.int8-tensorrt.calib.json")
     data = json.loads(cache_file.read_text())
     if edit == "key":  # minmax ranges relabelled as percentile ones, then asked for with minmax's key
-        onnx_int8(pipe, models.trained.calib_dir, method="minmax")
+        pipe.int8(CalibrationRequest(models.trained.calib_dir, method="minmax"))
         data = json.loads(cache_file.read_text())
         data["key"]["method"] = "percentile"
     else:
@@ -268,7 +269,7 @@ def test_an_edited_cache_is_recalibrated_not_trusted(models: Shared, tmp_path: P
             del data["ranges"]["data"][name]
     cache_file.write_text(json.dumps(data))
     pipe.ws.path("resnet18.int8-tensorrt.onnx").unlink()
-    onnx_int8(pipe, models.trained.calib_dir)  # percentile, the default
+    pipe.int8(CalibrationRequest(models.trained.calib_dir))  # percentile, the default
     cal = pipe.ws.artifacts["onnx-int8-tensorrt"]["calibration"]
     assert cal["cache_reused"] is False and cal["method"] == "percentile"
     rewritten = json.loads(cache_file.read_text())

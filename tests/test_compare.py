@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
-from resnet_deploy.benchmarks.parity import degenerate_warning
+from resnet_deploy.bench.compare import run_compare
+from resnet_deploy.bench.options import CompareOptions
 from resnet_deploy.cli.bench import app
 from resnet_deploy.errors import UsageError
-from resnet_deploy.runtimes.base import runtimes_for
+from resnet_deploy.int8.dataset import CalibrationRequest
+from resnet_deploy.parity import degenerate_warning
+from resnet_deploy.runtimes import runtimes_for
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = ["--iters", "2", "--warmup", "1", "--max-images", "32", "--threads", "1"]
@@ -32,31 +34,14 @@ def invoke(args: list[str]):
 
 
 def _optional_builds(pipe, calib_dir: Path) -> None:
-    """FP16 and INT8 ONNX when this install can make them (other modules; optional here)."""
-    try:
-        from resnet_deploy.export.precision import onnx_fp16
-    except ImportError:
-        onnx_fp16 = None
-    try:
-        from resnet_deploy.calibration.quantize import onnx_int8
-    except ImportError:
-        onnx_int8 = None
-    if onnx_fp16 is not None:
-        onnx_fp16(pipe)
-    if onnx_int8 is not None:
-        onnx_int8(pipe, calib_dir, target="tensorrt")
-        onnx_int8(pipe, calib_dir, target="cpu")
+    """FP16 and both INT8 recipes' ONNX."""
+    pipe.fp16()
+    pipe.int8(CalibrationRequest(calib_dir, target="tensorrt"))
+    pipe.int8(CalibrationRequest(calib_dir, target="cpu"))
 
 
 def _optional_precisions() -> set[str]:
-    import importlib.util
-
-    found = set()
-    if importlib.util.find_spec("resnet_deploy.export.precision"):
-        found.add("fp16")
-    if importlib.util.find_spec("resnet_deploy.calibration.quantize"):
-        found.add("int8")
-    return found
+    return {"fp16", "int8"}
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +246,7 @@ def test_a_runtime_named_with_nothing_to_run_fails(trained, tmp_path) -> None:
 def test_unavailable_provider_fails_clearly(trained, tmp_path) -> None:
     import torch
 
-    from resnet_deploy.runtimes.base import registry
+    from resnet_deploy.runtimes import registry
 
     # where onnxruntime-gpu is installed (a GPU machine) the provider exists: then it is --device that is wrong
     provider_missing = registry()["onnxruntime-cuda"].unavailable_reason("cuda") is not None
@@ -384,7 +369,7 @@ def test_run_compare_in_process_and_degenerate_reference(trained, workspace) -> 
 def test_a_floor_that_cannot_be_measured_keeps_the_rows_and_says_why(trained, workspace, monkeypatch) -> None:
     """--floor runs after every row: a failure there (a GPU's peak-rate probe) must not lose the rows measured
     in the minutes before it. It is said, and it is in the exit code, since the floor was asked for."""
-    from resnet_deploy.benchmarks import floor
+    from resnet_deploy.bench import floor
 
     def no_peak(device: str, **_: object) -> None:
         raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED when calling cublasGemmEx\n(more lines)")
@@ -401,7 +386,7 @@ def test_a_floor_that_cannot_be_measured_keeps_the_rows_and_says_why(trained, wo
 def test_a_run_cut_short_leaves_the_rows_it_measured(trained, workspace, tmp_path, monkeypatch) -> None:
     """--json is rewritten after each artifact x runtime: interrupted (Ctrl-C, a CI or device timeout) in the
     second runtime, the file holds the first's rows, marked partial; a run that ends overwrites it, complete."""
-    from resnet_deploy.benchmarks import compare as compare_module
+    from resnet_deploy.bench import measure as compare_module  # where each row's latency is measured
 
     out = tmp_path / "r.json"
     real, calls = compare_module.measure, []
@@ -435,8 +420,8 @@ def test_degenerate_reference_means_fewer_classes_than_a_third_of_what_the_image
     """Random weights often answer two or three classes for a handful of photos, not one: that is still
     flagged. The threshold is checked on the trained model's real logits, subsets of the held-out crops
     picked so that they predict exactly k classes."""
-    from resnet_deploy.export.verify import reference_logits
     from resnet_deploy.preprocess import load_folder
+    from resnet_deploy.verify import reference_logits
 
     images = load_folder(trained.heldout_dir, trained.preprocess).tensors
     logits = reference_logits(trained.model, images)
@@ -499,7 +484,7 @@ def test_warmup_and_iters_out_of_range_are_refused_before_anything_runs(trained,
 
 
 def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_path) -> None:
-    from resnet_deploy.benchmarks.default_set import fit_range
+    from resnet_deploy.pipeline.default_set import fit_range
 
     pipe = trained.pipeline(tmp_path / "ws")  # 1x3x64x64 .. 4x3x128x128, opt 1x3x64x64
     assert not fit_range(pipe, [1, 4], [(64, 64), (96, 80)])
@@ -512,8 +497,8 @@ def test_fit_range_covers_the_benchmark_shapes_only_when_needed(trained, tmp_pat
 
 def test_engine_rows_away_from_the_opt_shape_are_flagged() -> None:
     """TensorRT tunes for one shape; a report at other batches says so (engines tuned for batch 1 by default)."""
-    from resnet_deploy.benchmarks.compare import opt_shape_notes
-    from resnet_deploy.runtimes.base import Artifact
+    from resnet_deploy.bench.plan import opt_shape_notes
+    from resnet_deploy.runtimes import Artifact
     from resnet_deploy.shapes import ShapeRange
 
     engine = Artifact(
@@ -694,7 +679,7 @@ def test_a_default_set_range_without_the_crop_skips_int8_and_runs_the_rest(train
 def test_tensorrt_refuses_the_cpu_int8_recipe_by_its_record(trained, workspace) -> None:
     """The rule lives with the runtime registry, so `create` (the library) and compare (which skips the pair)
     say the same; judged from the manifest, before any GPU or TensorRT is looked for."""
-    from resnet_deploy.runtimes.base import registry
+    from resnet_deploy.runtimes import registry
     from resnet_deploy.workspace import Workspace
 
     if "int8" not in _optional_precisions():

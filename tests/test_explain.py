@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from resnet_deploy.benchmarks import explain as ex
+from resnet_deploy import explain as ex
 from resnet_deploy.preprocess import load_folder
-from resnet_deploy.runtimes.base import Artifact
+from resnet_deploy.runtimes import Artifact
 from tests.tampering import bgr, perturbed, swapped_classes
 
 
@@ -161,24 +161,27 @@ def test_program_and_torchscript(trained, model, images, tmp_path: Path) -> None
 def test_gate_explains_each_failure_at_the_size_its_row_ran(model, images, tampered) -> None:
     """--size 96: the failing row is explained on the parity images resized to 96x96 as compare resized
     them, not at the crop size (64x64 here); each size gets its own explanation."""
-    from types import SimpleNamespace
-
     import numpy as np
 
-    from resnet_deploy.benchmarks import gate
-    from resnet_deploy.benchmarks.parity import compare
+    from resnet_deploy.gate import verdict as gate
+    from resnet_deploy.gate.finish import explain_failures
+    from resnet_deploy.gate.summary import markdown
+    from resnet_deploy.parity import compare
+    from resnet_deploy.results import Row
 
     broken = compare(np.eye(4), np.eye(4)[::-1])  # fails any fp32 tolerance
-    row = {"artifact_path": str(tampered["swapped"]), "artifact_key": None, "runtime": "onnxruntime-cpu"}
-    row |= {"precision": "fp32", "device": "cpu", "batch": 1, "parity": broken, "error": None, "latency": None}
-    rows = [SimpleNamespace(**row, size=size) for size in ((96, 96), (64, 64))]
+    path = str(tampered["swapped"])
+    rows = [
+        Row("file", path, "onnx", "onnxruntime-cpu", "fp32", "cpu", 1, size, True, parity=broken)
+        for size in ((96, 96), (64, 64))
+    ]
     result = gate.evaluate(rows)
-    gate._explain_failures(result, SimpleNamespace(model=model), images)
+    explain_failures(result, model, images)
     at96, at64 = result.failures
     assert at96.size == (96, 96) and "64x24x24" in at96.explanation, at96.explanation
     assert "diverges first at head" in at96.explanation
     assert at64.size == (64, 64) and "64x16x16" in at64.explanation, at64.explanation
-    assert "96x96" in gate.markdown(result)
+    assert "96x96" in markdown(result)
 
 
 def test_gradual_growth_is_not_blamed_on_one_stage() -> None:

@@ -13,16 +13,17 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from resnet_deploy.benchmarks.parity import compare
 from resnet_deploy.cli.export import app
 from resnet_deploy.errors import VerificationError
 from resnet_deploy.export.onnx import export_onnx
-from resnet_deploy.export.verify import reference_logits
 from resnet_deploy.files import sha256_file
 from resnet_deploy.models import ARCHITECTURES
+from resnet_deploy.parity import compare
 from resnet_deploy.pipeline import ModelOptions, Pipeline
+from resnet_deploy.pipeline.step import Step
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.shapes import ShapeRange
+from resnet_deploy.verify import reference_logits
 from tests.privileges import run_unprivileged
 
 runner = CliRunner()
@@ -83,7 +84,7 @@ def test_the_program_and_the_torchscript_fix_no_device_in_their_graphs(resnet50_
     """The CUDA runtimes load on the CPU then move (`.to(cuda)`, `map_location`): a constant or a device
     check the export fixed to the CPU would fail only on a GPU. The program runs whole on the meta device
     (torch 2.11's traced convolution has no meta kernel, so the TorchScript graph is read instead)."""
-    from resnet_deploy.export.program import load_program
+    from resnet_deploy.runtimes.torch import load_program
 
     folder, _ = resnet50_workspace
     program = load_program(folder / "resnet50.pt2").to("meta")
@@ -96,9 +97,8 @@ def test_the_program_and_the_torchscript_fix_no_device_in_their_graphs(resnet50_
 
 def test_torchscript_fixes_ieee_fp32_in_every_convolution(resnet50_workspace, tmp_path):
     """A trace keeps cuDNN's flags per convolution; ours must not be a TF32 model in disguise on a GPU."""
-    from resnet_deploy.export.torchscript import traced_conv_flags
-    from resnet_deploy.runtimes.base import Artifact
-    from resnet_deploy.runtimes.torch import TorchScriptRuntime
+    from resnet_deploy.runtimes import Artifact
+    from resnet_deploy.runtimes.torch import TorchScriptRuntime, traced_conv_flags
 
     folder, model = resnet50_workspace
     ours = torch.jit.load(str(folder / "resnet50.ts"))
@@ -130,7 +130,7 @@ def test_manifest_records_source_inputs_and_artifacts(resnet50_workspace):
 def test_tool_versions_name_the_packages_that_import():
     import onnxruntime
 
-    from resnet_deploy.pipeline import tool_versions
+    from resnet_deploy.provenance import tool_versions
 
     versions = tool_versions()
     assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
@@ -424,7 +424,15 @@ def test_failed_verification_leaves_nothing(tmp_path):
 
     with pytest.raises(VerificationError):
         pipe.build(
-            "onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(x=1), lambda p: p.write_bytes(b"x"), reject
+            Step(
+                "onnx-fp32",
+                "resnet18.onnx",
+                "onnx",
+                "fp32",
+                pipe.fingerprint(x=1),
+                lambda p: p.write_bytes(b"x"),
+                reject,
+            )
         )
     assert not (tmp_path / "resnet18").exists()  # no file, no manifest, no empty folder: nothing half-done
     assert "onnx-fp32" not in pipe.ws.artifacts
@@ -500,7 +508,7 @@ def test_unstrided_maxpool_is_exact_and_exports_for_any_size():
 def test_verification_computes_each_reference_once_per_model():
     import gc
 
-    from resnet_deploy.export import verify
+    from resnet_deploy import verify
 
     model = torchvision.models.resnet18(num_classes=10).eval()
     batch, first = verify._reference_for(model, (2, 3, 64, 64), 0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from resnet_deploy.benchmarks.floor import Ceilings, floors, measure_ceilings, model_flops, row_floor
-from resnet_deploy.benchmarks.latency import summarize
+from resnet_deploy.bench.floor import Ceilings, floors, measure_ceilings, model_flops, row_floor
+from resnet_deploy.bench.latency import summarize
 from resnet_deploy.models import load_model
 
 
@@ -107,7 +107,7 @@ def test_memory_floor_reads_the_weights_at_the_rows_precision() -> None:
 def test_rows_under_their_floor_say_the_peak_was_understated() -> None:
     """A CPU peak measured while another process ran came out at half what the ONNX rows then reached: 'x floor'
     0.5 read as a bound would be nonsense, so it is said; a few percent under (Winograd) is not."""
-    from resnet_deploy.benchmarks.floor import beaten_warning
+    from resnet_deploy.bench.floor import beaten_warning
 
     flops, params = 8e9, 25_000_000
     at_floor = 256 * 8e9 / 500e12  # seconds: the fp16 math floor at batch 256

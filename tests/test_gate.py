@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,14 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
-from resnet_deploy.benchmarks import gate, junit, tolerances
-from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, ParityMetrics, check, compare
+from resnet_deploy import tolerances
 from resnet_deploy.errors import UsageError
-from resnet_deploy.export.verify import reference_logits
+from resnet_deploy.gate import junit, summary
+from resnet_deploy.gate import verdict as gate
+from resnet_deploy.parity import DEFAULT_TOLERANCES, ParityMetrics, check, compare
 from resnet_deploy.preprocess import load_folder
+from resnet_deploy.results import Row
+from resnet_deploy.verify import reference_logits
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "tolerances.toml"
@@ -46,8 +48,8 @@ def test_defaults_are_the_parity_defaults() -> None:
 
 def test_compare_options_take_a_plain_tolerance_table() -> None:
     """A library caller may pass {precision: Tolerance}, as DEFAULT_TOLERANCES is: judged by it, not a traceback."""
-    from resnet_deploy.benchmarks.compare import CompareOptions
-    from resnet_deploy.benchmarks.parity import Tolerance
+    from resnet_deploy.bench.options import CompareOptions
+    from resnet_deploy.parity import Tolerance
 
     strict = {**DEFAULT_TOLERANCES, "fp32": Tolerance(max_rel_l2=0.0)}
     options = CompareOptions(tolerances=strict)
@@ -146,19 +148,18 @@ def test_missing_tolerance_file_is_a_usage_error(tmp_path: Path) -> None:
 # -- evaluation and JUnit on synthetic rows --------------------------------------------------------
 
 
-@dataclass
-class _Row:
-    artifact_key: str
-    artifact_path: str | None
-    runtime: str
-    precision: str
-    parity: ParityMetrics | None
-    error: str | None = None
-    device: str = "cpu"
-    batch: int = 1
-    size: tuple[int, int] = (64, 64)
-    copies_included: bool = True
-    latency: object = None
+def _Row(
+    artifact_key: str,
+    artifact_path: str | None,
+    runtime: str,
+    precision: str,
+    parity: ParityMetrics | None,
+    error: str | None = None,
+    device: str = "cpu",
+    size: tuple[int, int] = (64, 64),
+) -> Row:
+    fmt = "pytorch" if artifact_path is None else "onnx"
+    return Row(artifact_key, artifact_path, fmt, runtime, precision, device, 1, size, True, parity=parity, error=error)
 
 
 def _metrics(cosine: float, rel_l2: float, top1: float = 1.0) -> ParityMetrics:
@@ -192,7 +193,7 @@ def test_evaluate_exit_codes_and_junit(tmp_path: Path) -> None:
     assert "top1_agreement 0.5 (must be >= 0.95)" in msg
     assert not list(out.parent.glob(".*.tmp*"))  # atomic write leaves no temp file
 
-    md = gate.markdown(res)
+    md = summary.markdown(res)
     assert "FAILED" in md and "`resnet18.int8.onnx`" in md and "\x1b" not in md
     # a row that could not run is counted as such, not as outside tolerance
     assert "2 of 3 checks failed (1 outside tolerance, 1 could not run)" in res.summary()
@@ -448,12 +449,11 @@ def test_an_artifact_left_from_other_weights_fails_the_gate(trained, tmp_path: P
     new weights must fail on it (it used to be skipped with a warning while the gate passed), naming why."""
     import torch
 
-    from resnet_deploy.export.precision import onnx_fp16
     from resnet_deploy.pipeline import ModelOptions, Pipeline
     from tests.tampering import perturbed
 
     ws = tmp_path / "ws"
-    onnx_fp16(trained.pipeline(ws, dynamic=False))  # model A: FP32 and FP16 ONNX
+    trained.pipeline(ws, dynamic=False).fp16()  # model A: FP32 and FP16 ONNX
     retrained = tmp_path / "retrained.pt"
     torch.save({"model_state_dict": perturbed(trained.model, 0.05).state_dict(), "classes": trained.classes}, retrained)
     opts = ModelOptions(trained.architecture, str(retrained), resize=trained.resize, crop=trained.crop)
@@ -478,10 +478,8 @@ def test_an_artifact_file_replaced_after_export_fails_the_gate_saying_so(trained
     describes the file, whatever its numbers (FP16 is within 1.2e-4 of FP32 here, a hair from the bound)."""
     import shutil
 
-    from resnet_deploy.export.precision import onnx_fp16
-
     ws = tmp_path / "ws"
-    fp16 = onnx_fp16(trained.pipeline(ws, dynamic=False))
+    fp16 = trained.pipeline(ws, dynamic=False).fp16()
     shutil.copyfile(fp16.path, fp16.path.with_name("resnet18.onnx"))
     report = tmp_path / "parity.xml"
     res = _gate_cli(trained.checkpoint, ws, trained.heldout_dir, report, "--explain")

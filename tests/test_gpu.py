@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, check, compare
 from resnet_deploy.errors import UsageError
-from resnet_deploy.runtimes.base import create, registry
+from resnet_deploy.parity import DEFAULT_TOLERANCES, check, compare
+from resnet_deploy.runtimes import create, registry
 
 
 def test_cuda_math_sets_ieee_or_tf32_and_restores() -> None:
@@ -59,18 +59,17 @@ CUDA_CASES = [
 @pytest.fixture(scope="module")
 def gpu_setup(trained, tmp_path_factory):
     """The trained model exported to every torch/ONNX format, the held-out crops, the CPU reference."""
-    from resnet_deploy.calibration.quantize import onnx_int8
-    from resnet_deploy.export.precision import onnx_fp16
-    from resnet_deploy.export.verify import reference_logits
+    from resnet_deploy.int8.dataset import CalibrationRequest
     from resnet_deploy.preprocess import load_folder
+    from resnet_deploy.verify import reference_logits
 
     ws = tmp_path_factory.mktemp("gpu-ws")
     pipe = trained.pipeline(ws)
     pipe.torchscript()
     pipe.onnx()
     pipe.program()
-    onnx_fp16(pipe)
-    onnx_int8(pipe, trained.calib_dir, target="tensorrt")
+    pipe.fp16()
+    pipe.int8(CalibrationRequest(trained.calib_dir, target="tensorrt"))
     images = load_folder(trained.heldout_dir, trained.preprocess).tensors
     return pipe, ws, images, reference_logits(pipe.model, images)
 
@@ -159,7 +158,7 @@ def test_torchscript_traced_under_tf32_is_run_as_tf32_and_ours_is_ieee(gpu_setup
     """A trace fixes cuDNN's TF32 flag in each convolution: ours must be IEEE on the GPU, a plain trace is not."""
     import torch
 
-    from resnet_deploy.runtimes.base import Artifact
+    from resnet_deploy.runtimes import Artifact
 
     pipe, _, images, reference = gpu_setup
     with torch.no_grad():  # PyTorch's defaults: TF32 allowed for convolutions
@@ -180,7 +179,7 @@ def test_torchscript_traced_under_tf32_is_run_as_tf32_and_ours_is_ieee(gpu_setup
 
 @pytest.mark.gpu
 def test_device_resident_timing_uses_cuda_events_and_excludes_copies(gpu_setup) -> None:
-    from resnet_deploy.benchmarks.latency import measure
+    from resnet_deploy.bench.latency import measure
 
     pipe, _, _, _ = gpu_setup
     runtime = create("torch-eager", pipe.reference(), "cuda")
@@ -197,7 +196,7 @@ def test_device_resident_timing_uses_cuda_events_and_excludes_copies(gpu_setup) 
 
 @pytest.mark.gpu
 def test_cuda_ceilings_rank_as_the_hardware_does() -> None:
-    from resnet_deploy.benchmarks.floor import measure_ceilings
+    from resnet_deploy.bench.floor import measure_ceilings
 
     ceil = measure_ceilings("cuda", n=4096, repeats=5)
     rates = ceil.tflops
@@ -245,7 +244,7 @@ def test_compare_on_cuda_runs_every_gpu_runtime_with_both_copy_modes(trained, gp
 @pytest.mark.parametrize("key", ["onnx-fp32", "program", "torchscript"])
 def test_explain_reads_stages_on_the_gpu_in_ieee_fp32(gpu_setup, key) -> None:
     """--explain on a CUDA row: every stage read on the GPU, within FP32 rounding (TF32 would not be)."""
-    from resnet_deploy.benchmarks.explain import STAGES, explain
+    from resnet_deploy.explain import STAGES, explain
 
     pipe, _, images, _ = gpu_setup
     name = "onnxruntime-cuda" if key.startswith("onnx") else "torch-export"

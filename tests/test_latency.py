@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from resnet_deploy.benchmarks.latency import default_threads, measure, random_inputs, summarize
-from resnet_deploy.runtimes.base import Runtime
+from resnet_deploy.bench.latency import measure, random_inputs, summarize
+from resnet_deploy.devices import default_threads
+from resnet_deploy.runtimes import Runtime
 
 
 class Recorder(Runtime):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, check, compare
 from resnet_deploy.errors import UsageError
+from resnet_deploy.parity import DEFAULT_TOLERANCES, check, compare
 from resnet_deploy.preprocess import load_folder
 from resnet_deploy.runtimes import Artifact, Runtime, create
 from resnet_deploy.workspace import Workspace

@@ -15,15 +15,14 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from resnet_deploy.benchmarks.parity import ParityMetrics, compare
-from resnet_deploy.calibration.qdq_check import check_qdq
-from resnet_deploy.calibration.quantize import onnx_int8
 from resnet_deploy.cli.export import app
-from resnet_deploy.export.onnx import onnx_precision
-from resnet_deploy.export.precision import onnx_fp16
-from resnet_deploy.export.verify import reference_logits
+from resnet_deploy.int8.dataset import CalibrationRequest
+from resnet_deploy.int8.qdq_check import check_qdq
+from resnet_deploy.onnx_graph import precision as onnx_precision
+from resnet_deploy.parity import ParityMetrics, compare
 from resnet_deploy.preprocess import load_folder
-from resnet_deploy.runtimes.base import Artifact, create
+from resnet_deploy.runtimes import Artifact, create
+from resnet_deploy.verify import reference_logits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,12 +40,12 @@ class Shared:
 
     def fp16(self) -> Artifact:
         if "fp16" not in self.cache:
-            self.cache["fp16"] = onnx_fp16(self.pipe)
+            self.cache["fp16"] = self.pipe.fp16()
         return self.cache["fp16"]
 
     def int8(self, target: str = "tensorrt") -> Artifact:
         if target not in self.cache:
-            self.cache[target] = onnx_int8(self.pipe, self.trained.calib_dir, target=target)
+            self.cache[target] = self.pipe.int8(CalibrationRequest(self.trained.calib_dir, target=target))
         return self.cache[target]
 
     def parity(self, artifact: Artifact) -> ParityMetrics:

@@ -10,8 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from resnet_deploy.calibration.qdq_check import Graph, check_model, check_qdq, require_valid, residual_adds
 from resnet_deploy.errors import UsageError, VerificationError
+from resnet_deploy.int8.qdq_check import check_model, check_qdq, require_valid
+from resnet_deploy.onnx_graph import Graph
 from tests.test_precision import Shared, shared
 
 
@@ -45,7 +46,7 @@ def test_real_tensorrt_model_passes(models: Shared) -> None:
 
 def test_real_model_has_qdq_where_tensorrt_wants_it(trt_model: onnx.ModelProto) -> None:
     graph = Graph(trt_model)
-    adds = residual_adds(graph)
+    adds = graph.residual_adds()
     assert len(adds) == 8  # resnet18: 8 basic blocks
     for add, identity, branch in adds:
         assert graph.produced_by(add.input[identity], "DequantizeLinear") is not None
@@ -103,7 +104,7 @@ def test_per_channel_weights_on_the_wrong_axis_are_flagged(trt_model: onnx.Model
 
 def test_residual_placement_is_checked(trt_model: onnx.ModelProto) -> None:
     graph = Graph(trt_model)
-    add, identity, branch = residual_adds(graph)[0]
+    add, identity, branch = graph.residual_adds()[0]
     # identity input back to float, and a Q/DQ pair put on the conv branch instead
     add.input[identity] = graph.through_qdq(add.input[identity])
     x = add.input[branch]

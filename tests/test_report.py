@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from resnet_deploy.benchmarks import report
-from resnet_deploy.benchmarks.latency import summarize
-from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, ParityMetrics, check
-from resnet_deploy.benchmarks.results import CompareResult, Row
+from resnet_deploy import report
+from resnet_deploy.bench.latency import summarize
 from resnet_deploy.errors import UsageError
+from resnet_deploy.parity import DEFAULT_TOLERANCES, ParityMetrics, check
+from resnet_deploy.results import CompareResult, Row
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -77,7 +77,7 @@ def test_speedup_against_eager(result: CompareResult) -> None:
 def test_speedup_and_throughput_are_medians_and_a_stall_is_named(result: CompareResult) -> None:
     """One stall of 30x in the baseline's 30 iterations doubles its mean: a mean-based speedup would call every
     other row twice as fast as it is. The median ignores it, and the stall is named, once."""
-    from resnet_deploy.benchmarks.results import noise_warning
+    from resnet_deploy.results import noise_warning
 
     base = result.rows[0]
     times = [0.040] * 29 + [1.2]

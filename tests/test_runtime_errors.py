@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from resnet_deploy.errors import UsageError
-from resnet_deploy.runtimes.base import Artifact
+from resnet_deploy.runtimes import Artifact
 from resnet_deploy.runtimes.torch import TorchScriptRuntime, error_cause
 
 

@@ -18,15 +18,23 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from resnet_deploy import engines
+from resnet_deploy.engines import build as engine_build
+from resnet_deploy.engines import profile
 from resnet_deploy.errors import MissingDependencyError, UsageError
+from resnet_deploy.int8.dataset import CalibrationRequest
+from resnet_deploy.pipeline import engines as pipeline_engines
+from resnet_deploy.runtimes import tensorrt_env
 from resnet_deploy.shapes import ShapeRange
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = [*sorted((REPO / "src/resnet_deploy/engines").glob("*.py")), REPO / "src/resnet_deploy/runtimes/tensorrt.py"]
+MODULES = [
+    *sorted((REPO / "src/resnet_deploy/engines").glob("*.py")),
+    REPO / "src/resnet_deploy/runtimes/tensorrt.py",
+    REPO / "src/resnet_deploy/runtimes/tensorrt_env.py",
+]
 #: the files that call TensorRT's API (the rest of engines/ reads its version at most)
 API_MODULES = {"tensorrt_api.py", "tensorrt.py"}
-AVAILABLE = engines.tensorrt_unavailable_reason() is None
+AVAILABLE = tensorrt_env.unavailable_reason() is None
 needs_no_tensorrt = pytest.mark.skipif(
     AVAILABLE, reason="TensorRT and a GPU are present: the missing-TensorRT path is not taken"
 )
@@ -38,18 +46,18 @@ RECORDED = ShapeRange((1, 3, 64, 64), (1, 3, 224, 224), (8, 3, 448, 448))
 
 
 def test_profile_defaults_to_the_recorded_range():
-    assert engines.profile_shapes(recorded=RECORDED) == RECORDED
+    assert profile.profile_shapes(recorded=RECORDED) == RECORDED
 
 
 def test_profile_flags_override_each_bound():
-    p = engines.profile_shapes("2x3x96x96", "2x3x224x224", "4x3x256x256", recorded=RECORDED)
+    p = profile.profile_shapes("2x3x96x96", "2x3x224x224", "4x3x256x256", recorded=RECORDED)
     assert (p.min, p.opt, p.max) == ((2, 3, 96, 96), (2, 3, 224, 224), (4, 3, 256, 256)) and p.dynamic
-    only_min = engines.profile_shapes("1x3x96x96", recorded=RECORDED)
+    only_min = profile.profile_shapes("1x3x96x96", recorded=RECORDED)
     assert (only_min.min, only_min.opt, only_min.max) == ((1, 3, 96, 96), RECORDED.opt, RECORDED.max)
 
 
 def test_profile_short_shapes_and_static_profile():
-    p = engines.profile_shapes("224", "224", "224", recorded=RECORDED)
+    p = profile.profile_shapes("224", "224", "224", recorded=RECORDED)
     assert p.min == p.opt == p.max == (1, 3, 224, 224) and not p.dynamic
 
 
@@ -61,15 +69,15 @@ def test_profile_short_shapes_and_static_profile():
 def test_profile_outside_the_recorded_range_is_refused(flags):
     # the ONNX was verified only inside the recorded range: below its min is as unverified as above its max
     with pytest.raises(UsageError, match=r"outside the range 1x3x64x64 \.\. 8x3x448x448") as e:
-        engines.profile_shapes(recorded=RECORDED, **flags)
+        profile.profile_shapes(recorded=RECORDED, **flags)
     assert "resnet-export onnx" in str(e.value)
 
 
 def test_profile_of_a_static_onnx_cannot_grow():
     static = ShapeRange.static((1, 3, 224, 224))
     with pytest.raises(UsageError, match="is static"):
-        engines.profile_shapes(max_shape="4x3x224x224", recorded=static)
-    assert engines.profile_shapes(recorded=static) == static
+        profile.profile_shapes(max_shape="4x3x224x224", recorded=static)
+    assert profile.profile_shapes(recorded=static) == static
 
 
 @pytest.mark.parametrize(
@@ -83,26 +91,26 @@ def test_profile_of_a_static_onnx_cannot_grow():
 )
 def test_profile_bad_flags(flags, match):
     with pytest.raises(UsageError, match=match):
-        engines.profile_shapes(*flags, recorded=RECORDED)
+        profile.profile_shapes(*flags, recorded=RECORDED)
 
 
 def test_profile_from_onnx_dims_keeps_fixed_axes():
-    p = engines.profile_shapes(onnx_dims=[1, 3, "height", "width"])
+    p = profile.profile_shapes(onnx_dims=[1, 3, "height", "width"])
     assert p.min[0] == p.opt[0] == p.max[0] == 1
     assert p.min[2:] == (64, 64) and p.max[2:] == (448, 448)
-    static = engines.profile_shapes(onnx_dims=[2, 3, 160, 160])
+    static = profile.profile_shapes(onnx_dims=[2, 3, 160, 160])
     assert static.min == static.max == (2, 3, 160, 160)
 
 
 def test_profile_contradicting_a_fixed_onnx_axis():
     with pytest.raises(UsageError, match="fixed batch of 1"):
-        engines.profile_shapes(max_shape="4x3x224x224", onnx_dims=[1, 3, "h", "w"])
+        profile.profile_shapes(max_shape="4x3x224x224", onnx_dims=[1, 3, "h", "w"])
     with pytest.raises(UsageError, match="3 dimensions"):
-        engines.profile_shapes(onnx_dims=[1, 3, 224])
+        profile.profile_shapes(onnx_dims=[1, 3, 224])
 
 
 def test_profile_inputs_check_the_engine_shape():
-    rng = engines.profile_shapes(recorded=RECORDED)
+    rng = profile.profile_shapes(recorded=RECORDED)
     with pytest.raises(UsageError, match=r"outside .* range 1x3x64x64 \.\. 8x3x448x448"):
         rng.check((16, 3, 224, 224), "resnet50-fp16.engine")
     rng.check((8, 3, 448, 448))
@@ -112,32 +120,32 @@ def test_profile_inputs_check_the_engine_shape():
 
 
 def test_parse_version():
-    assert engines.parse_version("10.7.0.post1") == (10, 7, 0)
-    assert engines.parse_version("11.0.0.14") == (11, 0, 0, 14)
-    assert engines.parse_version(None) == ()
+    assert tensorrt_env.parse_version("10.7.0.post1") == (10, 7, 0)
+    assert tensorrt_env.parse_version("11.0.0.14") == (11, 0, 0, 14)
+    assert tensorrt_env.parse_version(None) == ()
 
 
 def test_parse_bytes():
-    assert engines.parse_bytes("4G") == 4 << 30
-    assert engines.parse_bytes("512MiB") == 512 << 20
-    assert engines.parse_bytes("1024") == 1024
-    assert engines.parse_bytes(None) is None
+    assert profile.parse_bytes("4G") == 4 << 30
+    assert profile.parse_bytes("512MiB") == 512 << 20
+    assert profile.parse_bytes("1024") == 1024
+    assert profile.parse_bytes(None) is None
     with pytest.raises(UsageError, match="invalid size"):
-        engines.parse_bytes("lots")
+        profile.parse_bytes("lots")
 
 
-def test_precision_flags():
-    assert engines.precision_from_flags(False, False, None) is None
-    assert engines.precision_from_flags(True, False, None) == "fp16"
-    assert engines.precision_from_flags(False, True, Path("calibration")) == "int8"
+def test_precision_flags(trained):
+    assert profile.precision_from_flags(False, False) is None
+    assert profile.precision_from_flags(True, False) == "fp16"
+    assert profile.precision_from_flags(False, True) == "int8"  # --onnx: the file carries its scales
     with pytest.raises(UsageError, match="exclude"):
-        engines.precision_from_flags(True, True, Path("c"))
+        profile.precision_from_flags(True, True)
+    # what INT8 needs besides the flag is the calibration request's one check
+    assert CalibrationRequest.from_options(True, trained.calib_dir, None, None).folder == trained.calib_dir
     with pytest.raises(UsageError, match="--calib only applies"):
-        engines.precision_from_flags(False, False, Path("c"))
+        CalibrationRequest.from_options(False, Path("c"), None, None)
     with pytest.raises(UsageError, match="--calib DIR"):
-        engines.precision_from_flags(False, True, None)
-    # --onnx: the file carries its scales, so --int8 only states the precision expected
-    assert engines.precision_from_flags(False, True, None, calibrated=True) == "int8"
+        CalibrationRequest.from_options(True, None, None, None)
 
 
 # -- where an engine was built vs. where it runs ---------------------------------------------------
@@ -146,15 +154,15 @@ BUILT = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA L4", "compute_capabil
 
 
 def test_same_machine_is_compatible():
-    assert engines.compatibility(BUILT, dict(BUILT)) == ([], [])
-    engines.check_compatible(BUILT, {**BUILT, "tensorrt_version": "10.7.0.post1"}, "x.engine")
+    assert tensorrt_env.compatibility(BUILT, dict(BUILT)) == ([], [])
+    tensorrt_env.check_compatible(BUILT, {**BUILT, "tensorrt_version": "10.7.0.post1"}, "x.engine")
 
 
 def test_other_tensorrt_version_is_refused_plainly():
-    errors, _ = engines.compatibility(BUILT, {**BUILT, "tensorrt_version": "11.0.0"})
+    errors, _ = tensorrt_env.compatibility(BUILT, {**BUILT, "tensorrt_version": "11.0.0"})
     assert errors and "10.7.0" in errors[0] and "11.0.0" in errors[0]
     with pytest.raises(UsageError) as e:
-        engines.check_compatible(BUILT, {**BUILT, "tensorrt_version": "10.8.0"}, "resnet50-fp16.engine")
+        tensorrt_env.check_compatible(BUILT, {**BUILT, "tensorrt_version": "10.8.0"}, "resnet50-fp16.engine")
     text = str(e.value)
     assert "resnet50-fp16.engine was built elsewhere, with TensorRT 10.7.0 (this machine has TensorRT 10.8.0)" in text
     assert "rebuild it" in text and "\n" not in text
@@ -163,38 +171,38 @@ def test_other_tensorrt_version_is_refused_plainly():
 def test_other_compute_capability_is_refused_plainly():
     here = {"tensorrt_version": "10.7.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     with pytest.raises(UsageError) as e:
-        engines.check_compatible(BUILT, here, "m.engine")
+        tensorrt_env.check_compatible(BUILT, here, "m.engine")
     assert "compute capability 8.9 (NVIDIA L4; this one is 9.0, NVIDIA H100 80GB HBM3)" in str(e.value)
 
 
 def test_other_gpu_same_architecture_only_warns():
-    errors, warnings = engines.compatibility(BUILT, {**BUILT, "gpu_name": "NVIDIA L40S"}, "m.engine")
+    errors, warnings = tensorrt_env.compatibility(BUILT, {**BUILT, "gpu_name": "NVIDIA L40S"}, "m.engine")
     assert errors == [] and "tuned on NVIDIA L4" in warnings[0]
 
 
 def test_unknown_build_record_warns_and_lets_tensorrt_decide():
-    errors, warnings = engines.compatibility({}, BUILT, "m.engine")
+    errors, warnings = tensorrt_env.compatibility({}, BUILT, "m.engine")
     assert errors == [] and "no build record" in warnings[0]
 
 
 def test_sidecar_round_trip_and_manifest_entry_wins(tmp_path):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"plan")
-    assert engines.read_sidecar(engine) is None
-    path = engines.write_sidecar(engine, {**BUILT, "profile": RECORDED.to_dict()})
+    assert tensorrt_env.read_sidecar(engine) is None
+    path = tensorrt_env.write_sidecar(engine, {**BUILT, "profile": RECORDED.to_dict()})
     assert path == tmp_path / "model.engine.json"
-    assert engines.build_record(engine)["compute_capability"] == "8.9"
-    assert engines.build_record(engine, {"tensorrt_version": "11.0.0"})["tensorrt_version"] == "11.0.0"
-    assert ShapeRange.from_dict(engines.read_sidecar(engine)["profile"]) == RECORDED
+    assert tensorrt_env.build_record(engine)["compute_capability"] == "8.9"
+    assert tensorrt_env.build_record(engine, {"tensorrt_version": "11.0.0"})["tensorrt_version"] == "11.0.0"
+    assert ShapeRange.from_dict(tensorrt_env.read_sidecar(engine)["profile"]) == RECORDED
     path.write_text("{not json")
-    assert engines.read_sidecar(engine) is None
+    assert tensorrt_env.read_sidecar(engine) is None
 
 
 # -- without TensorRT ------------------------------------------------------------------------------
 
 
 def test_missing_message_is_one_line_with_the_fix_and_the_onnx():
-    err = engines.missing_tensorrt_error(
+    err = engine_build.missing_tensorrt_error(
         "TensorRT is not installed (no Python package 'tensorrt') and no CUDA GPU is visible",
         Path("artifacts/resnet50/resnet50-int8-tensorrt.onnx"),
         "int8",
@@ -204,15 +212,15 @@ def test_missing_message_is_one_line_with_the_fix_and_the_onnx():
     assert "TensorRT is not installed" in text and "pip install" in text and "NVIDIA GPU" in text
     assert "INT8 ONNX" in text and "artifacts/resnet50/resnet50-int8-tensorrt.onnx" in text and "ONNX Runtime" in text
     assert "[" not in err.hint  # rich would swallow "[tensorrt]" as markup
-    gpu_only = engines.missing_tensorrt_error("no CUDA GPU is visible")
+    gpu_only = engine_build.missing_tensorrt_error("no CUDA GPU is visible")
     assert "pip install" not in gpu_only.hint and "NVIDIA GPU" in gpu_only.hint
 
 
 @needs_no_tensorrt
 def test_reason_and_runtime_refusal_here(tmp_path):
-    from resnet_deploy.runtimes.base import Artifact, create, runtimes_for
+    from resnet_deploy.runtimes import Artifact, create, runtimes_for
 
-    reason = engines.tensorrt_unavailable_reason()
+    reason = tensorrt_env.unavailable_reason()
     assert reason and ("TensorRT" in reason or "GPU" in reason)
     assert all(spec.name != "tensorrt" for spec in runtimes_for("engine", "cuda"))
     engine = tmp_path / "m.engine"
@@ -289,14 +297,14 @@ def test_library_int8_engine_without_calibration_images_is_refused(small_workspa
     monkeypatch.chdir(REPO)  # where ./calibration exists
     pipe = Pipeline(ModelOptions("resnet18", "none", crop=64, resize=72), small_workspace)
     with pytest.raises(UsageError, match="INT8 engine needs calibration images"):
-        engines.engine_for_pipeline(pipe, "int8")
+        pipe.engine("int8")
     assert not any(k.startswith("onnx-int8") for k in pipe.ws.artifacts)
 
 
 @needs_no_tensorrt
 def test_cli_int8_with_calib_exactly_as_written(small_workspace):
-    if importlib.util.find_spec("resnet_deploy.calibration.quantize") is None:
-        pytest.skip("INT8 ONNX export (resnet_deploy.calibration.quantize) is not in this tree yet")
+    if importlib.util.find_spec("resnet_deploy.int8.quantize") is None:
+        pytest.skip("INT8 ONNX export (resnet_deploy.int8.quantize) is not in this tree yet")
     proc = _cli(*SMALL, "--int8", "--calib", str(REPO / "calibration"), "--workspace", str(small_workspace), cwd=REPO)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     line = _one_error_line(proc)
@@ -574,12 +582,12 @@ def _run_batches(runtime, images: np.ndarray, batch: int) -> np.ndarray:
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_builds_runs_and_matches_pytorch(engine_setup, precision):
-    from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, check, compare
-    from resnet_deploy.runtimes.base import create
+    from resnet_deploy.parity import DEFAULT_TOLERANCES, check, compare
+    from resnet_deploy.runtimes import create
 
     trained, pipe, images, reference = engine_setup
-    artifact = engines.engine_for_pipeline(pipe, precision, calib=trained.calib_dir if precision == "int8" else None)
-    assert artifact.path.is_file() and engines.sidecar_path(artifact.path).is_file()
+    artifact = pipe.engine(precision, CalibrationRequest(trained.calib_dir) if precision == "int8" else None)
+    assert artifact.path.is_file() and tensorrt_env.sidecar_path(artifact.path).is_file()
     entry = pipe.ws.artifacts[f"tensorrt-{precision}"]
     for field in ("tensorrt_version", "gpu_name", "compute_capability", "profile", "source_onnx_sha256"):
         assert entry.get(field), field
@@ -600,14 +608,15 @@ def test_engine_builds_runs_and_matches_pytorch(engine_setup, precision):
     finally:
         runtime.close()
     # a second run reuses the engine (inputs unchanged)
-    again = engines.engine_for_pipeline(pipe, precision, calib=trained.calib_dir if precision == "int8" else None)
+    again = pipe.engine(precision, CalibrationRequest(trained.calib_dir) if precision == "int8" else None)
     assert again.entry["sha256"] == entry["sha256"]
 
 
 def test_tensorrt_provider_gets_the_onnx_range_as_its_profile(engine_setup):
     """ONNX Runtime's TensorRT provider is given the range the ONNX was exported for, by the ONNX's own
     input name, so it builds one engine for it instead of one per new input shape."""
-    from resnet_deploy.runtimes.onnxruntime import _input_name, tensorrt_profile_options
+    from resnet_deploy.onnx_graph import input_name as _input_name
+    from resnet_deploy.runtimes.onnxruntime import tensorrt_profile_options
 
     _, pipe, _, _ = engine_setup
     path = pipe.onnx().path
@@ -621,15 +630,15 @@ def test_tensorrt_provider_gets_the_onnx_range_as_its_profile(engine_setup):
 
 
 def _ort_tensorrt_reason() -> str | None:
-    from resnet_deploy.runtimes.base import registry
+    from resnet_deploy.runtimes import registry
 
     return registry()["onnxruntime-tensorrt"].unavailable_reason("cuda:0")
 
 
 @pytest.mark.gpu
 def test_onnxruntime_tensorrt_provider_runs_the_range_at_tf32_parity(engine_setup):
-    from resnet_deploy.benchmarks.parity import DEFAULT_TOLERANCES, check, compare
-    from resnet_deploy.runtimes.base import create
+    from resnet_deploy.parity import DEFAULT_TOLERANCES, check, compare
+    from resnet_deploy.runtimes import create
 
     reason = _ort_tensorrt_reason()
     if reason:
@@ -651,14 +660,14 @@ def test_onnxruntime_tensorrt_provider_runs_the_range_at_tf32_parity(engine_setu
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_engine_built_elsewhere_is_refused_before_deserializing(engine_setup, tmp_path):
-    from resnet_deploy.runtimes.base import Artifact, create
+    from resnet_deploy.runtimes import Artifact, create
 
     _, pipe, _, _ = engine_setup
-    artifact = engines.engine_for_pipeline(pipe, "fp32")
+    artifact = pipe.engine("fp32")
     copy = tmp_path / "copy.engine"
     copy.write_bytes(artifact.path.read_bytes())
-    record = engines.read_sidecar(artifact.path)
-    engines.write_sidecar(copy, {**record, "tensorrt_version": "9.0.0"})
+    record = tensorrt_env.read_sidecar(artifact.path)
+    tensorrt_env.write_sidecar(copy, {**record, "tensorrt_version": "9.0.0"})
     with pytest.raises(UsageError, match=r"built elsewhere, with TensorRT 9\.0\.0"):
         create("tensorrt", Artifact.from_file(copy), "cuda:0")
 
@@ -666,12 +675,12 @@ def test_engine_built_elsewhere_is_refused_before_deserializing(engine_setup, tm
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_engine_from_onnx_file_writes_a_sidecar(engine_setup, tmp_path):
-    from resnet_deploy.runtimes.base import Artifact, create
+    from resnet_deploy.runtimes import Artifact, create
 
     _, pipe, images, _ = engine_setup
     onnx = pipe.onnx().path
-    engine = engines.engine_from_onnx(onnx, output=tmp_path / "m.engine", timing_cache=tmp_path / "t.cache")
-    record = engines.read_sidecar(engine)
+    engine = pipeline_engines.engine_from_onnx(onnx, output=tmp_path / "m.engine", timing_cache=tmp_path / "t.cache")
+    record = tensorrt_env.read_sidecar(engine)
     assert record["precision"] == "fp32" and record["profile"]["max"] == [4, 3, 128, 128]
     assert (tmp_path / "t.cache").stat().st_size > 0
     runtime = create("tensorrt", Artifact.from_file(engine), "cuda:0")
@@ -688,7 +697,7 @@ def test_a_corrupt_timing_cache_is_replaced_not_fatal(engine_setup, tmp_path, ca
     _, pipe, _, _ = engine_setup
     cache = tmp_path / "t.cache"
     cache.write_bytes(b"\x00\x01 not a TensorRT timing cache" * 3)
-    engine = engines.engine_from_onnx(pipe.onnx().path, output=tmp_path / "m.engine", timing_cache=cache)
+    engine = pipeline_engines.engine_from_onnx(pipe.onnx().path, output=tmp_path / "m.engine", timing_cache=cache)
     assert engine.is_file()
     assert "cannot be used" in capsys.readouterr().err
     assert b"not a TensorRT timing cache" not in cache.read_bytes() and cache.stat().st_size > 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from resnet_deploy.files import atomic_path, atomic_write_text
+from resnet_deploy.pipeline.step import Step
 from resnet_deploy.workspace import Workspace
 
 
@@ -97,14 +98,14 @@ def test_a_command_that_makes_nothing_leaves_no_folder(tmp_path: Path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pipe.build("onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(), interrupted, lambda a: {})
+        pipe.build(Step("onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(), interrupted, lambda a: {}))
     assert not (tmp_path / "new").exists()
 
     # the same failure in a folder with other things in it removes only what it made
     (tmp_path / "new").mkdir()
     (tmp_path / "new" / "keep.txt").write_text("x")
     with pytest.raises(KeyboardInterrupt):
-        pipe.build("onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(), interrupted, lambda a: {})
+        pipe.build(Step("onnx-fp32", "resnet18.onnx", "onnx", "fp32", pipe.fingerprint(), interrupted, lambda a: {}))
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["keep.txt"]
 
 

@@ -45,7 +45,7 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from resnet_deploy.benchmarks.parity import compare
+    from resnet_deploy.parity import compare
     from resnet_deploy.preprocess import Preprocess, load_folder
     from resnet_deploy.runtimes.onnxruntime import open_session
 

@@ -76,8 +76,8 @@ run_phase() {
           echo "no nvidia-smi on this machine"
         fi
         # the same facts every compare report records, plus the providers this onnxruntime offers
-        "$PY" -c "import json, onnxruntime as o; from resnet_deploy.benchmarks.compare import environment;
-from resnet_deploy.pipeline import tool_versions; print(json.dumps({**environment('$DEVICE'),
+        "$PY" -c "import json, onnxruntime as o; from resnet_deploy.provenance import environment, tool_versions;
+print(json.dumps({**environment('$DEVICE'),
 'packages': tool_versions(), 'onnxruntime_providers': o.get_available_providers()}, indent=2))"
         # Listed is not started: the CUDA provider loads libcublas/libcurand/libcudnn when a session is made,
         # finding them only if `import torch` loaded them, and cuDNN is first called when a convolution runs.

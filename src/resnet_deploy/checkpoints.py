@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from resnet_deploy.console import listing, plural
 from resnet_deploy.errors import UsageError, first_line
 
@@ -22,8 +24,6 @@ STRIP_PREFIXES = ("module.", "_orig_mod.")
 def read_checkpoint(path: Path, trust: bool) -> Any:
     import pickle
     import re
-
-    import torch
 
     if not path.exists():
         raise UsageError(
@@ -75,8 +75,6 @@ def read_safetensors(path: Path) -> dict[str, Any]:
     unpickling anything."""
     import json
     import math
-
-    import torch
 
     def bad(why: str) -> UsageError:
         return UsageError(
@@ -145,8 +143,6 @@ def extract_state_dict(obj: Any, notes: list[str] | None = None) -> dict[str, An
     """The model's tensors from what a training framework saved: a plain state_dict, a dict holding one
     ({'model_state_dict'|'state_dict'|'model'|'module': ...}, nested, timm's EMA copies), wrapper prefixes (DataParallel,
     torch.compile) removed. What was chosen among several is appended to `notes`, to be said."""
-    import torch
-
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     where = "checkpoint"
@@ -211,8 +207,6 @@ def strip_wrapper_prefixes(key: str) -> str:
 def check_not_quantized(state: Mapping[str, Any], label: str) -> None:
     """A quantized model's state_dict (torch.ao: qint8 weights, scales, packed params) is not a float
     ResNet's: said as such, rather than as 80 keys that do not fit."""
-    import torch
-
     quantized = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_quantized]
     if quantized:
         first = listing([f"{k} ({str(state[k].dtype).removeprefix('torch.')})" for k in quantized])
@@ -225,8 +219,6 @@ def check_not_quantized(state: Mapping[str, Any], label: str) -> None:
 def check_finite(state: Mapping[str, Any], label: str) -> None:
     """NaN or Inf weights make every output NaN, which verification would then report as the export's
     fault: refused here, naming the tensors, since the fix is another checkpoint, not another export."""
-    import torch
-
     bad: list[str] = []
     for key, value in state.items():
         if not isinstance(value, torch.Tensor) or not value.is_floating_point() or bool(torch.isfinite(value).all()):
@@ -247,8 +239,6 @@ def tensors_sha256(state: Mapping[str, Any]) -> str:
     from. Not the file's: the same weights saved plainly, in a Lightning checkpoint or with other optimizer
     state are one model, and its exports stay valid across them."""
     import hashlib
-
-    import torch
 
     h = hashlib.sha256()
     for name in sorted(state):

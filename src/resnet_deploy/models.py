@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn as nn
+import torchvision
 from rich.markup import escape
 
 from resnet_deploy import console
@@ -102,9 +105,6 @@ def load_model(
 
     `weights` is `none` (seeded random init), a torchvision weights name, or a checkpoint file.
     """
-    import torch
-    import torchvision
-
     arch = resolve_architecture(architecture)
     if num_classes is not None and num_classes <= 0:
         raise UsageError(f"--num-classes must be positive, got {num_classes}")
@@ -138,8 +138,6 @@ def _looks_like_weights_name(spec: str) -> bool:
     typo (IMAGENET1K_V3) is answered with the valid names, not "file does not exist". Spelled like one (no
     folder or suffix) and upper case as torchvision writes them, or in any case close to a known name
     (imagenet1k_v3); a bare lower-case word (`best`, `model`) stays a missing file."""
-    import torchvision
-
     if not _WEIGHTS_NAME.fullmatch(spec):
         return False
     if spec == spec.upper() or "IMAGENET" in spec.upper():
@@ -151,8 +149,6 @@ def _looks_like_weights_name(spec: str) -> bool:
 def torchvision_weights(arch: str, name: str) -> Any:
     """The torchvision weights enum member `name` (any case; DEFAULT too) of `arch`, or an error listing the
     names `arch` has: they differ per architecture (resnet18 has no IMAGENET1K_V2)."""
-    import torchvision
-
     enum = torchvision.models.get_model_weights(arch)
     key = name.strip().upper()
     if key == "DEFAULT":
@@ -168,8 +164,6 @@ def torchvision_weights(arch: str, name: str) -> Any:
 
 
 def _torchvision_pretrained(arch: str, w: Any, num_classes: int | None) -> tuple[Any, ModelSource]:
-    import torchvision
-
     if num_classes not in (None, 1000):
         raise UsageError(
             f"torchvision weights {w.name} have 1000 classes, not {num_classes}",
@@ -190,9 +184,6 @@ def _torchvision_pretrained(arch: str, w: Any, num_classes: int | None) -> tuple
 
 
 def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool) -> tuple[Any, ModelSource]:
-    import torch
-    import torchvision
-
     obj = read_checkpoint(path, trust)
     if trust and isinstance(obj, torch.nn.Module):  # its own forward, which its tensors do not describe: the file
         return _trusted_module(arch, obj, path, sha256_file(path), num_classes)
@@ -235,9 +226,6 @@ def _from_checkpoint(arch: str, path: Path, num_classes: int | None, trust: bool
 def _trusted_module(arch: str, model: Any, path: Path, sha: str, num_classes: int | None) -> tuple[Any, ModelSource]:
     """A pickled nn.Module (--trust-checkpoint) is used as it is (its own forward), once it is shown to be
     the architecture it is recorded as, in float32 like every other source."""
-    import torch
-    import torchvision
-
     while isinstance(model, torch.nn.DataParallel | torch.nn.parallel.DistributedDataParallel):
         model = model.module
     fc = getattr(model, "fc", None)
@@ -264,8 +252,6 @@ def check_float_dtypes(model: Any, state: Mapping[str, Any], label: str) -> None
     """fp16/bf16/fp64 tensors are cast to the float32 model as the README says; integer tensors where the
     model has float weights are not (load_state_dict would cast int8 codes to float32 and export garbage
     that verifies, being compared with itself). Integer buffers (BatchNorm's num_batches_tracked) stay."""
-    import torch
-
     floats = {k for k, v in model.state_dict().items() if v.is_floating_point()}
     wrong = [k for k, v in state.items() if k in floats and isinstance(v, torch.Tensor) and not v.is_floating_point()]
     if wrong:
@@ -314,9 +300,6 @@ def check_state_dict_fits(model: Any, state: Mapping[str, Any], arch: str, label
 def guess_architecture(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     """The architecture whose every parameter and buffer has these names and shapes (the classifier's
     class count aside), built on the meta device so no memory is spent; None if none fits."""
-    import torch
-    import torchvision
-
     ignore = {"fc.weight", "fc.bias"}
     for arch in ARCHITECTURES:
         with torch.device("meta"):
@@ -334,8 +317,6 @@ def make_pool_adaptive(model: Any) -> bool:
     average, so outputs are identical there, and every other size now works. A head sized for a
     larger pooled map (fc.in_features = C*h*w) cannot be made size-agnostic and is refused.
     """
-    import torch.nn as nn
-
     pool = getattr(model, "avgpool", None)
     fc = getattr(model, "fc", None)
     if pool is None or not isinstance(fc, nn.Linear):
@@ -370,8 +351,6 @@ def make_pool_adaptive(model: Any) -> bool:
 
 def _feature_channels(model: Any) -> int | None:
     """Channels entering the head: the last BatchNorm of the last stage of a torchvision ResNet."""
-    import torch.nn as nn
-
     last = getattr(model, "layer4", None)
     if last is None:
         return None

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 import numpy as np
+import torch
+from PIL import Image
 
 from resnet_deploy.console import plural
 from resnet_deploy.errors import UsageError, first_line
@@ -75,8 +77,6 @@ class Preprocess:
     def __call__(self, image) -> np.ndarray:
         """PIL image -> float32 CHW array. EXIF orientation is not applied, as torchvision's ImageFolder (the
         usual training loader) does not apply it: calibration should see what training saw."""
-        from PIL import Image
-
         w, h = image.size
         scale = self.resize / min(w, h)
         # torchvision's Resize(int) rounds the long side down (int()), bilinear with antialias.
@@ -98,8 +98,6 @@ class Preprocess:
 def _to_rgb(image):
     """8-bit RGB. PIL's convert() clips 16-bit grayscale (a 16-bit PNG, mode I;16) at 255, making it almost
     all white: those are scaled to 8 bits instead. Float images have no agreed range and are refused."""
-    from PIL import Image
-
     if image.mode == "F":
         raise ValueError("32-bit float image: no agreed pixel range, convert it to 8-bit")
     if image.mode.startswith("I"):
@@ -231,8 +229,6 @@ def load_file(path: Path, pre: Preprocess) -> np.ndarray:
         if not arrays:
             raise ValueError("holds no arrays, so no images")
     else:
-        from PIL import Image
-
         with warnings.catch_warnings():
             # a large photo the user chose (> 89 MP) is read without a raw warning line; one past Pillow's
             # hard limit (2x that) raises DecompressionBombError and is skipped with that reason
@@ -302,8 +298,6 @@ def resize_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     images at each benchmark size without decoding them again."""
     if tuple(images.shape[2:]) == tuple(size):
         return images
-    import torch
-
     x = torch.nn.functional.interpolate(torch.from_numpy(images), size=size, mode="bilinear", align_corners=False)
     return x.numpy().astype(np.float32, copy=False)
 
@@ -311,10 +305,11 @@ def resize_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def require_inputs(folder: Path, what: str = "image") -> list[Path]:
     """`find_inputs`, or the error that there is nothing to read: cheap (no decoding), so commands call it
     before anything slow, and a wrong folder is reported in a second rather than after an export."""
-    return _require_inputs(folder, what).inputs
+    return require_scan(folder, what).inputs
 
 
-def _require_inputs(folder: Path, what: str) -> FolderScan:
+def require_scan(folder: Path, what: str = "image") -> FolderScan:
+    """`scan_inputs`, or the error that the folder holds nothing to read."""
     scan = scan_inputs(folder)
     if not scan.inputs:
         if scan.unreadable and scan.unreadable[0][0] == Path(folder):
@@ -335,11 +330,13 @@ def _require_inputs(folder: Path, what: str) -> FolderScan:
     return scan
 
 
-def load_folder(folder: Path, pre: Preprocess, limit: int | None = None, what: str = "image") -> ImageSet:
+def load_folder(
+    folder: Path, pre: Preprocess, limit: int | None = None, what: str = "image", scan: FolderScan | None = None
+) -> ImageSet:
     """Load a folder recursively; unusable files and unreadable folders are skipped and listed (folders
-    first), none usable is an error."""
+    first), none usable is an error. `scan`: the folder already scanned (`require_scan`), not walked again."""
     folder = Path(folder)
-    scan = _require_inputs(folder, what)
+    scan = scan if scan is not None else require_scan(folder, what)
     tensors: list[np.ndarray] = []
     used: list[Path] = []
     skipped: list[tuple[Path, str]] = [(path, f"folder not read: {why}") for path, why in scan.unreadable]

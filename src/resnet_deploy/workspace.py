@@ -13,14 +13,13 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from resnet_deploy.errors import UsageError
+from resnet_deploy.artifact import Artifact
+from resnet_deploy.errors import DeployError, UsageError
 from resnet_deploy.files import atomic_write_text, sha256_file, sha256_json
-
-if TYPE_CHECKING:
-    from resnet_deploy.preprocess import Preprocess
-    from resnet_deploy.runtimes.base import Artifact
+from resnet_deploy.preprocess import Preprocess
+from resnet_deploy.shapes import ShapeRange
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -68,10 +67,6 @@ def _locked(folder: Path) -> Iterator[None]:
 def manifest_problem(data: Any) -> str | None:
     """What makes parsed manifest JSON unusable, or None. A hand-edited or foreign file would otherwise fail
     later, deep inside whatever reads the field first, as a traceback."""
-    from resnet_deploy.errors import DeployError
-    from resnet_deploy.preprocess import Preprocess
-    from resnet_deploy.shapes import ShapeRange
-
     if not isinstance(data, dict):
         return f"it holds a JSON {type(data).__name__}, not an object"
     if data.get("schema", SCHEMA) != SCHEMA:
@@ -242,9 +237,6 @@ class Workspace:
         """The artifact recorded under `key` (`onnx-fp32`, `torchscript`, `onnx-int8-tensorrt`, ...), ready for
         `runtimes.create`: its file, format, precision, the input range it was exported for and its entry. How
         a service or a CI script opens what `resnet-export` wrote without loading the model."""
-        from resnet_deploy.runtimes.base import Artifact
-        from resnet_deploy.shapes import ShapeRange
-
         entry = self.artifacts.get(key)
         if entry is None:
             self._require_manifest()
@@ -258,8 +250,6 @@ class Workspace:
     def preprocess(self) -> Preprocess:
         """The preprocessing this workspace's artifacts were made and verified with (resize, crop, mean, std):
         images for any of them go through it (`preprocess.load_folder(folder, workspace.preprocess())`)."""
-        from resnet_deploy.preprocess import Preprocess
-
         self._require_manifest()
         recorded = self.manifest.get("preprocess")
         if not recorded:

@@ -1,21 +1,33 @@
 """`resnet-bench`: compare latency and accuracy parity of every artifact against PyTorch FP32.
 
-The command body only parses options, calls `benchmarks.compare.run_compare` and writes reports;
-the work lives in benchmarks/.
+The command body only turns its option groups into `CompareOptions`, calls `bench.compare.run_compare`,
+writes the reports and hands the result to the gate; the work lives in bench/, report/ and gate/.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
+from resnet_deploy import console, report
+from resnet_deploy.bench.compare import run_compare
+from resnet_deploy.bench.options import DEFAULT_MAX_IMAGES, CompareOptions
+from resnet_deploy.bench.preflight import validate
 from resnet_deploy.cli import common
+from resnet_deploy.console import stdout_console
 from resnet_deploy.errors import UsageError
-from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE
+from resnet_deploy.gate.finish import finish
+from resnet_deploy.pipeline import Pipeline
+from resnet_deploy.results import DEFAULT_ITERS, DEFAULT_WARMUP, CompareResult
+from resnet_deploy.runtimes import registry
+from resnet_deploy.shapes import parse_size
+from resnet_deploy.tolerances import load_tolerances
 
 app = typer.Typer(
     help="Benchmark latency and accuracy parity of exported ResNets.",
@@ -23,103 +35,137 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-Runtimes = Annotated[
-    str | None,
-    typer.Option(
-        "--runtimes",
-        help="Comma-separated runtimes (torch-eager, torchscript, torch-export, onnxruntime-cpu, onnxruntime-cuda, "
-        "onnxruntime-tensorrt, tensorrt). Default: every one that can run here. Naming one that cannot is an error.",
-    ),
-]
-Device = Annotated[str, typer.Option("--device", help="cpu or cuda (cuda:N).")]
-Batch = Annotated[
-    str | None,
-    typer.Option(
-        "--batch", help="Comma-separated batch sizes, e.g. 1,8. Default: 1, or the batch a static workspace takes."
-    ),
-]
-Size = Annotated[
-    str | None,
-    typer.Option(
-        "--size",
-        help="Comma-separated image sizes HxW or S, e.g. 224,320x256. Default: the model's crop, or the size a "
-        "static workspace takes.",
-    ),
-]
-Warmup = Annotated[int, typer.Option("--warmup", help="Untimed iterations before timing.")]
-Iters = Annotated[int, typer.Option("--iters", help="Timed iterations per row.")]
-Threads = Annotated[
-    int | None,
-    typer.Option("--threads", help="CPU threads for every runtime. Default: the cores this process may use."),
-]
-Images = Annotated[
-    Path | None,
-    typer.Option("--images", help="Folder of real images for parity. Default: ./calibration."),
-]
-MaxImages = Annotated[int, typer.Option("--max-images", help="Use at most this many parity images (evenly spread).")]
 FLAG = common.FLAG
-Artifacts = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--artifact",
-        help="Also compare this .onnx/.ts/.pt2/.engine file against the model (repeatable). "
-        "With --artifact the default set is not built.",
-        metavar="FILE",
-    ),
-]
-Build = Annotated[
-    bool,
-    typer.Option(
-        "--build/--no-build", help="Build the default artifact set when the workspace has none.", metavar=FLAG
-    ),
-]
-Calib = Annotated[
-    Path | None,
-    typer.Option(
-        "--calib",
-        help="Calibration images for the default set's INT8 ONNX (built only into an empty workspace). "
-        "Default: ./calibration.",
-    ),
-]
-JsonOut = Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")]
-MarkdownOut = Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")]
-CsvOut = Annotated[Path | None, typer.Option("--csv", help="Write every row as CSV.")]
-PlotOut = Annotated[Path | None, typer.Option("--plot", help="Write a PNG of latency and speedup per runtime.")]
-GateFlag = Annotated[
-    bool,
-    typer.Option(
-        "--gate",
-        help="CI gate: exit 1 when any artifact/runtime is outside its tolerances, 0 when all pass.",
-        metavar=FLAG,
-    ),
-]
-JunitOut = Annotated[
-    Path | None,
-    typer.Option("--junit", help="Write JUnit XML: one test case per artifact x runtime x shape."),
-]
-TolerancesFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--tolerances",
-        help="TOML file of parity bounds per precision, metric and artifact (see examples/tolerances.toml).",
-    ),
-]
-FloorFlag = Annotated[
-    bool,
-    typer.Option(
-        "--floor",
-        help="Measure this device's peak matrix rates and copy bandwidth, and report how far each row is "
-        "from its floor (FLOPs / peak rate). Adds a few seconds.",
-        metavar=FLAG,
-    ),
-]
-ExplainFlag = Annotated[
-    bool,
-    typer.Option(
-        "--explain", help="For failing artifacts, show where they diverge: stem, layer1-4 or head.", metavar=FLAG
-    ),
-]
+
+
+@dataclass
+class BenchArgs(common.OptionGroup):
+    """What to run, where, at which shapes, how long."""
+
+    runtimes: Annotated[
+        str | None,
+        typer.Option(
+            "--runtimes",
+            help=f"Comma-separated runtimes ({', '.join(registry())}). Default: every one that can run here. "
+            "Naming one that cannot is an error.",
+        ),
+    ] = None
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda (cuda:N).")] = "cpu"
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            "--batch", help="Comma-separated batch sizes, e.g. 1,8. Default: 1, or the batch a static workspace takes."
+        ),
+    ] = None
+    size: Annotated[
+        str | None,
+        typer.Option(
+            "--size",
+            help="Comma-separated image sizes HxW or S, e.g. 224,320x256. Default: the model's crop, or the size a "
+            "static workspace takes.",
+        ),
+    ] = None
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed iterations before timing.")] = DEFAULT_WARMUP
+    iters: Annotated[int, typer.Option("--iters", help="Timed iterations per row.")] = DEFAULT_ITERS
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads for every runtime. Default: the cores this process may use."),
+    ] = None
+
+
+@dataclass
+class InputArgs(common.OptionGroup):
+    """The images parity runs on, and the artifacts to run."""
+
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder of real images for parity. Default: ./calibration.")
+    ] = None
+    max_images: Annotated[
+        int, typer.Option("--max-images", help="Use at most this many parity images (evenly spread).")
+    ] = DEFAULT_MAX_IMAGES
+    artifact: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--artifact",
+            help="Also compare this .onnx/.ts/.pt2/.engine file against the model (repeatable). "
+            "With --artifact the default set is not built.",
+            metavar="FILE",
+        ),
+    ] = None
+    build: Annotated[
+        bool,
+        typer.Option(
+            "--build/--no-build", help="Build the default artifact set when the workspace has none.", metavar=FLAG
+        ),
+    ] = True
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            "--calib",
+            help="Calibration images for the default set's INT8 ONNX (built only into an empty workspace). "
+            "Default: ./calibration.",
+        ),
+    ] = None
+
+
+@dataclass
+class ReportArgs(common.OptionGroup):
+    """The report files a run writes."""
+
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")] = None
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")
+    ] = None
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write every row as CSV.")] = None
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of latency and speedup per runtime.")] = None
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per artifact x runtime x shape.")
+    ] = None
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.json_out is not None and str(self.json_out) == "-"
+
+    def check(self) -> None:
+        """Every report can be written where asked: checked before the minutes of the run."""
+        paths = {"--json": self.json_out, "--markdown": self.markdown, "--csv": self.csv_out, "--plot": self.plot}
+        report.check_report_paths({**paths, "--junit": self.junit})
+
+
+@dataclass
+class GateArgs(common.OptionGroup):
+    """The CI gate and the diagnoses around it."""
+
+    gate: Annotated[
+        bool,
+        typer.Option(
+            "--gate",
+            help="CI gate: exit 1 when any artifact/runtime is outside its tolerances, 0 when all pass.",
+            metavar=FLAG,
+        ),
+    ] = False
+    tolerances: Annotated[
+        Path | None,
+        typer.Option(
+            "--tolerances",
+            help="TOML file of parity bounds per precision, metric and artifact (see examples/tolerances.toml).",
+        ),
+    ] = None
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="For failing artifacts, show where they diverge: stem, layer1-4 or head.", metavar=FLAG
+        ),
+    ] = False
+    floor: Annotated[
+        bool,
+        typer.Option(
+            "--floor",
+            help="Measure this device's peak matrix rates and copy bandwidth, and report how far each row is "
+            "from its floor (FLOPs / peak rate). Adds a few seconds.",
+            metavar=FLAG,
+        ),
+    ] = False
 
 
 @app.callback()
@@ -158,49 +204,46 @@ def parse_batches(text: str | None) -> list[int] | None:
 
 
 def parse_sizes(text: str | None) -> list[tuple[int, int]] | None:
-    from resnet_deploy.shapes import parse_size
-
     sizes = [parse_size(s) for s in _split(text, "--size")]
     _once_each(sizes, text or "", "--size", lambda hw: f"{hw[0]}x{hw[1]}")
     return sizes or None
 
 
+def compare_options(bench: BenchArgs, inputs: InputArgs, gating: GateArgs, shapes: common.RangeArgs) -> CompareOptions:
+    """The run's options from the flags, checked (before the model loads) and with the tolerances read."""
+    options = CompareOptions(
+        runtimes=_split(bench.runtimes, "--runtimes") or None,
+        device=bench.device,
+        batches=parse_batches(bench.batch),
+        sizes=parse_sizes(bench.size),
+        warmup=bench.warmup,
+        iters=bench.iters,
+        threads=bench.threads,
+        images=inputs.images,
+        max_images=inputs.max_images,
+        artifacts=list(inputs.artifact or []),
+        build=inputs.build,
+        calib_dir=inputs.calib,
+        floor=gating.floor,
+        fit_range=not shapes.given,
+        command=common.command_line(),
+    )
+    validate(options)
+    return options
+
+
 @app.command()
 @common.handle_errors
+@common.option_groups
 def compare(
-    model: common.Model = DEFAULT_MODEL,
-    runtimes: Runtimes = None,
-    device: Device = "cpu",
-    batch: Batch = None,
-    size: Size = None,
-    warmup: Warmup = 5,
-    iters: Iters = 30,
-    threads: Threads = None,
-    images: Images = None,
-    max_images: MaxImages = 100,
-    artifact: Artifacts = None,
-    build: Build = True,
-    calib: Calib = None,
-    weights: common.Weights = None,
-    num_classes: common.NumClasses = None,
-    trust_checkpoint: common.Trust = False,
-    resize: common.Resize = None,
-    crop: common.Crop = None,
-    mean: common.Mean = None,
-    std: common.Std = None,
-    workspace: common.Workspace = DEFAULT_WORKSPACE,
-    min_shape: common.MinShape = None,
-    opt_shape: common.OptShape = None,
-    max_shape: common.MaxShape = None,
-    json_out: JsonOut = None,
-    markdown: MarkdownOut = None,
-    csv_out: CsvOut = None,
-    plot: PlotOut = None,
-    gate: GateFlag = False,
-    junit: JunitOut = None,
-    tolerances: TolerancesFile = None,
-    explain: ExplainFlag = False,
-    floor: FloorFlag = False,
+    *,
+    model: common.ModelArgs,
+    bench: BenchArgs,
+    inputs: InputArgs,
+    preprocess: common.PreprocessArgs,
+    shapes: common.RangeArgs,
+    reports: ReportArgs,
+    gating: GateArgs,
 ) -> None:
     """Benchmark every artifact in the workspace on every runtime that can run it here, with parity.
 
@@ -208,76 +251,38 @@ def compare(
 
     Exit 0 when every row ran, 1 when an artifact is not the model it stands for (made from other weights or classes, or its file changed since export), 2 on usage errors (including a shape an artifact does not accept), 3 when a requested runtime is not available here. With --gate: exit 1 when any row is outside its tolerances (--tolerances FILE, else the per-precision defaults).
     """  # paragraphs on one line each: typer's help keeps a docstring's line breaks, which cut sentences mid-way
-    from rich.markup import escape
+    options = compare_options(bench, inputs, gating, shapes)  # bad options fail before the model loads
+    reports.check()
+    options.tolerances = load_tolerances(gating.tolerances)  # and so does a bad tolerance file
+    # the default set is dynamic unless the workspace recorded otherwise
+    pipe = common.open_pipeline(model, preprocess, shapes, dynamic=True if shapes.given else None,
+                                static_by_default=False)  # fmt: skip
+    result = _run(pipe, options, reports)
+    code = finish(result, pipe.model, options.tolerances, gate=gating.gate, junit=reports.junit,  # type: ignore[arg-type]
+                  explain=gating.explain, markdown_path=reports.markdown)  # fmt: skip
+    raise typer.Exit(code)
 
-    from resnet_deploy import console
-    from resnet_deploy.benchmarks import gate as parity_gate
-    from resnet_deploy.benchmarks import report
-    from resnet_deploy.benchmarks.compare import CompareOptions, run_compare
-    from resnet_deploy.benchmarks.preflight import validate_options
-    from resnet_deploy.benchmarks.tolerances import load_tolerances
-    from resnet_deploy.console import stdout_console
 
-    given = common.shapes_given(min_shape, opt_shape, max_shape)
-    options = CompareOptions(
-        runtimes=_split(runtimes, "--runtimes") or None,
-        device=device,
-        batches=parse_batches(batch),
-        sizes=parse_sizes(size),
-        warmup=warmup,
-        iters=iters,
-        threads=threads,
-        images=images,
-        max_images=max_images,
-        artifacts=list(artifact or []),
-        build=build,
-        calib_dir=calib,
-        floor=floor,
-        fit_range=not given,
-    )
-    validate_options(options)  # fail on bad options before the model loads
-    report.check_report_paths(
-        {"--json": json_out, "--markdown": markdown, "--csv": csv_out, "--plot": plot, "--junit": junit}
-    )
-    options.tolerances = load_tolerances(tolerances)  # and on a bad tolerance file
-    pipe = common.open_pipeline(
-        model,
-        weights,
-        num_classes,
-        trust_checkpoint,
-        workspace,
-        dynamic=True if given else None,
-        min_shape=min_shape,
-        opt_shape=opt_shape,
-        max_shape=max_shape,
-        resize=resize,
-        crop=crop,
-        mean=mean,
-        std=std,
-        static_by_default=False,  # the default set is dynamic unless the workspace recorded otherwise
-    )
-    stdout_json = json_out is not None and str(json_out) == "-"
-    options.partial_json = None if stdout_json else json_out  # what was measured survives a kill or a timeout
-    options.command = common.command_line()
+def _run(pipe: Pipeline, options: CompareOptions, reports: ReportArgs) -> CompareResult:
+    """The run, with its rows on stdout and in the report files; --json is rewritten as rows come in, so an
+    interrupted run keeps what it measured."""
+    options.partial_json = None if reports.to_stdout else reports.json_out
     before = _mtime(options.partial_json)
     try:
         result = run_compare(pipe, options)
     except KeyboardInterrupt:
         if options.partial_json is not None and _mtime(options.partial_json) != before:
-            console.warn(f'the rows measured before the interrupt are in {json_out} (marked "partial": true)')
+            console.warn(f'the rows measured before the interrupt are in {reports.json_out} (marked "partial": true)')
         raise
     # the results on stdout (`> results.txt` keeps them), progress on stderr; with --json - stdout is the JSON's
-    report.print_table(result, None if stdout_json else stdout_console())
+    report.print_table(result, None if reports.to_stdout else stdout_console())
     # --json is complete already: run_compare wrote it last (options.partial_json), command included
-    written = report.write_reports(result, None, markdown, csv_out, plot)
+    written = report.write_reports(result, None, reports.markdown, reports.csv_out, reports.plot)
     for path in ([options.partial_json] if options.partial_json else []) + written:
         console.info(escape(f"report: {path}"))
-    if stdout_json:
+    if reports.to_stdout:
         sys.stdout.write(report.to_json(result))
-    code = parity_gate.finish(
-        result, pipe, options.tolerances, gate=gate, junit=junit, explain=explain, markdown_path=markdown
-    )
-    raise typer.Exit(code)
+    return result
 
 
 def _mtime(path: Path | None) -> int | None:

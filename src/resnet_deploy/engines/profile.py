@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from resnet_deploy.errors import UsageError
 from resnet_deploy.shapes import ShapeRange, format_shape, make_range, parse_shape
@@ -102,18 +101,11 @@ def parse_bytes(text: str | None) -> int | None:
     return value
 
 
-def precision_from_flags(fp16: bool, int8: bool, calib: Path | None, calibrated: bool = False) -> str | None:
-    """fp16 / int8 / fp32 from the CLI flags (None: neither given, so the ONNX decides).
-
-    `calibrated`: the ONNX given already carries its Q/DQ scales (`--onnx`), so --int8 only names the
-    precision expected and needs no calibration images.
-    """
+def precision_from_flags(fp16: bool, int8: bool) -> str | None:
+    """fp16 / int8 / fp32 from the CLI flags (None: neither given, so the ONNX decides). What INT8 needs besides
+    the flag (calibration images, unless the ONNX carries its scales) is the calibration request's check."""
     if fp16 and int8:
         raise UsageError(
             "--fp16 and --int8 exclude each other", "pick one (INT8 engines keep FP32 where not quantized)"
         )
-    if calib is not None and not int8:
-        raise UsageError("--calib only applies with --int8", "add --int8, or drop --calib")
-    if int8 and calib is None and not calibrated:
-        raise UsageError("--int8 needs calibration images", "add --calib DIR, e.g. --calib ./calibration")
     return "int8" if int8 else "fp16" if fp16 else None

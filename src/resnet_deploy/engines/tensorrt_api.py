@@ -10,41 +10,16 @@ checks that statically). `tensorrt` itself is imported lazily, inside these func
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any
 
 from resnet_deploy import console
-from resnet_deploy.engines.environment import missing_tensorrt_error, parse_version, tensorrt_unavailable_reason
 from resnet_deploy.engines.profile import check_fixed_axes
 from resnet_deploy.errors import UsageError, VerificationError
+from resnet_deploy.files import atomic_write_bytes
+from resnet_deploy.runtimes.tensorrt_env import import_tensorrt, trt_logger, trt_major
 from resnet_deploy.shapes import ShapeRange, format_shape
-
-# -- TensorRT: building --------------------------------------------------------------------------
-
-_LOGGER: Any = None
-
-
-def import_tensorrt() -> Any:
-    """`tensorrt`, or the one-line error saying what is missing and how to get it."""
-    reason = tensorrt_unavailable_reason()
-    if reason:
-        raise missing_tensorrt_error(reason)
-    return importlib.import_module("tensorrt")
-
-
-def trt_logger(trt: Any) -> Any:
-    """One logger per process, as TensorRT recommends; warnings and errors go to stderr."""
-    global _LOGGER
-    if _LOGGER is None:
-        _LOGGER = trt.Logger(trt.Logger.WARNING)
-    return _LOGGER
-
-
-def trt_major(trt: Any) -> int:
-    version = parse_version(getattr(trt, "__version__", ""))
-    return version[0] if version else 0
 
 
 def _legacy_network_flags(trt: Any) -> int:
@@ -115,8 +90,6 @@ def _save_timing_cache(config: Any, path: Path | None) -> None:
     cache = config.get_timing_cache()
     if cache is None:
         return
-    from resnet_deploy.files import atomic_write_bytes
-
     atomic_write_bytes(path, bytes(memoryview(cache.serialize())))
 
 

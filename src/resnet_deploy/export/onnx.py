@@ -7,7 +7,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from resnet_deploy.errors import UsageError, VerificationError, first_line
+import onnx
+import torch
+from onnx import TensorProto, helper
+from torch.export import Dim
+
+from resnet_deploy import onnx_graph
+from resnet_deploy.errors import UsageError
 from resnet_deploy.shapes import ShapeRange
 
 INPUT_NAME = "input"
@@ -26,9 +32,6 @@ def max_opset() -> tuple[int, str]:
     exported, so the CLI asks here first. ONNX Runtime's limit is probed with a one-node model (about
     a millisecond a session): it has no API that says it.
     """
-    import onnx
-    from onnx import TensorProto, helper
-
     limit, who = int(onnx.defs.onnx_opset_version()), f"onnx {onnx.__version__}"
     try:
         import onnxruntime as ort
@@ -65,8 +68,6 @@ def check_opset(opset: int) -> None:
 
 def example_input(shape_range: ShapeRange) -> Any:
     """An example at the opt size; batch >= 2 when dynamic so the exporter does not specialize batch 1."""
-    import torch
-
     n, c, h, w = shape_range.opt
     if shape_range.dynamic and n == 1 and shape_range.max[0] >= 2:
         n = 2
@@ -74,8 +75,6 @@ def example_input(shape_range: ShapeRange) -> Any:
 
 
 def dynamic_shapes(shape_range: ShapeRange) -> dict[str, dict[int, Any]] | None:
-    from torch.export import Dim
-
     if not shape_range.dynamic:
         return None
     dims: dict[int, Any] = {}
@@ -85,10 +84,8 @@ def dynamic_shapes(shape_range: ShapeRange) -> dict[str, dict[int, Any]] | None:
     return {"x": dims}
 
 
-def export_onnx(model: Any, path: Path, shape_range: ShapeRange, opset: int = DEFAULT_OPSET) -> None:
-    """Write `model` to `path` as one ONNX file (weights inline), checked by onnx.checker."""
-    import torch
-
+def export_onnx(model: Any, path: Path, shape_range: ShapeRange, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
+    """Write `model` to `path` as one ONNX file (weights inline), checked by onnx.checker; returns its record."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -103,66 +100,12 @@ def export_onnx(model: Any, path: Path, shape_range: ShapeRange, opset: int = DE
             verbose=False,
         )
     program.save(str(path), external_data=False)
-    written = onnx_opset(path)
+    written = onnx_graph.opset(path)
     if written != opset:
         # torch exports at its native opset and converts; a failed down-conversion keeps the native one
         raise UsageError(
             f"torch's exporter could not produce opset {opset} for this model (it wrote opset {written})",
             f"use --opset {written} or higher",
         )
-    check_onnx(path)
-
-
-def check_onnx(path: Path) -> Any:
-    """onnx.checker plus strict shape inference; returns the inferred model."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-        return onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
-    except Exception as exc:
-        raise VerificationError(f"{Path(path).name} fails onnx.checker: {first_line(exc)}") from None
-
-
-def read_onnx(path: Path | str) -> Any:
-    """The graph of a user's ONNX file (weights stored outside it are not read), or a one-line error.
-
-    A user's file is first opened here (`--artifact`, `trt --onnx`): a checkpoint or a text file passed
-    where an ONNX belongs would otherwise end in a protobuf DecodeError traceback.
-    """
-    import onnx
-
-    path = Path(path)
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise UsageError(
-            f"{path.name} is not a readable ONNX model ({first_line(exc, 160, named=True)})",
-            "pass an .onnx file written by resnet-export onnx or another ONNX exporter",
-        ) from None
-
-
-def onnx_opset(path: Path) -> int:
-    model = read_onnx(path)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def onnx_precision(path: Path | Any) -> str:
-    """fp32, fp16 or int8, read from the graph (Q/DQ nodes -> int8, fp16 initializers -> fp16).
-
-    Takes a path or a graph `read_onnx` already returned (a ResNet-50 file takes a while to parse)."""
-    import onnx
-
-    model = read_onnx(path) if isinstance(path, str | Path) else path
-    ops = {n.op_type for n in model.graph.node}
-    if {"QuantizeLinear", "DequantizeLinear"} & ops or "QLinearConv" in ops:
-        return "int8"
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-        return "fp16"
-    return "fp32"
-
-
-def input_dims(path: Path | Any) -> list[int | str]:
-    """The input's dims (ints, or names for dynamic axes), from a path or an already-read graph."""
-    model = read_onnx(path) if isinstance(path, str | Path) else path
-    return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    onnx_graph.check_onnx(path)
+    return {"opset": opset}

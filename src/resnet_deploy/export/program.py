@@ -9,16 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.export import Dim
 
 from resnet_deploy import console
+from resnet_deploy.export.onnx import example_input
 from resnet_deploy.shapes import ShapeRange
 
 
-def export_program(model: Any, path: Path, shape_range: ShapeRange) -> None:
-    from torch.export import Dim
-
-    from resnet_deploy.export.onnx import example_input
-
+def export_program(model: Any, path: Path, shape_range: ShapeRange) -> dict[str, Any]:
+    """Write `model` as a torch.export program with symbolic batch/height/width; returns its record."""
     # Dim.DYNAMIC, not named Dims with bounds: ResNet's strides add guards (width > 32, ...) that
     # torch.export would otherwise report as violated constraints; it derives the valid range itself.
     dims = None
@@ -34,14 +33,7 @@ def export_program(model: Any, path: Path, shape_range: ShapeRange) -> None:
         warnings.simplefilter("ignore")
         program = torch.export.export(model, (example_input(shape_range),), dynamic_shapes=dims)
     torch.export.save(program, str(path))
-
-
-def load_program(path: Path | str) -> Any:
-    """The `.pt2`'s module, ready to call (the one loader: runtime and --explain read it alike)."""
-    with warnings.catch_warnings():
-        # torch 2.11 reads the archive's weights through a read-only buffer and warns; nothing writes to them
-        warnings.filterwarnings("ignore", message="The given buffer is not writable")
-        return torch.export.load(str(path)).module()
+    return {}
 
 
 @functools.cache
@@ -51,8 +43,6 @@ def strided_maxpool_specializes() -> bool:
     Seen with torch 2.11: its pooling shape function rounds with a branch on `(H - 1) % 2`, so a .pt2
     exported at 224x224 refuses 97x131. Fixed in later releases; probed rather than version-checked.
     """
-    from torch.export import Dim
-
     pool = torch.nn.MaxPool2d(3, 2, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

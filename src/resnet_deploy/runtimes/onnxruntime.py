@@ -16,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from resnet_deploy import onnx_graph
+from resnet_deploy.artifact import Artifact
+from resnet_deploy.devices import CPU, Device
 from resnet_deploy.errors import MissingDependencyError, UsageError
-from resnet_deploy.runtimes.base import Artifact, Runtime, device_index, device_name
+from resnet_deploy.runtimes.base import Runtime
 from resnet_deploy.shapes import ShapeRange, format_shape
 
 PROVIDERS = {
@@ -31,13 +34,14 @@ class OnnxRuntime(Runtime):
     def __init__(
         self,
         artifact: Artifact,
-        device: str = "cpu",
+        device: str | Device = "cpu",
         name: str | None = None,
         threads: int | None = None,
         **_: Any,
     ) -> None:
+        device = Device.parse(device)
         if name is None:
-            name = "onnxruntime-cpu" if device == "cpu" else "onnxruntime-cuda"
+            name = "onnxruntime-cuda" if device.is_cuda else "onnxruntime-cpu"
         self.name = name
         self.provider = PROVIDERS[name]
         self.device = session_device(name, device)
@@ -79,14 +83,14 @@ class OnnxRuntime(Runtime):
         """Bind torch CUDA tensors directly (IO binding) so no host copy is timed."""
         import torch
 
-        if self.device == "cpu":
+        if not self.device.is_cuda:
             return super().run_device(batch)
         self.check_input(batch)
         # bound by pointer as float32 NCHW on the session's GPU, so converted to exactly that first (a no-op
         # when it is so): a half tensor bound as float32 would be read as the wrong bytes, twice as many
         batch = batch.to(device=self.device, dtype=torch.float32).contiguous()
         binding = self.session.io_binding()
-        dev_id = device_index(self.device)
+        dev_id = self.device.index
         binding.bind_input(self.input_name, "cuda", dev_id, np.float32, list(batch.shape), batch.data_ptr())
         out = None
         if self.num_classes is None:
@@ -121,12 +125,13 @@ def _require_image_input(dims: list[Any], name: str, label: str) -> None:
     )
 
 
-def session_device(name: str, device: str) -> str:
+def session_device(name: str, device: str | Device) -> Device:
     """Where backend `name` runs: the CPU provider on the CPU, the GPU ones on `device` (cuda:0 when the
     run itself is on the CPU). The runtime and --explain both ask here."""
+    device = Device.parse(device)
     if PROVIDERS[name] == "CPUExecutionProvider":
-        return "cpu"
-    return "cuda:0" if device == "cpu" else device_name(device)
+        return CPU
+    return device.indexed if device.is_cuda else Device.parse("cuda:0")
 
 
 #: ONNX Runtime graph rewrites every session is made without. `WeightBiasQuantization` (ONNX Runtime 1.20+)
@@ -157,7 +162,7 @@ def _session_options(ort: Any, threads: int | None, log_level: int = 4) -> Any:
 def open_session(
     source: str | bytes,
     provider: str,
-    device: str,
+    device: str | Device,
     threads: int | None,
     label: str,
     profile: ShapeRange | None = None,
@@ -184,12 +189,12 @@ def open_session(
     if provider != "CPUExecutionProvider":
         import torch  # noqa: F401  loads the CUDA and cuDNN libraries (the nvidia-* wheels) the provider links to
 
-        options: dict[str, Any] = {"device_id": device_index(device)}
+        options: dict[str, Any] = {"device_id": Device.parse(device).index}
         if provider == "CUDAExecutionProvider":
             # FP32 means IEEE FP32, as for the torch runtimes: the CUDA provider enables TF32 by default
             options["use_tf32"] = "0"
         if provider == "TensorrtExecutionProvider" and profile is not None and profile.dynamic:
-            options.update(tensorrt_profile_options(_input_name(source), profile))
+            options.update(tensorrt_profile_options(onnx_graph.input_name(source), profile))
         options.update(provider_options or {})
         # a node the GPU provider cannot run would otherwise run on the CPU, unannounced
         opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
@@ -218,13 +223,6 @@ def tensorrt_profile_options(input_name: str, profile: ShapeRange) -> dict[str, 
         f"trt_profile_{which}_shapes": f"{input_name}:{format_shape(shape)}"
         for which, shape in (("min", profile.min), ("opt", profile.opt), ("max", profile.max))
     }
-
-
-def _input_name(source: str | bytes) -> str:
-    import onnx
-
-    model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source, load_external_data=False)
-    return model.graph.input[0].name
 
 
 #: ONNX Runtime's C++ source location and function signature inside its messages, e.g.

@@ -21,16 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from resnet_deploy.engines import (
+from resnet_deploy.artifact import Artifact
+from resnet_deploy.devices import Device
+from resnet_deploy.errors import MissingDependencyError, UsageError, VerificationError, first_line
+from resnet_deploy.runtimes.base import Runtime
+from resnet_deploy.runtimes.tensorrt_env import (
     build_environment,
     build_record,
     check_compatible,
-    device_index,
     import_tensorrt,
     trt_logger,
 )
-from resnet_deploy.errors import MissingDependencyError, UsageError, VerificationError, first_line
-from resnet_deploy.runtimes.base import Artifact, Runtime, device_name
 from resnet_deploy.shapes import ShapeRange, format_shape
 
 #: TensorRT DataType member name -> numpy dtype name (looked up by name: enum values moved in 11)
@@ -66,10 +67,10 @@ class TensorRTRuntime(Runtime):
             raise UsageError("the TensorRT runtime needs an engine file")
         self.name = name
         self.artifact = artifact
-        self.device = device_name(device)
-        if not self.device.startswith("cuda"):
+        self.device = Device.parse(device).indexed
+        if not self.device.is_cuda:
             raise UsageError(f"TensorRT engines run on a CUDA GPU, not on {device}", "use --device cuda")
-        self.index = device_index(self.device)
+        self.index = self.device.index
         self.buffers = ("torch" if _torch_cuda() else "pycuda") if buffers == "auto" else buffers
         trt = import_tensorrt()
         self._trt = trt

@@ -1,4 +1,4 @@
-"""PyTorch backends: eager (the reference), TorchScript and torch.export programs.
+"""PyTorch backends: eager (the reference), TorchScript and torch.export programs, and their loaders.
 
 On CUDA, "fp32" means IEEE FP32. PyTorch lets cuDNN run FP32 convolutions in TF32 by default, which
 costs about 1e-3 relative error on a ResNet and would fail FP32 parity for a reason that is not the
@@ -7,16 +7,24 @@ artifact's. TF32 is offered as its own precision ("tf32", eager only) with its o
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from resnet_deploy import console
+from resnet_deploy.artifact import Artifact
+from resnet_deploy.devices import Device
 from resnet_deploy.errors import UsageError
-from resnet_deploy.runtimes.base import Artifact, Runtime, device_name
+from resnet_deploy.runtimes.base import Runtime
+
+#: positions of `benchmark` and `allow_tf32` among a traced aten::_convolution's inputs
+_BENCHMARK_ARG, _TF32_ARG = 9, 12
 
 
 @contextmanager
@@ -27,8 +35,6 @@ def cuda_math(tf32: bool = False, benchmark: bool = True) -> Iterator[None]:
     algorithms once per input shape (during warm-up), as a deployment would. Uses the `fp32_precision`
     API where torch has it (2.9+): mixing it with the older `allow_tf32` flags makes torch raise.
     """
-    import torch
-
     cudnn = torch.backends.cudnn
     saved_benchmark = cudnn.benchmark
     conv = getattr(cudnn, "conv", None)
@@ -92,30 +98,24 @@ class _TorchRuntime(Runtime):
     tf32: bool = False
 
     def _setup(self, device: str, threads: int | None) -> None:
-        import torch
-
-        self.device = device_name(device)
+        self.device = Device.parse(device).indexed
         self._torch_device = torch.device(self.device)
         if threads:
             torch.set_num_threads(threads)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
         self.check_input(batch)
         x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._torch_device)
         return self.run_device(x).float().cpu().numpy()
 
     def run_device(self, batch: Any) -> Any:
-        import torch
-
         self.check_input(batch)
         x = batch.to(self._torch_device, self.dtype)  # a CPU tensor, or one on another GPU, comes to ours
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             try:
-                if self.device == "cpu":
+                if not self.device.is_cuda:
                     out = self.module(x)
                 else:
                     with cuda_math(self.tf32):
@@ -145,9 +145,7 @@ class _TorchRuntime(Runtime):
         return "re-export with --dynamic to accept other shapes"
 
     def synchronize(self) -> None:
-        import torch
-
-        if self.device != "cpu":
+        if self.device.is_cuda:
             torch.cuda.synchronize(self._torch_device)
 
     def close(self) -> None:
@@ -169,10 +167,6 @@ class TorchEagerRuntime(_TorchRuntime):
         threads: int | None = None,
         **_: Any,
     ) -> None:
-        import copy
-
-        import torch
-
         if artifact.model is None:
             raise UsageError("torch-eager needs the model itself, not a file")
         if precision not in ("fp32", "tf32", "fp16"):
@@ -180,16 +174,16 @@ class TorchEagerRuntime(_TorchRuntime):
         variant = [precision] if precision != "fp32" else []
         variant += ["channels-last"] if channels_last else []
         self.name = "-".join(["torch-eager", *variant])
-        if variant and device == "cpu":
-            raise UsageError(f"{self.name} is offered on CUDA only", "pass --device cuda")
         self._setup(device, threads)
+        if variant and not self.device.is_cuda:
+            raise UsageError(f"{self.name} is offered on CUDA only", "pass --device cuda")
         self.artifact = artifact
         self.precision = precision
         self.channels_last = channels_last
         self.tf32 = precision == "tf32"
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         module = artifact.model
-        if device != "cpu":
+        if self.device.is_cuda:
             module = copy.deepcopy(module)  # the CPU reference stays where it is
         module = module.to(self._torch_device, dtype=self.dtype).eval()
         if channels_last:
@@ -204,8 +198,6 @@ class _TorchFileRuntime(_TorchRuntime):
     fix = ""
 
     def __init__(self, artifact: Artifact, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
-        import torch
-
         self._setup(device, threads)
         self.artifact = artifact
         self.precision = artifact.precision
@@ -228,19 +220,15 @@ class TorchScriptRuntime(_TorchFileRuntime):
     fix = "a .pt that holds weights (a state_dict) is a checkpoint, not TorchScript: pass it with --weights"
 
     def _load(self, path: str) -> Any:
-        import torch
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
             module = torch.jit.load(path, map_location=self._torch_device).eval()
-        if self.device != "cpu" and self.precision == "fp32":
+        if self.device.is_cuda and self.precision == "fp32":
             self._check_traced_tf32(module)
         return module
 
     def _check_traced_tf32(self, module: Any) -> None:
         """A file traced with TF32 allowed runs TF32 on a GPU whatever we set: call its rows what they are."""
-        from resnet_deploy.export.torchscript import traced_conv_flags
-
         if any(tf32 for _, tf32 in traced_conv_flags(module)):
             self.precision = "tf32"
             console.warn(
@@ -255,7 +243,28 @@ class TorchExportRuntime(_TorchFileRuntime):
     what = "torch.export"
 
     def _load(self, path: str) -> Any:
-        from resnet_deploy.export.program import load_program
-
         module = load_program(path)
-        return module.to(self._torch_device) if self.device != "cpu" else module
+        return module.to(self._torch_device) if self.device.is_cuda else module
+
+
+def traced_conv_flags(module: Any) -> set[tuple[bool, bool]]:
+    """(benchmark, allow_tf32) of every traced convolution in `module`: what it will run with on a GPU.
+
+    A trace records each convolution as `aten::_convolution` with cuDNN's flags as constants, so the file keeps
+    the settings of the process that traced it. Empty for a scripted module (its convolutions read the
+    process's settings like eager PyTorch).
+    """
+    flags = set()
+    for node in module.inlined_graph.nodes():
+        if node.kind() == "aten::_convolution":
+            args = list(node.inputs())
+            flags.add((bool(args[_BENCHMARK_ARG].toIValue()), bool(args[_TF32_ARG].toIValue())))
+    return flags
+
+
+def load_program(path: Path | str) -> Any:
+    """The `.pt2`'s module, ready to call (the one loader: runtime and --explain read it alike)."""
+    with warnings.catch_warnings():
+        # torch 2.11 reads the archive's weights through a read-only buffer and warns; nothing writes to them
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        return torch.export.load(str(path)).module()

@@ -1,0 +1,86 @@
+"""What a runtime runs: an `Artifact` (a file of a known format and precision, or the PyTorch module itself).
+
+Every layer passes artifacts around: the workspace records them, stages make them, runtimes run them, reports
+name them. So the type lives here, below all of them, with the one way a file from anywhere becomes one.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resnet_deploy import onnx_graph
+from resnet_deploy.errors import UsageError
+from resnet_deploy.shapes import ShapeRange
+
+SUFFIX_FORMATS = {
+    ".onnx": "onnx",
+    ".ts": "torchscript",
+    ".torchscript": "torchscript",
+    ".jit": "torchscript",
+    ".pt": "torchscript",
+    ".pt2": "program",
+    ".engine": "engine",
+    ".plan": "engine",
+    ".trt": "engine",
+}
+SUFFIXES_TEXT = ".onnx, .ts/.pt (TorchScript), .pt2 (torch.export) or .engine/.plan (TensorRT)"
+
+
+@dataclass
+class Artifact:
+    """Something a runtime can run: a file (or, for eager PyTorch, the module itself)."""
+
+    format: str
+    path: Path | None = None
+    precision: str = "fp32"
+    input_range: ShapeRange | None = None
+    key: str | None = None
+    entry: dict[str, Any] = field(default_factory=dict)
+    model: Any = None  # the nn.Module for format "pytorch"
+    #: the name to report while `path` is the temp file an export is verified under, not yet renamed
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            self.path = Path(self.path)  # a str from a caller's config: .name, .suffix and .exists() must work
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.path.name if self.path else (self.key or self.format))
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> Artifact:
+        """An artifact given on the command line: format from the suffix, precision from the file."""
+        path = Path(path)
+        require_file(path)
+        fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise UsageError(f"cannot tell the format of {path.name}", f"use {SUFFIXES_TEXT}")
+        stat = path.stat()
+        if stat.st_size == 0:  # an interrupted copy or a failed download: say so before any row runs
+            raise UsageError(f"artifact {path} is empty (0 bytes)", "copy or export the file again")
+        precision = _file_precision(fmt, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        return cls(fmt, path, precision, key=f"file:{path.name}")
+
+    @classmethod
+    def reference(cls, model: Any) -> Artifact:
+        """The PyTorch FP32 eager model: the reference every artifact is compared against."""
+        return cls("pytorch", None, "fp32", None, "pytorch", model=model)
+
+
+def require_file(path: Path) -> None:
+    """An artifact's file is there, or the error that says so (before a backend's own, longer one)."""
+    if path.is_dir():  # "does not exist" would send the user looking for a path that is right there
+        raise UsageError(f"artifact {path} is a folder", "pass one .onnx, .pt/.ts, .pt2 or .engine file in it")
+    if not path.is_file():
+        raise UsageError(f"artifact {path} does not exist", "pass an .onnx, .pt/.ts, .pt2 or .engine file")
+
+
+@functools.lru_cache(maxsize=64)
+def _file_precision(fmt: str, path: str, mtime_ns: int, size: int) -> str:
+    """Cached on the file's identity: parsing a ResNet-50 ONNX graph to find its precision takes a while, and
+    a file given twice (or checked, then run) is read once. A changed file misses."""
+    return onnx_graph.precision(Path(path)) if fmt == "onnx" else "fp32"

@@ -1,1 +1,0 @@
-"""Latency, parity, reports and the CI gate."""
