@@ -6,6 +6,7 @@ anything else escaping is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -60,6 +61,14 @@ def environment_error(exc: BaseException) -> DeployError | None:
         return UsageError(
             f"out of memory: {text[:200]}", "use a smaller batch or image size (--batch, --size, --*-shape)"
         )
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return UsageError(
+            f"no space left on the device{where}", "free space there, or pass a --workspace (or report path) elsewhere"
+        )
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        where = f": {exc.filename}" if exc.filename else ""
+        return UsageError(f"read-only file system{where}", "pass a --workspace (or report path) on a writable one")
     if isinstance(exc, PermissionError):
         path = Path(exc.filename) if exc.filename else None
         try:  # a file being written: say the folder (probing may itself be refused, in a folder not to be entered)

@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,28 +33,103 @@ def sha256_json(obj: Any) -> str:
 
 
 @contextlib.contextmanager
+def temp_beside(path: Path) -> Iterator[Path]:
+    """Yield a new temp file beside `path` (same folder, so it can be renamed over `path`), removed when the block
+    ends unless the block moved it away. Folders made for it are removed again when the block fails.
+
+    Its name carries this process's id (`.<stem>.<pid>.<random>.tmp<suffix>`), so the leftovers of a killed
+    process are told apart from a running one's and swept later (`sweep_leftovers`)."""
+    path = Path(path)
+    created = _make_parents(path.parent)
+    try:
+        # keep the real suffix last: some writers and readers go by it (torch.export warns unless ".pt2")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+        finally:
+            tmp_path.unlink(missing_ok=True)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def install(tmp: Path, path: Path) -> None:
+    """Move a finished temp file over `path` in one rename, with normal permissions (mkstemp makes 0600)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it over `path` only if the block succeeds.
 
     An interrupted or failing writer therefore leaves either the old file or nothing, never half a file.
     """
-    path = Path(path)
-    created = _make_parents(path.parent)
+    with temp_beside(Path(path)) as tmp:
+        yield tmp
+        install(tmp, Path(path))
+
+
+#: the folder, inside a workspace, that holds one run's temporary files and folders
+SCRATCH = ".tmp"
+_TEMP_FILE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp(\.[^.]+)?$")
+_RUN_DIR = re.compile(r"^run-(\d+)-")
+
+
+@contextlib.contextmanager
+def scratch(folder: Path) -> Iterator[Path]:
+    """One folder for everything temporary a run makes in `folder` (`<folder>/.tmp/run-<pid>-<random>`), the
+    temp files of the libraries it calls included (Python's `tempfile`, which ONNX Runtime's quantizer uses,
+    points there meanwhile), removed on every exit path. Reentrant: a nested call shares the outer folder."""
+    folder = Path(folder)
+    current = tempfile.tempdir
+    if current and Path(current).parent == folder / SCRATCH:
+        yield Path(current)
+        return
+    created = _make_parents(folder / SCRATCH)
+    run = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=folder / SCRATCH))
+    tempfile.tempdir = str(run)
     try:
-        # keep the real suffix last: some writers and readers go by it (torch.export warns unless ".pt2")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        try:
-            yield tmp_path
-            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get normal permissions
-            os.replace(tmp_path, path)
-        except BaseException:
-            tmp_path.unlink(missing_ok=True)
-            raise
-    except BaseException:
-        _remove_empty(created)
-        raise
+        yield run
+    finally:
+        tempfile.tempdir = current
+        shutil.rmtree(run, ignore_errors=True)
+        _remove_empty(created or [folder / SCRATCH])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
+
+
+def sweep_leftovers(folder: Path) -> list[Path]:
+    """Remove what killed processes left in `folder`: temp files beside its files and their run folders (the
+    ones whose process id is no longer running). The caller holds the folder's lock, so no live writer in it
+    is racing this. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    candidates = [(p, _TEMP_FILE.match(p.name)) for p in folder.glob(".*.tmp*") if p.is_file()]
+    scratch_dir = folder / SCRATCH
+    if scratch_dir.is_dir():
+        candidates += [(p, _RUN_DIR.match(p.name)) for p in scratch_dir.iterdir() if p.is_dir()]
+    for path, match in candidates:
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    if scratch_dir.is_dir():
+        _remove_empty([scratch_dir])
+    return removed
 
 
 def _make_parents(folder: Path) -> list[Path]:

@@ -82,6 +82,11 @@ class Tolerance:
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
+    @property
+    def checks(self) -> list[str]:
+        """The bounds that are set: a tolerance with none checks nothing, and passes nothing."""
+        return [name for name, value in asdict(self).items() if value is not None]
+
 
 @dataclass(frozen=True)
 class Violation:

@@ -79,6 +79,8 @@ class Row:
         artifact): the table, the JSON and the gate all read this judgement, so they cannot disagree."""
         self.tolerance = tolerances.tolerance_for(self.precision, self.artifact_key, self.artifact_path)
         self.judged_by = tolerances
+        if not self.tolerance.checks and self.error is None:  # no bound is no check: never a pass
+            self.error = f"no parity check is active for this {self.precision} artifact ({tolerances.source})"
         self.violations = check(self.parity, self.tolerance) if self.parity is not None and not self.error else []
         self.passed = self.error is None and not self.violations
         return self
@@ -129,6 +131,8 @@ class CompareResult:
     warnings: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # artifact/runtime pairs not run here, and why
     built: list[str] = field(default_factory=list)  # artifact keys built by this run
+    #: artifact keys the run was to check: the workspace's (after the default set was completed), --artifact files
+    expected: list[str] = field(default_factory=list)
     seconds: float = 0.0
     tools: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)  # device name, CUDA/cuDNN, Python, CPU
@@ -198,6 +202,7 @@ class CompareResult:
             "warnings": self.warnings,
             "skipped": self.skipped,
             "built": self.built,
+            "expected": self.expected,
             "seconds": round(self.seconds, 2),
             "tools": self.tools,
             "environment": self.environment,

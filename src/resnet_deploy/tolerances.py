@@ -188,4 +188,26 @@ def load_tolerances(path: str | Path | None, defaults: Mapping[str, Tolerance] |
             raise UsageError(
                 f'{path}: unknown table [{section}]; expected {", ".join(PRECISIONS)} or artifact."NAME"', hint
             )
-    return Tolerances(precisions, rules, str(path))
+    result = Tolerances(precisions, rules, str(path))
+    _require_checks(result, path)
+    return result
+
+
+def _require_checks(tolerances: Tolerances, path: Path) -> None:
+    """A precision, or an artifact rule, that switches every bound off would pass whatever it judged (another
+    model's ONNX with cosine 0.01 included): a usage error naming it, never a gate that checks nothing."""
+    for precision, tolerance in tolerances.precisions.items():
+        if not tolerance.checks:
+            raise UsageError(
+                f"{path}: [{precision}] switches every check off, so any {precision} artifact would pass",
+                f"keep at least one bound (e.g. min_cosine) in [{precision}]",
+            )
+    for rule in tolerances.rules:
+        for precision in [rule.precision] if rule.precision else list(tolerances.precisions):
+            base = tolerances.precisions[precision]
+            if not dataclasses.replace(base, **rule.bounds).checks:
+                raise UsageError(
+                    f'{path}: [artifact."{rule.pattern}"] switches every {precision} check off, so those artifacts '
+                    "would pass whatever they output",
+                    "keep at least one bound for them (e.g. min_cosine)",
+                )

@@ -11,13 +11,22 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from resnet_deploy.artifact import Artifact
 from resnet_deploy.errors import DeployError, UsageError
-from resnet_deploy.files import atomic_write_text, sha256_file, sha256_json
+from resnet_deploy.files import (
+    atomic_write_text,
+    install,
+    scratch,
+    sha256_file,
+    sha256_json,
+    sweep_leftovers,
+    why_not_writable,
+)
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.shapes import ShapeRange
 
@@ -64,6 +73,12 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    kinds += ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
 def manifest_problem(data: Any) -> str | None:
     """What makes parsed manifest JSON unusable, or None. A hand-edited or foreign file would otherwise fail
     later, deep inside whatever reads the field first, as a traceback."""
@@ -99,6 +114,8 @@ def manifest_problem(data: Any) -> str | None:
             if not isinstance(entry.get(field), str):
                 return f"artifact '{key}' has no {field}"
         rel = PurePosixPath(entry["path"])
+        if not rel.parts:  # "" and "." name the folder itself
+            return f"artifact '{key}' names no file (path {entry['path']!r})"
         if rel.is_absolute() or ".." in rel.parts:
             return f"artifact '{key}' lies outside the workspace ({entry['path']})"
         problem = parsed(f"artifact '{key}' input", entry.get("input"), ShapeRange.from_dict)
@@ -120,6 +137,23 @@ class Workspace:
         self.manifest: dict[str, Any] = self._load()
         self._as_loaded = as_json(self.artifacts)  # what save() may refresh from disk: entries this run left alone
         self._hashes: dict[Path, tuple[tuple[int, int, int], str]] = {}  # file -> ((inode, size, mtime), sha256)
+        self._sweep()
+
+    @property
+    def writable(self) -> bool:
+        """Whether this command could write here (a restored CI cache may be read-only: reading needs no more)."""
+        return why_not_writable(self.dir) is None
+
+    def _sweep(self) -> None:
+        """Remove what a killed command left here (its temp files, its scratch folder), under the lock: a live
+        command's are told apart by their process id."""
+        if self.dir.is_dir() and self.writable:
+            with _locked(self.dir):
+                sweep_leftovers(self.dir)
+
+    def scratch(self) -> Any:
+        """One folder in the workspace for this run's temporary files (`files.scratch`), gone on every exit."""
+        return scratch(self.dir)
 
     def _load(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
@@ -142,13 +176,23 @@ class Workspace:
         so two commands at once each keep what they built (the last one's model and range are the top level)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with _locked(self.dir):
-            if self.manifest_path.exists():
-                on_disk = self._load()["artifacts"]
-                for key, entry in on_disk.items():
-                    if key not in self.artifacts or self.artifacts[key] == self._as_loaded.get(key):
-                        self.artifacts[key] = entry
+            self._write()
+
+    def _write(self) -> None:
+        """The manifest written, the caller holding the lock; a manifest that cannot be written is named."""
+        if self.manifest_path.exists():
+            on_disk = self._load()["artifacts"]
+            for key, entry in on_disk.items():
+                if key not in self.artifacts or self.artifacts[key] == self._as_loaded.get(key):
+                    self.artifacts[key] = entry
+        try:
             atomic_write_text(self.manifest_path, json.dumps(self.manifest, indent=2, sort_keys=False) + "\n")
-            self._as_loaded = as_json(self.artifacts)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot write {self.manifest_path}: {exc.strerror or exc}",
+                "make it and its folder writable (chmod, chattr -i), free space there, or pass another --workspace",
+            ) from None
+        self._as_loaded = as_json(self.artifacts)
 
     def path(self, filename: str) -> Path:
         return self.dir / filename
@@ -192,17 +236,29 @@ class Workspace:
         state = self.file_state(key)
         if state:
             name = (self.dir / entry["path"]).name
-            return f"{name} is missing" if state == "missing" else f"{name} was modified since it was built"
+            wording = {"missing": f"{name} is missing", "modified": f"{name} was modified since it was built"}
+            return wording.get(state, state)
         return None
 
     def file_state(self, key: str) -> str | None:
         """'missing' or 'modified' (its sha256 is not the recorded one) when the file recorded under `key` is
-        not the one that was built; None when it is. Rebuilds (`why_stale`) and compare (which checks every
-        artifact it runs) both ask, so the hash is taken once per file version."""
+        not the one that was built, or a sentence when the path is no file to read (a folder, a FIFO, a link
+        out of the workspace); None when it is the file. Rebuilds (`why_stale`) and compare (which checks every
+        artifact it runs) both ask, so the hash is taken once per file version. Nothing that is not a regular
+        file is ever opened: reading a FIFO would wait forever."""
         entry = self.artifacts[key]
         file = self.dir / entry["path"]
-        if not file.exists():
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:
             return "missing"
+        except OSError as exc:
+            return f"{file} cannot be read ({exc.strerror})"
+        if not stat.S_ISREG(mode):
+            return f"{file} is {_file_kind(mode)}, not a regular file"
+        inside = self.dir.resolve()
+        if not file.resolve().is_relative_to(inside):  # a link, or a path through a linked folder
+            return f"{file} lies outside the workspace (it resolves to {file.resolve()})"
         return "modified" if self.sha256(file) != entry.get("sha256") else None
 
     def sha256(self, file: Path) -> str:
@@ -216,22 +272,55 @@ class Workspace:
         return cached[1]
 
     def record(
-        self, key: str, file: Path, fingerprint: dict[str, Any], sha256: str | None = None, **info: Any
+        self,
+        key: str,
+        file: Path,
+        fingerprint: dict[str, Any],
+        sha256: str | None = None,
+        written: Path | None = None,
+        **info: Any,
     ) -> dict[str, Any]:
-        """`sha256`: the hash of the file this command wrote, taken before it was moved into place; hashing
-        the path now could read another command's file, had one replaced it since."""
+        """Record `file` under `key`. `written`: the finished temp file to move to `file`, recorded first and
+        moved second, under the lock, so an artifact is never left in place unrecorded (a manifest that cannot
+        be written fails before the file moves; a move that fails takes its entry back). `sha256`: the hash of
+        the file this command wrote, taken before it was moved; hashing the path now could read another
+        command's file, had one replaced it since."""
         file = Path(file)
         rel = file.relative_to(self.dir) if file.is_absolute() else file
         entry = {
             "path": rel.as_posix(),
-            "sha256": sha256 or sha256_file(self.dir / rel),
+            "sha256": sha256 or sha256_file(written or self.dir / rel),
             "created": now(),
             "inputs": as_json(fingerprint),
             **info,
         }
+        previous = self.artifacts.get(key)
         self.artifacts[key] = entry
-        self.save()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with _locked(self.dir):
+            self._write()
+            if written is not None:
+                self._install(key, written, self.dir / rel, previous)
         return entry
+
+    def _install(self, key: str, written: Path, target: Path, previous: dict[str, Any] | None) -> None:
+        try:
+            install(written, target)
+        except OSError as exc:
+            # the entry just written goes back to what it was (the file did not move): set on the manifest
+            # as it is on disk, since `_write` would take this key's new entry from there again
+            artifacts = self._load()["artifacts"]
+            if previous is None:
+                artifacts.pop(key, None)
+            else:
+                artifacts[key] = previous
+            self.manifest["artifacts"] = artifacts
+            self._as_loaded = {}
+            self._write()
+            raise UsageError(
+                f"cannot write {target}: {exc.strerror or exc}",
+                "make the workspace writable or pass another --workspace",
+            ) from None
 
     def artifact(self, key: str) -> Artifact:
         """The artifact recorded under `key` (`onnx-fp32`, `torchscript`, `onnx-int8-tensorrt`, ...), ready for

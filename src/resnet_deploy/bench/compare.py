@@ -63,6 +63,7 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
         jobs = plan.jobs(pipe, options, skipped)  # first: a --runtimes with nothing to run fails before any work
         images, images_dir = _parity_images(pipe, options, warned)
         result = _result(pipe, options, images, images_dir, threads, warned, skipped, built)
+        result.expected = plan.expected_keys(pipe, options)
         with console.step(f"reference logits (PyTorch FP32 eager, CPU) on {len(images)} images"):
             refs = {size: reference_logits(pipe.model, resize_batch(images, size)) for size in sizes}
         _judge_reference(result, pipe, refs, images)

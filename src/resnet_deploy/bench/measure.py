@@ -125,8 +125,9 @@ class Bench:
             with warnings.catch_warnings():  # TorchScript's deprecation notice, once per load
                 warnings.simplefilter("ignore", FutureWarning)
                 runtime = job.spec.create(job.artifact, self.device, threads=self.threads, **job.options)
-        except Exception as exc:
-            return self._error_rows(job, sizes, batches, *error_text(exc))
+        except Exception as exc:  # an artifact that cannot be loaded could not run: a failed check (exit 1)
+            text, code = error_text(exc)  # ... unless what is missing is this machine's (exit 3)
+            return self._error_rows(job, sizes, batches, text, code if code == 3 else 1)
         try:
             return [r for size in sizes for batch in batches for r in self._shape_rows(job, runtime, batch, size)]
         finally:

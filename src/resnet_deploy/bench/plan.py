@@ -11,7 +11,7 @@ from resnet_deploy.artifact import Artifact
 from resnet_deploy.bench.options import CompareOptions
 from resnet_deploy.errors import UsageError
 from resnet_deploy.pipeline import Pipeline
-from resnet_deploy.pipeline.default_set import build_default_set, fit_range
+from resnet_deploy.pipeline.default_set import build_default_set, default_keys, fit_range
 from resnet_deploy.results import REFERENCE_RUNTIME
 from resnet_deploy.runtimes import RuntimeSpec, registry, runtimes_for, why_none
 from resnet_deploy.shapes import format_shape
@@ -115,26 +115,32 @@ def prepare_workspace(
     pipe: Pipeline, options: CompareOptions, batches: list[int], sizes: list[tuple[int, int]]
 ) -> tuple[list[str], list[str]]:
     """What compare needs before it measures: the default set, built into an empty workspace for the shapes
-    it will run. Returns (built keys, notes for the report); what cannot be right fails here, before minutes
-    of building."""
-    if options.build and not options.artifacts and not pipe.current_artifacts():
-        if options.fit_range:
+    it will run, and completed in one that lacks part of it (an interrupted build, a step that failed), so a
+    gate never passes a workspace it did not fully check. Returns (built keys, notes for the report); what
+    cannot be right fails here, before minutes of building."""
+    if options.build and not options.artifacts:
+        empty = not pipe.current_artifacts()
+        if empty and options.fit_range:
             fit_range(pipe, batches, sizes)
-        else:  # the range was given: every row outside it would fail, after minutes of building
+        elif empty:  # the range was given: every row outside it would fail, after minutes of building
             _require_inside(pipe, batches, sizes)
-        return build_default_set(pipe, options.device, options.calibration)
+        return build_default_set(pipe, options.device, options.calibration, only_missing=not empty)
     if not options.build and not options.artifacts and not pipe.ws.artifacts:
         # a --workspace typo, or the model's own folder passed as the workspace: not a clean pass
         return [], [
             f"{pipe.ws.dir} holds no artifacts of {pipe.ws.name}: only PyTorch runs (--workspace is the folder "
             f"resnet-export wrote to, which holds {pipe.ws.name}/; drop --no-build to build the default set)"
         ]
-    if options.calib_dir is not None:  # the workspace had artifacts: said, not dropped in silence
-        return [], [
-            f"--calib {options.calib_dir} not used: the workspace already holds artifacts, and the default set "
-            "is built only into an empty one (re-export INT8 with resnet-export onnx --int8 --calib DIR)"
-        ]
     return [], []
+
+
+def expected_keys(pipe: Pipeline, options: CompareOptions) -> list[str]:
+    """What the run is to check: the workspace's artifacts (after the default set was built or completed, which
+    it then must hold too) and the --artifact files. The verdict names any of them no check ran on."""
+    keys = list(pipe.ws.artifacts)
+    if options.build and not options.artifacts:
+        keys += [k for k in default_keys(options.device) if k not in keys]
+    return keys + [a.key or a.label for a in options.artifact_files]
 
 
 def _require_inside(pipe: Pipeline, batches: list[int], sizes: list[tuple[int, int]]) -> None:

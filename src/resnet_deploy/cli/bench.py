@@ -157,6 +157,14 @@ class GateArgs(common.OptionGroup):
             "--explain", help="For failing artifacts, show where they diverge: stem, layer1-4 or head.", metavar=FLAG
         ),
     ] = False
+    require: Annotated[
+        str | None,
+        typer.Option(
+            "--require",
+            help="With --gate: artifacts that must be checked (manifest keys, file names or globs, comma-separated, "
+            "e.g. onnx-fp32,onnx-int8-*); one no check ran on fails the gate.",
+        ),
+    ] = None
     floor: Annotated[
         bool,
         typer.Option(
@@ -252,6 +260,7 @@ def compare(
     Exit 0 when every row ran, 1 when an artifact is not the model it stands for (made from other weights or classes, or its file changed since export), 2 on usage errors (including a shape an artifact does not accept), 3 when a requested runtime is not available here. With --gate: exit 1 when any row is outside its tolerances (--tolerances FILE, else the per-precision defaults).
     """  # paragraphs on one line each: typer's help keeps a docstring's line breaks, which cut sentences mid-way
     options = compare_options(bench, inputs, gating, shapes)  # bad options fail before the model loads
+    required = _required(gating)
     reports.check()
     options.tolerances = load_tolerances(gating.tolerances)  # and so does a bad tolerance file
     # the default set is dynamic unless the workspace recorded otherwise
@@ -259,8 +268,17 @@ def compare(
                                 static_by_default=False)  # fmt: skip
     result = _run(pipe, options, reports)
     code = finish(result, pipe.model, options.tolerances, gate=gating.gate, junit=reports.junit,  # type: ignore[arg-type]
-                  explain=gating.explain, markdown_path=reports.markdown)  # fmt: skip
+                  explain=gating.explain, markdown_path=reports.markdown, require=required)  # fmt: skip
     raise typer.Exit(code)
+
+
+def _required(gating: GateArgs) -> list[str]:
+    """--require's patterns, which only a gate can hold the run to."""
+    required = _split(gating.require, "--require")
+    if required and not gating.gate:
+        raise UsageError("--require only applies with --gate", "add --gate, or drop --require")
+    _once_each(required, gating.require or "", "--require")
+    return required
 
 
 def _run(pipe: Pipeline, options: CompareOptions, reports: ReportArgs) -> CompareResult:

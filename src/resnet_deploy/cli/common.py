@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import shlex
+import signal
 import sys
 import typing
 from collections.abc import Callable, Iterable
@@ -197,15 +198,15 @@ def handle_errors(func: F) -> F:
         except DeployError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except (MemoryError, RuntimeError, PermissionError) as exc:
+        except (MemoryError, RuntimeError, OSError) as exc:
             error = environment_error(exc)
             if error is None:
                 raise
             console.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             console.print("[red]interrupted[/] (nothing half-written was kept)")
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -223,8 +224,18 @@ def typed_options(ctx: typer.Context, names: Iterable[str]) -> list[str]:
     return typed
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job's timeout, `kill`), raised like Ctrl-C so every temp file and folder is removed on the
+    way out; the exit code is 143, as for a process the signal ended."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main_wrapper(app: typer.Typer) -> Callable[[], None]:
     def main() -> None:
+        signal.signal(signal.SIGTERM, _terminate)
         app(prog_name=Path(sys.argv[0]).name)
 
     return main

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ def export_program(model: Any, path: Path, shape_range: ShapeRange) -> dict[str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(model, (example_input(shape_range),), dynamic_shapes=dims)
-    torch.export.save(program, str(path))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    # written from Python: torch's own file writer aborts the process when the disk fills (no exception)
+    Path(path).write_bytes(buffer.getvalue())
     return {}
 
 

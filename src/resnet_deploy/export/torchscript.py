@@ -10,6 +10,7 @@ IEEE FP32, which is what the file is verified as, and cuDNN's autotuner on, as t
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,5 +36,9 @@ def export_torchscript(model: Any, path: Path, shape_range: ShapeRange) -> dict[
     ):
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, example_input(shape_range), check_trace=False)
-        torch.jit.save(traced, str(path))  # deprecation warning: users asked for TorchScript on purpose
+        buffer = io.BytesIO()  # deprecation warning: users asked for TorchScript on purpose
+        torch.jit.save(traced, buffer)
+    # written from Python: torch's own file writer aborts the process when the disk fills (a C++ terminate,
+    # no exception), where a Python write raises an OSError that is said in one line
+    Path(path).write_bytes(buffer.getvalue())
     return {"cudnn": CUDNN_SETTINGS}

@@ -33,11 +33,12 @@ def finish(
     junit: Path | None = None,
     explain: bool = False,
     markdown_path: Path | None = None,
+    require: list[str] | None = None,
 ) -> int:
     """After `run_compare`: explain failures, write JUnit, append the verdict to the Markdown report,
     print it, and return the exit code (the gate's with --gate, else the run's own). `model`: the PyTorch
-    model the run compared against, which --explain reads stage by stage."""
-    result = evaluate(run.rows, config)
+    model the run compared against, which --explain reads stage by stage; `require`: --require's patterns."""
+    result = evaluate(run.rows, config, run.expected, require or [])
     for rule in config.unmatched(run.rows):
         keys = ", ".join(sorted({r.artifact_key for r in run.rows}))
         console.warn(f'{config.source}: [artifact."{rule.pattern}"] matched no artifact of this run (keys: {keys})')
@@ -53,6 +54,7 @@ def finish(
     if gate or explain:
         color = "green" if result.passed else "red"
         console.info(f"[bold {color}]{result.summary(gating=gate)}[/]")
+        console.info(escape(result.coverage()))
         for case in result.failures:
             problem = case.error or "; ".join(map(str, case.violations))
             console.info(f"  [red]✗[/] {escape(case.name)}: {escape(problem)}")

@@ -39,12 +39,13 @@ def to_xml(result: GateResult, suite_name: str = SUITE) -> str:
     cases = result.cases
     # a gate that checked no artifact fails; with no failing case a CI report would show it green
     nothing_checked = not result.checked
-    failures = sum(c.status == "failed" for c in cases) + nothing_checked
+    missing, uncovered = len(result.missing_required), len(result.not_checked)
+    failures = sum(c.status == "failed" for c in cases) + nothing_checked + missing
     errors = sum(c.status == "error" for c in cases)
-    skipped = sum(c.status == "skipped" or (c.reference and c.status == "passed") for c in cases)
+    skipped = sum(c.status == "skipped" or (c.reference and c.status == "passed") for c in cases) + uncovered
     total_time = sum(c.seconds for c in cases)
     counts = {
-        "tests": str(len(cases) + nothing_checked),
+        "tests": str(len(cases) + nothing_checked + missing + uncovered),
         "failures": str(failures),
         "errors": str(errors),
         "skipped": str(skipped),
@@ -87,6 +88,17 @@ def to_xml(result: GateResult, suite_name: str = SUITE) -> str:
             ET.SubElement(tc, "skipped", {"message": f"{case.artifact}: no parity metrics (reference or not run)"})
         else:
             ET.SubElement(tc, "system-out").text = _metrics_text(case)
+    for pattern in result.missing_required:
+        tc = ET.SubElement(
+            suite, "testcase", {"classname": "parity.required", "name": f"{pattern} was checked", "time": "0"}
+        )
+        el = ET.SubElement(tc, "failure", {"message": f"--require {pattern}: no check ran on it", "type": "NotChecked"})
+        el.text = result.coverage()
+    for key in result.not_checked:
+        tc = ET.SubElement(
+            suite, "testcase", {"classname": "parity.coverage", "name": f"{key} was checked", "time": "0"}
+        )
+        ET.SubElement(tc, "skipped", {"message": f"{key}: in the run, but no check ran on it here (see the report)"})
     if nothing_checked:
         tc = ET.SubElement(suite, "testcase", {"classname": "parity", "name": "an artifact was checked", "time": "0"})
         el = ET.SubElement(tc, "failure", {"message": result.summary(), "type": "NothingChecked"})

@@ -19,6 +19,7 @@ def markdown(result: GateResult, title: str = "Parity gate", gating: bool = True
     title = title if gating else "Parity check"
     verdict = markdown_text(result.summary(gating))
     lines = [f"### {icon} {markdown_text(title)}: {'passed' if result.passed else 'FAILED'}", "", verdict, ""]
+    lines += [markdown_text(result.coverage()), ""]
     failures = result.failures
     if failures:
         lines += ["| artifact | runtime | precision | shape | problem |", "| --- | --- | --- | --- | --- |"]

@@ -9,6 +9,7 @@ cannot disagree.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class GateCase:
 class GateResult:
     cases: list[GateCase]
     config: Tolerances
+    #: artifact keys the run was to check (the workspace's after the default set was completed, --artifact files)
+    expected: list[str] = field(default_factory=list)
+    #: --require: manifest keys, file names or globs of which a check must have run, or the gate fails
+    required: list[str] = field(default_factory=list)
 
     @property
     def checked(self) -> list[GateCase]:
@@ -86,24 +91,44 @@ class GateResult:
         return [c for c in self.cases if not c.passed]
 
     @property
+    def checked_artifacts(self) -> list[str]:
+        """The artifacts (manifest key, else file name) at least one check judged."""
+        return sorted({c.artifact_key or c.artifact for c in self.checked})
+
+    @property
+    def not_checked(self) -> list[str]:
+        """Artifacts the run was to check and no check judged (no runtime here, or not built): named, not passed."""
+        done = set(self.checked_artifacts)
+        return [key for key in self.expected if key not in done]
+
+    @property
+    def missing_required(self) -> list[str]:
+        """--require patterns no check matched: each fails the gate."""
+        return [p for p in self.required if not any(_matches(p, c) for c in self.checked)]
+
+    @property
     def passed(self) -> bool:
-        return bool(self.checked) and not self.failures
+        return bool(self.checked) and not self.failures and not self.missing_required
 
     @property
     def exit_code(self) -> int:
         return EXIT_PASS if self.passed else EXIT_FAIL
 
     def summary(self, gating: bool = True) -> str:
-        """The verdict line. A row that could not run is counted as such, not as outside tolerance; without
-        --gate (`--explain` alone) the line says the exit code does not follow it."""
+        """The verdict line. A row that could not run is counted as such, not as outside tolerance; a required
+        artifact that was not checked is named; without --gate (`--explain` alone) the line says the exit code
+        does not follow it."""
         what = "parity gate" if gating else "parity check"
         after = "" if gating else " (without --gate the exit code does not follow it)"
         if not self.checked:
             return f"{what} FAILED: no artifact was checked (nothing in the workspace, or every run was skipped){after}"
         n, errored = len(self.checked), sum(bool(c.error) for c in self.failures)
         outside = len(self.failures) - errored
+        missing = self.missing_required
+        unmet = f"required {', '.join(missing)} not checked; " if missing else ""
         if not self.failures:
-            return f"{what} passed: {n} of {n} checks within tolerance ({self.config.source})"
+            counted = f"{n} of {n} checks within tolerance"
+            return f"{what} {'FAILED: ' + unmet if missing else 'passed: '}{counted} ({self.config.source}){after}"
         if outside and errored:
             counted = (
                 f"{len(self.failures)} of {n} checks failed ({outside} outside tolerance, {errored} could not run)"
@@ -112,13 +137,21 @@ class GateResult:
             counted = f"{errored} of {n} checks could not run"
         else:
             counted = f"{outside} of {n} checks outside tolerance"
-        return f"{what} FAILED: {counted} ({self.config.source}){after}"
+        return f"{what} FAILED: {unmet}{counted} ({self.config.source}){after}"
+
+    def coverage(self) -> str:
+        """Which artifacts were checked and which the run was to check and did not, as one line."""
+        line = f"checked: {', '.join(self.checked_artifacts) or 'none'}"
+        return line + (f"; not checked: {', '.join(self.not_checked)}" if self.not_checked else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "exit_code": self.exit_code,
             "summary": self.summary(),
+            "checked": self.checked_artifacts,
+            "not_checked": self.not_checked,
+            "required_not_checked": self.missing_required,
             "tolerances": self.config.to_dict(),
             "cases": [
                 {
@@ -180,10 +213,22 @@ def case_for(row: Row, config: Tolerances) -> GateCase:
     )
 
 
-def evaluate(rows: Iterable[Row], config: Tolerances | None = None) -> GateResult:
-    """The verdict over every row of `resnet-bench compare`, with the tolerances they were judged by."""
+def evaluate(
+    rows: Iterable[Row],
+    config: Tolerances | None = None,
+    expected: Iterable[str] = (),
+    required: Iterable[str] = (),
+) -> GateResult:
+    """The verdict over every row of `resnet-bench compare`, with the tolerances they were judged by; `expected`
+    (artifact keys the run was to check) and `required` (--require patterns) say what coverage it must name."""
     config = config or Tolerances()
-    return GateResult([case_for(r, config) for r in rows], config)
+    return GateResult([case_for(r, config) for r in rows], config, list(expected), list(required))
+
+
+def _matches(pattern: str, case: GateCase) -> bool:
+    """A --require pattern against a case's manifest key, file name and path (exactly or as a glob)."""
+    names = [n for n in (case.artifact_key, case.artifact, case.artifact_path) if n]
+    return any(n == pattern or fnmatch.fnmatchcase(n, pattern) for n in names)
 
 
 def exit_code(gate: GateResult, run_exit_code: int = 0) -> int:

@@ -8,6 +8,7 @@ the file (`qdq_check.py`, parity on the calibration images) and records it.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def quantize(
     calibrated on `images` (and cached). Returns what calibration did: seconds, whether the cache was used, and
     a summary of the ranges."""
     with tempfile.TemporaryDirectory(prefix="int8-") as work:
-        source = _pre_processed(fp32, Path(work)) if rec.pre_process else fp32
+        source = _pre_processed(fp32, Path(work)) if rec.pre_process else _linked(fp32, Path(work))
         cached = cache.load()
         if cached is not None:
             ranges, seconds, reused = cached.ranges, float(cached.info.get("seconds", 0.0)), True
@@ -63,6 +64,17 @@ def quantize(
         place_residual_qdq(model, ranges)
         onnx.save(model, str(target))
     return {"seconds": round(seconds, 2), "cache_reused": reused, "ranges": summary}
+
+
+def _linked(fp32: Path, work: Path) -> Path:
+    """`fp32` as seen from `work`: ONNX Runtime's quantizer writes its shape-inferred copy (`<name>-inferred.onnx`)
+    beside the model it is given, which must be this run's temp folder, never the workspace."""
+    link = work / Path(fp32).name
+    try:
+        link.symlink_to(Path(fp32).resolve())
+    except OSError:  # a file system without links
+        shutil.copyfile(fp32, link)
+    return link
 
 
 def _pre_processed(fp32: Path, work: Path) -> Path:

@@ -18,11 +18,12 @@ from rich.markup import escape
 
 from resnet_deploy import console, verify
 from resnet_deploy.artifact import Artifact
+from resnet_deploy.errors import UsageError
 from resnet_deploy.export.fp16 import convert_fp16
 from resnet_deploy.export.onnx import DEFAULT_OPSET, export_onnx
 from resnet_deploy.export.program import export_program
 from resnet_deploy.export.torchscript import CUDNN_SETTINGS, export_torchscript
-from resnet_deploy.files import atomic_path, check_writable, sha256_file, sha256_json
+from resnet_deploy.files import check_writable, sha256_file, sha256_json, temp_beside
 from resnet_deploy.int8.dataset import CalibrationRequest
 from resnet_deploy.models import resolve_architecture
 from resnet_deploy.pipeline.engines import build_engine
@@ -49,8 +50,8 @@ class Pipeline:
         """`shapes=None`: the range this workspace recorded last, else `new_workspace_shapes`, else the default
         range (dynamic, or static at the crop size with `dynamic_default=False`)."""
         arch = resolve_architecture(options.architecture)
-        check_writable(workspace)
         self.ws = Workspace(workspace, name or arch)
+        self._writable_checked = False
         opened = open_model(options, self.ws, arch)
         self.options, self.model, self.source = opened.options, opened.model, opened.source
         self.preprocess, self.notes = opened.preprocess, opened.notes
@@ -120,12 +121,27 @@ class Pipeline:
             return self.artifact(key)
         if key in self.ws.artifacts:
             console.info(f"[dim]{key} is stale ({stale}): rebuilding[/]")
+        if not self._writable_checked:  # before the first artifact: reading a workspace needs no write access
+            check_writable(self.ws.root)
+            self._writable_checked = True
         target = self.ws.path(step.filename)
-        with atomic_path(target) as tmp:
+        if target.is_dir() and not target.is_symlink():  # replacing it would lose what is in it: said, before the work
+            raise UsageError(f"{target} is a folder, where {key} is to be written", "move it out of the workspace")
+        with self.ws.scratch(), temp_beside(target) as tmp:
             with console.step(f"export {key} -> {target}"):
-                written = step.write(tmp) or {}
+                try:
+                    written = step.write(tmp) or {}
+                except OSError as exc:  # a full disk, say: named by the artifact, not by its temp file
+                    exc.filename = str(target)
+                    raise
             details = step.check(Artifact(step.format, tmp, step.precision, self.shape_range, key, name=target.name))
-            sha256 = sha256_file(tmp)
+            self._record(step, target, tmp, written, details)
+        self._checked[key] = fingerprint
+        return self.artifact(key)
+
+    def _record(self, step: Step, target: Path, tmp: Path, written: dict[str, Any], details: dict[str, Any]) -> None:
+        """The entry for the file at `tmp`, recorded, and the file moved to `target` (the workspace does both
+        under its lock, recording first: never an artifact in place that the manifest does not describe)."""
         fields = {
             **written,
             "format": step.format,
@@ -136,9 +152,7 @@ class Pipeline:
             **details,
             **step.info,
         }
-        self.ws.record(key, target, fingerprint, sha256, **fields)
-        self._checked[key] = fingerprint
-        return self.artifact(key)
+        self.ws.record(step.key, target, step.fingerprint, sha256_file(tmp), written=tmp, **fields)
 
     def verified_against_model(
         self, runtime_name: str, max_rel_l2: float = verify.FP32_REL_L2
@@ -257,7 +271,7 @@ class Pipeline:
                 f"{self.ws.manifest_path.name}), so the record of what it was made from no longer describes it: "
                 "re-export it"
             )
-        return None
+        return f"{state}: re-export it, or delete its entry from {self.ws.manifest_path}" if state else None
 
     def workspace_artifacts(self) -> list[tuple[Artifact, str | None]]:
         """Every artifact this workspace records, with why it cannot stand for this model (None: it can)."""

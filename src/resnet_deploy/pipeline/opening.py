@@ -88,7 +88,8 @@ def _adopt_tensors_hash(ws: Workspace, source: ModelSource, weights: Path, previ
     old = {**source.fingerprint(), "weights_sha256": recorded}
     kept = ws.rename_model(old, source.fingerprint())
     previous["weights_sha256"] = now
-    ws.save()  # once: the next command finds the tensors' hash and does not hash the file again
+    if ws.writable:  # once: the next command finds the tensors' hash and does not hash the file again
+        ws.save()
     console.info(
         f"[dim]{escape(str(ws.manifest_path))} named {weights.name} by its file's sha256 (an older "
         f"resnet-deploy): now by its tensors', {plural(kept, 'artifact')} kept[/]"

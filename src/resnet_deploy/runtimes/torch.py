@@ -8,6 +8,7 @@ artifact's. TF32 is offered as its own precision ("tf32", eager only) with its o
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -262,9 +263,32 @@ def traced_conv_flags(module: Any) -> set[tuple[bool, bool]]:
     return flags
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def load_program(path: Path | str) -> Any:
-    """The `.pt2`'s module, ready to call (the one loader: runtime and --explain read it alike)."""
-    with warnings.catch_warnings():
-        # torch 2.11 reads the archive's weights through a read-only buffer and warns; nothing writes to them
-        warnings.filterwarnings("ignore", message="The given buffer is not writable")
-        return torch.export.load(str(path)).module()
+    """The `.pt2`'s module, ready to call (the one loader: runtime and --explain read it alike).
+
+    torch.export logs the reader's error with its whole traceback, then raises "check the warnings above": the
+    log is kept from the console, and its error is what is raised, so a file that is no program is one line."""
+    logger, records = logging.getLogger("torch.export"), _Records()
+    handlers, logger.handlers = logger.handlers, [records]  # torch gives this logger a stderr handler of its own
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with warnings.catch_warnings():
+            # torch 2.11 reads the archive's weights through a read-only buffer and warns; nothing writes to them
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            return torch.export.load(str(path)).module()
+    except Exception as exc:
+        logged = [r.exc_info[1] for r in records.records if r.exc_info and r.exc_info[1] is not None]
+        if logged:
+            raise RuntimeError(error_cause(logged[-1])) from exc
+        raise
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
