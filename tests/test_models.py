@@ -129,8 +129,8 @@ def test_checkpoint_without_num_batches_tracked_loads(tmp_path):
 
 def _write_safetensors(state, path, header_shapes=None):
     """The safetensors format by hand (8-byte header length, JSON header, raw tensors), as the safetensors
-    package writes it: the test needs no package the project does not depend on. `header_shapes` puts other
-    shapes in the header than the data has, as a faulty writer would."""
+    package writes it, so that `header_shapes` can put other shapes in the header than the data has, as a
+    faulty writer would."""
     names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
     header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for key, tensor in state.items():
@@ -147,7 +147,7 @@ def _write_safetensors(state, path, header_shapes=None):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_safetensors_checkpoint_loads_without_the_package(tmp_path, dtype):
+def test_safetensors_checkpoint_loads_and_a_cut_off_one_is_called_truncated(tmp_path, dtype):
     sd = _state(8)
     stored = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     path = tmp_path / "model.safetensors"
@@ -159,6 +159,15 @@ def test_safetensors_checkpoint_loads_without_the_package(tmp_path, dtype):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(UsageError, match=r"not a complete \.safetensors file .*truncated"):
         load_model("resnet18", str(path))
+
+
+def test_a_file_the_safetensors_package_wrote_loads_bf16_included(tmp_path):
+    from safetensors.torch import save_file
+
+    stored = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in _state(8).items()}
+    save_file(stored, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model, _ = load_model("resnet18", str(tmp_path / "model.safetensors"))
+    assert _same(model, {k: v.float() if v.is_floating_point() else v for k, v in stored.items()})
 
 
 def test_safetensors_header_at_odds_with_its_offsets_is_not_called_truncated(tmp_path):

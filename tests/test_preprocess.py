@@ -274,3 +274,27 @@ def test_a_strip_too_wide_to_resize_is_skipped_with_the_reason(tmp_path: Path) -
         "for one crop; crop it nearer to square"
     )
     assert reasons["tall.png"].startswith("ValueError: 1x20000 image:")
+
+
+@pytest.mark.parametrize("weights", ["IMAGENET1K_V1", "IMAGENET1K_V2"])
+def test_the_preprocessing_is_torchvisions_on_every_bundled_photo(weights: str) -> None:
+    """The weights' own `transforms()` (ImageClassification: resize bilinear with antialias, center crop,
+    normalize; 256/224 for V1, 232/224 for V2) and preprocess.py agree on every photo the package ships, to the
+    last float32 bit: calibration, parity and deployment see what torchvision's eval pipeline sees."""
+    import torchvision
+    from PIL import Image
+
+    from resnet_deploy.pipeline.default_set import PACKAGED_PHOTOS
+
+    transform = torchvision.models.ResNet50_Weights[weights].transforms()
+    pre = Preprocess(
+        int(transform.resize_size[0]), int(transform.crop_size[0]), tuple(transform.mean), tuple(transform.std)
+    )
+    photos = sorted(PACKAGED_PHOTOS.glob("*.jpg"))
+    assert len(photos) == 11
+    for photo in photos:
+        with Image.open(photo) as img:
+            ours = pre(img)
+            theirs = transform(img.convert("RGB")).numpy()  # torchvision takes RGB; ours converts grayscale itself
+        assert ours.shape == theirs.shape == (3, 224, 224)
+        assert float(np.abs(ours - theirs).max()) <= 1e-6, photo.name

@@ -1,5 +1,5 @@
 """Read a weights file into a state_dict, whatever saved it: `torch.save` (weights only unless trusted),
-`.safetensors` (read here, nothing unpickled), and the dicts training frameworks wrap a state_dict in
+`.safetensors` (by the safetensors package, nothing unpickled), and the dicts training frameworks wrap a state_dict in
 (Lightning, timm EMA, DeepSpeed, DataParallel / torch.compile prefixes), and the checks that need no
 architecture: quantized or NaN/Inf tensors, named. Whether the rest fits one (keys, shapes, float dtypes)
 is `models.py`'s business; it runs these checks too, where the state_dict is at hand.
@@ -7,11 +7,15 @@ is `models.py`'s business; it runs these checks too, where the state_dict is at 
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
 
 from resnet_deploy.console import listing, plural
 from resnet_deploy.errors import UsageError, first_line
@@ -55,71 +59,61 @@ def read_checkpoint(path: Path, trust: bool) -> Any:
         ) from None
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
+#: bytes per element of each safetensors dtype, to say what is wrong with a file the package refuses
+_SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1}
+_SAFETENSORS_ITEMSIZE |= {"BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
 
 
 def read_safetensors(path: Path) -> dict[str, Any]:
-    """A `.safetensors` file as a state_dict, read here (the format is an 8-byte header length, a JSON
-    header, then raw little-endian tensors), so it loads without the safetensors package and without
-    unpickling anything."""
-    import json
-    import math
+    """A `.safetensors` file as a state_dict, read by the safetensors package (the audited parser: nothing is
+    unpickled). A file it refuses is said in the words of what is wrong with it: cut off (a download that
+    stopped), or a header at odds with itself (a writer's bug), which call for different fixes."""
+    try:
+        return load_safetensors(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _unreadable_safetensors(path, exc) from None
+
+
+def _unreadable_safetensors(path: Path, exc: BaseException) -> UsageError:
+    """Why the package refused `path`, read off the file's header (an 8-byte length, then JSON)."""
 
     def bad(why: str) -> UsageError:
         return UsageError(
             f"cannot read weights file {path}: not a complete .safetensors file ({why})", "check the file"
         )
 
-    data = bytearray(path.read_bytes())
-    if len(data) < 8:
-        raise bad("shorter than its header")
-    size = int.from_bytes(data[:8], "little")
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if size < 0:
+        return bad("shorter than its header")
     if size > len(data) - 8:
-        raise bad("truncated header")
+        return bad("truncated header")
     try:
         header = json.loads(data[8 : 8 + size])
     except ValueError:
-        raise bad("its header is not JSON") from None
+        return bad("its header is not JSON")
     if not isinstance(header, dict):
-        raise bad("its header is not a table of tensors")
+        return bad("its header is not a table of tensors")
     header.pop("__metadata__", None)
-    start_of_data, available = 8 + size, len(data) - 8 - size
-    out: dict[str, Any] = {}
+    available = len(data) - 8 - size
     for name, info in header.items():
         try:
-            dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
+            itemsize = _SAFETENSORS_ITEMSIZE[info["dtype"]]
             shape = [int(d) for d in info["shape"]]
             begin, end = (int(o) for o in info["data_offsets"])
-            if min(shape, default=0) < 0:
-                raise ValueError(shape)
         except (KeyError, TypeError, ValueError):
-            raise bad(f"tensor {name} has an unreadable entry or a dtype this reader does not know") from None
-        count = math.prod(shape)
-        nbytes = count * dtype.itemsize
-        # a header at odds with itself is a writer's bug, not a cut-off download: said apart, as the fixes differ
+            return bad(f"tensor {name} has an unreadable entry or a dtype this reader does not know")
+        nbytes = math.prod(shape) * itemsize
         if not 0 <= begin <= end or end - begin != nbytes:
-            raise UsageError(
+            return UsageError(
                 f"cannot read weights file {path}: its .safetensors header is inconsistent (tensor {name}: header "
                 f"says shape {shape} of dtype {info['dtype']} = {nbytes} bytes, but its data offsets "
                 f"[{begin}, {end}] span {end - begin} bytes)",
                 "the file was written or edited wrongly: save the state_dict again, e.g. with safetensors.torch.save_file",
             )
         if end > available:
-            raise bad(f"tensor {name} ends at byte {end} of the data but the file holds {available}: truncated?")
-        flat = torch.frombuffer(data, dtype=dtype, count=count, offset=start_of_data + begin) if count else None
-        out[name] = flat.reshape(shape).clone() if flat is not None else torch.empty(shape, dtype=dtype)
-    return out
+            return bad(f"tensor {name} ends at byte {end} of the data but the file holds {available}: truncated?")
+    return bad(f"safetensors: {first_line(exc, 200)}")
 
 
 def _looks_like_safetensors(path: Path) -> bool:

@@ -38,7 +38,7 @@ from resnet_deploy.bench.preflight import validate
 from resnet_deploy.devices import default_threads
 from resnet_deploy.parity import degenerate_warning, distinct_predictions
 from resnet_deploy.pipeline import Pipeline
-from resnet_deploy.pipeline.default_set import DEFAULT_IMAGES
+from resnet_deploy.pipeline.default_set import default_images
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.provenance import environment, tool_versions
 from resnet_deploy.report import write_reports
@@ -87,12 +87,10 @@ def run_compare(pipe: Pipeline, options: CompareOptions) -> CompareResult:
 
 
 def _parity_images(pipe: Pipeline, options: CompareOptions, warned: list[str]) -> tuple[np.ndarray, str | None]:
-    folder = options.images
-    if folder is None and DEFAULT_IMAGES.is_dir():
-        folder = DEFAULT_IMAGES
-    if folder is None:
+    folder = options.images if options.images is not None else default_images()
+    if not Path(folder).is_dir():  # an install without its photos: said, and parity on noise says little
         warned.append(
-            "no parity images (no ./calibration folder and no --images): parity uses 16 random-normal inputs, "
+            "no parity images (no ./calibration, no packaged photos and no --images): parity uses 16 random-normal inputs, "
             "which says little about INT8/FP16 accuracy; pass --images DIR of real images"
         )
         crop = pipe.preprocess.crop

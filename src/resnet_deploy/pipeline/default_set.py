@@ -23,15 +23,24 @@ from resnet_deploy.shapes import ShapeRange, format_shape
 if TYPE_CHECKING:
     from resnet_deploy.pipeline.core import Pipeline
 
-#: parity and calibration images when none are given: the photos bundled with the project
-DEFAULT_IMAGES = Path("calibration")
+#: the 11 sample photos shipped inside the package (public domain / CC0, see their README.md)
+PACKAGED_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
+
+
+def default_images() -> Path:
+    """Parity and calibration images when none are given: ./calibration when there is one (a folder of your
+    own, or the repository's link to the photos below), else the photos shipped in the package, so the main job
+    is the same wherever the package is installed."""
+    local = Path("calibration")
+    return local if local.is_dir() else PACKAGED_PHOTOS
 
 
 def default_calibration(given: CalibrationRequest | None) -> CalibrationRequest | None:
-    """The calibration the default set's INT8 uses: the one asked for (`--calib`), else ./calibration if there."""
+    """The calibration the default set's INT8 uses: the one asked for (`--calib`), else `default_images()`."""
     if given is not None:
         return given
-    return CalibrationRequest(DEFAULT_IMAGES) if DEFAULT_IMAGES.is_dir() else None
+    folder = default_images()
+    return CalibrationRequest(folder) if folder.is_dir() else None
 
 
 def default_keys(device: str | Device) -> list[str]:
