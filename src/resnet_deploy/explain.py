@@ -3,7 +3,7 @@
 The reference's stage outputs come from forward hooks on the model (stem = after `maxpool`, then
 `layer1`..`layer4`, head = the logits). The artifact's come from the artifact itself:
 
-- ONNX: the dynamo exporter records each node's module path (`pkg.torch.onnx.name_scopes`); the last
+- ONNX (on ONNX Runtime or OpenVINO, whichever ran the failing row): the dynamo exporter records each node's module path (`pkg.torch.onnx.name_scopes`); the last
   node inside `maxpool`/`layerN` is that stage's output. FP16 conversion and Q/DQ quantization keep the
   metadata. Without it (other exporters), the stage ends are found structurally: the Relu after the
   last residual Add of each stage, counting blocks per stage from the model. Either way the tensor read
@@ -34,11 +34,12 @@ import torch
 import torch.fx
 
 from resnet_deploy.artifact import Artifact
-from resnet_deploy.devices import Device
+from resnet_deploy.devices import CPU, Device
 from resnet_deploy.errors import UsageError
 from resnet_deploy.onnx_graph import Graph
 from resnet_deploy.parity import compare
 from resnet_deploy.runtimes.onnxruntime import PROVIDERS, open_session, session_device
+from resnet_deploy.runtimes.openvino import compile_onnx
 from resnet_deploy.runtimes.torch import cuda_math, load_program
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head")
@@ -275,6 +276,28 @@ def onnx_stages(
     runtime: str = "onnxruntime-cpu",
     device: str = "cpu",
 ) -> tuple[dict[str, np.ndarray], str]:
+    """The stage outputs of an ONNX file, read as the failing row's runtime reads it: the file with its stage
+    tensors added as graph outputs, run on that runtime's own session settings (ONNX Runtime's provider, or
+    OpenVINO's compiled model)."""
+    serialized, tensors, method = _with_stage_outputs(path, blocks)
+    names = list(dict.fromkeys(tensors.values()))
+    x = np.ascontiguousarray(batch, np.float32)
+    if runtime == "openvino-cpu":
+        compiled = compile_onnx(serialized, None, path.name)
+        result = compiled.create_infer_request().infer({0: x})
+        by_name = {name: np.array(result[compiled.output(name)]) for name in names}
+        return {stage: np.asarray(by_name[name], np.float32) for stage, name in tensors.items()}, method
+    # TensorRT's provider fuses the graph and hides its intermediate tensors: read them on CUDA instead
+    provider = PROVIDERS["onnxruntime-cuda" if runtime == "onnxruntime-tensorrt" else runtime]
+    session = open_session(serialized, provider, device, None, path.name)
+    if runtime == "onnxruntime-tensorrt":
+        method += ", read on the CUDA provider (TensorRT's hides intermediate tensors)"
+    by_name = dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
+    return {stage: np.asarray(by_name[name], np.float32) for stage, name in tensors.items()}, method
+
+
+def _with_stage_outputs(path: Path, blocks: Sequence[int] | None) -> tuple[bytes, dict[str, str], str]:
+    """The ONNX at `path`, serialized with its stage tensors as extra graph outputs; stage -> tensor; how found."""
     model = onnx.load(str(path))
     tensors, method = onnx_stage_tensors(model, blocks)
     try:
@@ -286,15 +309,7 @@ def onnx_stages(
         if name not in existing:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, _onnx_elem_type(inferred, name), None))
             existing.add(name)
-    # TensorRT's provider fuses the graph and hides its intermediate tensors: read them on CUDA instead
-    provider = PROVIDERS["onnxruntime-cuda" if runtime == "onnxruntime-tensorrt" else runtime]
-    session = open_session(model.SerializeToString(), provider, device, None, path.name)
-    if runtime == "onnxruntime-tensorrt":
-        method += ", read on the CUDA provider (TensorRT's hides intermediate tensors)"
-    names = list(dict.fromkeys(tensors.values()))
-    values = session.run(names, {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)})
-    by_name = dict(zip(names, values, strict=True))
-    return {stage: np.asarray(by_name[name], np.float32) for stage, name in tensors.items()}, method
+    return model.SerializeToString(), tensors, method
 
 
 # -- torch.export .pt2 ---------------------------------------------------------------------------------
@@ -377,6 +392,8 @@ def _blocks(model: Any) -> list[int] | None:
 def _where(runtime: str | None, device: str | Device) -> tuple[str, Device]:
     """(ONNX Runtime backend, torch device) to read the artifact with: an ONNX Runtime backend named by
     the failing row decides the device; otherwise `device` does (and picks the provider)."""
+    if runtime == "openvino-cpu":
+        return runtime, CPU
     if runtime not in PROVIDERS:
         runtime = "onnxruntime-cuda" if Device.parse(device).is_cuda else "onnxruntime-cpu"
     return runtime, session_device(runtime, device)

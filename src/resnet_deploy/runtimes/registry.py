@@ -234,6 +234,17 @@ register(
 )
 register(
     RuntimeSpec(
+        "openvino-cpu",
+        ("onnx",),
+        ("cpu",),
+        "resnet_deploy.runtimes.openvino:OpenVINORuntime",
+        ("openvino",),
+        "OpenVINO, CPU",
+        install_hint="pip install openvino (the resnet-deploy openvino extra)",
+    )
+)
+register(
+    RuntimeSpec(
         "onnxruntime-cuda",
         ("onnx",),
         ("cuda",),
