@@ -87,7 +87,9 @@ def test_compare_completes_a_partial_workspace_before_it_gates(trained, torchscr
     ws = _copy(torchscript_only, tmp_path)
     report = tmp_path / "r.json"
     runtimes = "torch-eager,torchscript,torch-export,onnxruntime-cpu"
-    done = _gate(trained, ws, "--runtimes", runtimes, "--calib", trained.calib_dir, "--max-images", 60, "--json", report)
+    done = _gate(
+        trained, ws, "--runtimes", runtimes, "--calib", trained.calib_dir, "--max-images", 60, "--json", report
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "completing the default artifact set" in done.stderr
     data = json.loads(report.read_text())
