@@ -396,7 +396,7 @@ def readme_text(ws: Workspace, plans: list[ModelPlan], output: Path, command: st
         "",
         f"Written by `{command or 'resnet-export triton'}` from `{ws.manifest_path}` ({now()}).",
         "",
-        *_start_section(plans, output),
+        *_start_section(ws, plans, output),
         "## Models",
         "",
         "| model | artifact | backend | precision | input (batch from 1) | max batch | preferred batches | instances |",
@@ -413,7 +413,7 @@ def readme_text(ws: Workspace, plans: list[ModelPlan], output: Path, command: st
     return "\n".join(lines) + "\n"
 
 
-def _start_section(plans: list[ModelPlan], output: Path) -> list[str]:
+def _start_section(ws: Workspace, plans: list[ModelPlan], output: Path) -> list[str]:
     python = [p for p in plans if p.python]
     standard = [p for p in plans if not p.python]
     lines = ["## Start the server", ""]
@@ -434,7 +434,7 @@ def _start_section(plans: list[ModelPlan], output: Path) -> list[str]:
             "",
             "or, without a Triton install, the tritonserver of the nvidia-pytriton wheel (Python backend only):",
             "",
-            "    pip install --no-deps --target ~/.cache/resnet-deploy/tritonserver nvidia-pytriton==0.7.0",
+            "    pip install --no-deps --no-compile --target ~/.cache/resnet-deploy/tritonserver nvidia-pytriton==0.7.0",
             f"    python -m resnet_deploy.serve.server --model-repository {output}",
             "",
         ]
@@ -442,7 +442,7 @@ def _start_section(plans: list[ModelPlan], output: Path) -> list[str]:
     lines += [
         "Then check parity against PyTorch and load-test it (HTTP on 8000, gRPC on 8001):",
         "",
-        f"    resnet-bench triton {name.split('-', 1)[0]} --url 127.0.0.1:8000 --model {name} --gate",
+        f"    resnet-bench triton {ws.name} --workspace {ws.root} --url 127.0.0.1:8000 --model {name} --gate",
         "",
     ]
     return lines

@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         if server is not None:
-            server.stop()
+            print(f"stopped (exit status {server.stop()})", flush=True)
 
 
 if __name__ == "__main__":
