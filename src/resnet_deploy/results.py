@@ -98,7 +98,7 @@ class Row:
         return f"{self.artifact_key} · {self.runtime}{level}"
 
     def to_dict(self) -> dict[str, Any]:
-        served = {} if self.concurrency is None else {"concurrency": self.concurrency}
+        level = {} if self.concurrency is None else {"concurrency": self.concurrency}
         return {
             "artifact_key": self.artifact_key,
             "artifact_path": self.artifact_path,
@@ -115,7 +115,7 @@ class Row:
             "tolerance": self.tolerance.to_dict() if self.tolerance else None,
             "passed": self.passed,
             "error": self.error,
-            **served,
+            **level,
         }
 
 
