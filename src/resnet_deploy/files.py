@@ -72,6 +72,37 @@ def atomic_path(path: Path) -> Iterator[Path]:
         install(tmp, Path(path))
 
 
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Yield a new empty folder beside `path`; when the block succeeds it takes `path`'s place (a folder there
+    before is moved aside first and removed after), when it fails it is removed. So a reader of `path` (a
+    server polling a model repository) sees the old tree or the new one, never half of one, and a failed or
+    interrupted writer leaves what was there before, or nothing. Folders made for it go again on failure."""
+    path = Path(path)
+    created = _make_parents(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # the previous tree goes back where it was
+                os.replace(old / path.name, path)
+                old.rmdir()
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
+        raise
+
+
 #: the folder, inside a workspace, that holds one run's temporary files and folders
 SCRATCH = ".tmp"
 _TEMP_FILE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp(\.[^.]+)?$")

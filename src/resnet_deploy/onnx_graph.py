@@ -59,6 +59,10 @@ def input_name(source: Path | str | bytes | Any) -> str:
     return _model(source).graph.input[0].name
 
 
+def output_name(source: Path | str | bytes | Any) -> str:
+    return _model(source).graph.output[0].name
+
+
 def input_dims(source: Path | str | bytes | Any) -> list[int | str]:
     """The input's dims: ints for fixed ones, names for dynamic ones (the same list ONNX Runtime shows)."""
     model = _model(source)

@@ -73,6 +73,8 @@ class Row:
     judged_by: Tolerances | None = field(default=None, repr=False, compare=False)
     #: what ran, for a diagnosis after the run (--explain); not part of the report
     artifact: Artifact | None = field(default=None, repr=False, compare=False)
+    #: requests in flight at once (`resnet-bench triton`'s load levels); None for a runtime called in-process
+    concurrency: int | None = None
 
     def judge(self, tolerances: Tolerances) -> Row:
         """Judge this row, once, against the bounds that apply to its artifact (per precision, overridden per
@@ -91,10 +93,12 @@ class Row:
 
     @property
     def label(self) -> str:
-        """Short and unique within a run, e.g. `onnx-int8 · onnxruntime-cpu`."""
-        return f"{self.artifact_key} · {self.runtime}"
+        """Short and unique within a run, e.g. `onnx-int8 · onnxruntime-cpu` (`· c16` at a load level)."""
+        level = f" · c{self.concurrency}" if self.concurrency is not None else ""
+        return f"{self.artifact_key} · {self.runtime}{level}"
 
     def to_dict(self) -> dict[str, Any]:
+        level = {} if self.concurrency is None else {"concurrency": self.concurrency}
         return {
             "artifact_key": self.artifact_key,
             "artifact_path": self.artifact_path,
@@ -111,6 +115,7 @@ class Row:
             "tolerance": self.tolerance.to_dict() if self.tolerance else None,
             "passed": self.passed,
             "error": self.error,
+            **level,
         }
 
 
@@ -142,6 +147,8 @@ class CompareResult:
     partial: bool = False  # written while the run goes on: the rows measured so far
     #: the parity images as the model sees them (crop size), for --explain; not part of the report
     parity_images: np.ndarray | None = field(default=None, repr=False)
+    #: `resnet-bench triton`: the server, protocol and model measured, and the load test's bounds; None for compare
+    served: dict[str, Any] | None = None
 
     @property
     def on_cuda(self) -> bool:
@@ -210,6 +217,7 @@ class CompareResult:
             "rows": [r.to_dict() | {"speedup": self.speedup(r)} for r in self.rows],
             "floor": self.floor,
             "partial": self.partial,
+            **({"served": self.served} if self.served is not None else {}),
         }
 
 

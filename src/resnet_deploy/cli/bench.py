@@ -1,7 +1,9 @@
-"""`resnet-bench`: compare latency and accuracy parity of every artifact against PyTorch FP32.
+"""`resnet-bench`: compare latency and accuracy parity of every artifact against PyTorch FP32; `triton` does the
+same for a model a Triton server serves, under load.
 
-The command body only turns its option groups into `CompareOptions`, calls `bench.compare.run_compare`,
-writes the reports and hands the result to the gate; the work lives in bench/, report/ and gate/.
+The command bodies only turn their option groups into `CompareOptions` / `TritonOptions`, call
+`bench.compare.run_compare` / `serve.bench.run_triton`, write the reports and hand the result to the gate; the work
+lives in bench/, serve/, report/ and gate/.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from resnet_deploy.gate.finish import finish
 from resnet_deploy.pipeline import Pipeline
 from resnet_deploy.results import DEFAULT_ITERS, DEFAULT_WARMUP, CompareResult
 from resnet_deploy.runtimes import registry
+from resnet_deploy.serve.bench import DEFAULT_CONCURRENCY, DEFAULT_REQUESTS, DEFAULT_SECONDS, TritonOptions, run_triton
+from resnet_deploy.serve.bench import describe as describe_served
 from resnet_deploy.shapes import parse_size
 from resnet_deploy.tolerances import load_tolerances
 
@@ -272,7 +276,7 @@ def compare(
     raise typer.Exit(code)
 
 
-def _required(gating: GateArgs) -> list[str]:
+def _required(gating: GateArgs | TritonGateArgs) -> list[str]:
     """--require's patterns, which only a gate can hold the run to."""
     required = _split(gating.require, "--require")
     if required and not gating.gate:
@@ -306,6 +310,135 @@ def _run(pipe: Pipeline, options: CompareOptions, reports: ReportArgs) -> Compar
 def _mtime(path: Path | None) -> int | None:
     """When `path` was last written, or None: tells a report this run wrote from one an earlier run left."""
     return path.stat().st_mtime_ns if path is not None and path.is_file() else None
+
+
+@dataclass
+class ServerArgs(common.OptionGroup):
+    """The served model: where, over which protocol, and what it is."""
+
+    url: Annotated[str, typer.Option("--url", help="The server, HOST:PORT (HTTP 8000, gRPC 8001 by default).")]
+    served: Annotated[str, typer.Option("--model", help="The served model's name, e.g. resnet50-onnx-fp32.")]
+    protocol: Annotated[str, typer.Option("--protocol", help="http or grpc.")] = "http"
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="fp32, fp16 or int8: its tolerances. Default: what its config records."),
+    ] = None
+
+
+@dataclass
+class LoadArgs(common.OptionGroup):
+    """The load test: concurrency levels, each bounded in requests and time, and the requests' shape."""
+
+    concurrency: Annotated[
+        str, typer.Option("--concurrency", help="Comma-separated requests in flight, one level each.")
+    ] = ",".join(map(str, DEFAULT_CONCURRENCY))
+    requests: Annotated[int, typer.Option("--requests", help="At most this many timed requests per level.")] = (
+        DEFAULT_REQUESTS
+    )
+    seconds: Annotated[float, typer.Option("--seconds", help="At most this long per level.")] = DEFAULT_SECONDS
+    batch: Annotated[int, typer.Option("--batch", help="Images per request.")] = 1
+    size: Annotated[str | None, typer.Option("--size", help="Image size HxW or S. Default: the model's crop.")] = None
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder of real images for parity. Default: ./calibration.")
+    ] = None
+    max_images: Annotated[
+        int, typer.Option("--max-images", help="Use at most this many parity images (evenly spread).")
+    ] = DEFAULT_MAX_IMAGES
+
+
+@dataclass
+class TritonReportArgs(common.OptionGroup):
+    """The report files a served-model run writes."""
+
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")] = None
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")
+    ] = None
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write every row as CSV.")] = None
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per concurrency level.")
+    ] = None
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.json_out is not None and str(self.json_out) == "-"
+
+    def check(self) -> None:
+        paths = {"--json": self.json_out, "--markdown": self.markdown, "--csv": self.csv_out, "--junit": self.junit}
+        report.check_report_paths(paths)
+
+
+@dataclass
+class TritonGateArgs(common.OptionGroup):
+    """The CI gate over the served model's rows."""
+
+    gate: Annotated[
+        bool,
+        typer.Option("--gate", help="CI gate: exit 1 when any level is outside its tolerances.", metavar=FLAG),
+    ] = False
+    tolerances: Annotated[
+        Path | None, typer.Option("--tolerances", help="TOML file of parity bounds (see examples/tolerances.toml).")
+    ] = None
+    require: Annotated[
+        str | None, typer.Option("--require", help="With --gate: served model names (or globs) that must be checked.")
+    ] = None
+
+
+def triton_options(server: ServerArgs, load: LoadArgs) -> TritonOptions:
+    """The run's options from the flags, checked before anything connects or loads."""
+    try:
+        levels = [int(c) for c in _split(load.concurrency, "--concurrency")]
+    except ValueError:
+        raise UsageError(f"invalid --concurrency '{load.concurrency}'", "e.g. --concurrency 1,4,16,64") from None
+    _once_each(levels, load.concurrency, "--concurrency")
+    return TritonOptions(
+        url=server.url,
+        model=server.served,
+        protocol=server.protocol,
+        concurrency=levels,
+        requests=load.requests,
+        seconds=load.seconds,
+        batch=load.batch,
+        size=parse_size(load.size) if load.size is not None else None,
+        images=load.images,
+        max_images=load.max_images,
+        precision=server.precision,
+        command=common.command_line(),
+    )
+
+
+@app.command()
+@common.handle_errors
+@common.option_groups
+def triton(
+    *,
+    model: common.ModelArgs,
+    server: ServerArgs,
+    load: LoadArgs,
+    preprocess: common.PreprocessArgs,
+    reports: TritonReportArgs,
+    gating: TritonGateArgs,
+) -> None:
+    """Check a model a Triton server serves: parity of its logits against PyTorch FP32 (MODEL, --weights as for compare) and, per concurrency level, throughput and p50/p90/p99 latency of asynchronous requests.
+
+    Exit 0 when every level ran, 2 on a bad request or option (a shape or dtype the model refuses, a model the server does not have, a bad --url), 3 when no server answers or tritonclient is missing. With --gate: exit 1 when any level is outside its tolerances.
+    """  # paragraphs on one line each: typer's help keeps a docstring's line breaks
+    options = triton_options(server, load)
+    required = _required(gating)
+    reports.check()
+    options.tolerances = load_tolerances(gating.tolerances)
+    served = describe_served(options)  # a server that is down or lacks the model fails before the model loads
+    pipe = common.open_pipeline(model, preprocess, common.RangeArgs())
+    result = run_triton(pipe, options, served)
+    report.print_table(result, None if reports.to_stdout else stdout_console())
+    json_path = None if reports.to_stdout else reports.json_out
+    for path in report.write_reports(result, json_path, reports.markdown, reports.csv_out):
+        console.info(escape(f"report: {path}"))
+    if reports.to_stdout:
+        sys.stdout.write(report.to_json(result))
+    code = finish(result, pipe.model, options.tolerances, gate=gating.gate, junit=reports.junit,
+                  markdown_path=reports.markdown, require=required)  # fmt: skip
+    raise typer.Exit(code)
 
 
 main = common.main_wrapper(app)

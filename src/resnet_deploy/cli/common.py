@@ -57,7 +57,7 @@ def option_groups(func: F) -> F:
         if isinstance(kind, type) and issubclass(kind, OptionGroup):
             fields = typing.get_type_hints(kind, include_extras=True)
             names = [f.name for f in dataclasses.fields(kind)]  # type: ignore[arg-type]
-            params += [_parameter(f.name, fields[f.name], f.default) for f in dataclasses.fields(kind)]  # type: ignore[arg-type]
+            params += [_parameter(f.name, fields[f.name], _default(f)) for f in dataclasses.fields(kind)]  # type: ignore[arg-type]
             groups[name] = (kind, names)
         else:
             params.append(_parameter(name, kind, param.default))
@@ -71,6 +71,11 @@ def option_groups(func: F) -> F:
     wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     return wrapper  # type: ignore[return-value]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default; none (a required option, e.g. --url) is a parameter without one, which typer requires."""
+    return inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
 
 
 def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:

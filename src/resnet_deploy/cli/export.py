@@ -1,4 +1,4 @@
-"""`resnet-export`: onnx, torchscript, program (torch.export) and trt.
+"""`resnet-export`: onnx, torchscript, program (torch.export), trt, and triton (a model repository).
 
 Each command parses its options (the shared groups are `common`'s), opens the pipeline and asks it for the
 artifacts; everything that can be wrong with the options is reported before the model loads.
@@ -6,6 +6,7 @@ artifacts; everything that can be wrong with the options is reported before the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,8 +20,12 @@ from resnet_deploy.errors import UsageError
 from resnet_deploy.export.onnx import DEFAULT_OPSET, check_opset
 from resnet_deploy.files import check_output_file
 from resnet_deploy.int8.recipe import TARGETS
+from resnet_deploy.models import ARCHITECTURES, resolve_architecture
+from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE
 from resnet_deploy.pipeline.engines import engine_from_onnx
 from resnet_deploy.runtimes.tensorrt_env import sidecar_path
+from resnet_deploy.serve.repository import BACKENDS, ModelPlan, RepositoryRequest, write_repository
+from resnet_deploy.workspace import Workspace
 
 app = typer.Typer(
     help="Export a torchvision ResNet to TorchScript, torch.export, ONNX (FP32/FP16/INT8) and TensorRT.",
@@ -174,6 +179,75 @@ def _refuse_model_options(ctx: typer.Context) -> None:
             f"the ONNX file fixes the model, preprocessing and INT8 scales: drop {'it' if one else 'them'}, "
             "or build from a model name without --onnx",
         )
+
+
+@dataclass
+class RepositoryArgs(common.OptionGroup):
+    """Which workspace's artifacts become which Triton models, where."""
+
+    model: Annotated[str, typer.Argument(help=", ".join(ARCHITECTURES))] = DEFAULT_MODEL
+    workspace: Annotated[Path, typer.Option("--workspace", help="Where artifacts/<model>/ lives.")] = DEFAULT_WORKSPACE
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="The model repository to write (replaced whole if an earlier run wrote it)."
+        ),
+    ] = Path("model_repository")
+    artifacts: Annotated[
+        str | None,
+        typer.Option("--artifacts", help="Comma-separated manifest keys, e.g. onnx-fp32,onnx-fp16. Default: all."),
+    ] = None
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="max_batch_size. Default: each artifact's recorded max batch.")
+    ] = None
+    instances: Annotated[int, typer.Option("--instances", help="Model instances (instance_group count).")] = 1
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help=f"{' or '.join(BACKENDS)}: auto = each format's Triton backend (ONNX Runtime, TensorRT, PyTorch); "
+            "python = a Python-backend model running resnet-deploy's runtime, any artifact (.pt2 included).",
+        ),
+    ] = "auto"
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="cpu or cuda: the instance group's kind. Default: CPU, engines on a GPU."),
+    ] = None
+
+    def request(self) -> RepositoryRequest:
+        keys = None
+        if self.artifacts is not None:
+            keys = [k.strip() for k in self.artifacts.split(",")]
+            if not all(keys):
+                raise UsageError(f"invalid --artifacts '{self.artifacts}': an empty item", "e.g. --artifacts onnx-fp32")
+        return RepositoryRequest(keys, self.max_batch, self.instances, self.backend, self.device)
+
+
+@app.command()
+@common.handle_errors
+@common.option_groups
+def triton(*, repository: RepositoryArgs) -> None:
+    """Write a Triton model repository: one model per artifact in the workspace, each with its config.pbtxt (batch and dims from the recorded range, dynamic batching, instance group), the file, the class labels and a README saying how to start tritonserver on it.
+
+    Refused in one line, with nothing written: an empty workspace, a static artifact, a .pt2 without --backend python, a --max-batch over what an artifact was verified for.
+    """  # paragraphs on one line each: typer's help keeps a docstring's line breaks
+    request = repository.request()  # options checked before the workspace is read
+    ws = Workspace(repository.workspace, resolve_architecture(repository.model))
+    plans = write_repository(ws, repository.output, request, common.command_line())
+    _print_repository(repository.output, plans)
+
+
+def _print_repository(output: Path, plans: list[ModelPlan]) -> None:
+    """The closing summary, on stdout: each model written and what it serves, one line each (no table to squeeze)."""
+    out = stdout_console()
+    out.print(escape(f"model repository: {output}"))
+    for p in plans:
+        dims = "x".join("H" if d == -1 and i == 1 else "W" if d == -1 else str(d) for i, d in enumerate(p.dims))
+        backend = f"python ({p.runtime})" if p.python else p.backend
+        where = f"{p.instances} {'GPU' if p.gpu else 'CPU'} instance{'s' if p.instances > 1 else ''}"
+        line = f"  {p.name}: {backend}, {p.precision}, {p.input_name} Nx{dims} (N <= {p.max_batch}), {where}"
+        out.print(escape(line))
+    out.print(escape(f"how to serve it: {output / 'README.md'}"))
 
 
 main = common.main_wrapper(app)

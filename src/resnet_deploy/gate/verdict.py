@@ -178,6 +178,8 @@ def _shape_label(row: Row) -> str:
     parts = [f"batch {row.batch}", f"{row.size[0]}x{row.size[1]}"]
     if not row.copies_included:
         parts.append("device-resident")
+    if row.concurrency is not None:
+        parts.append(f"concurrency {row.concurrency}")
     return ", ".join(parts)
 
 

@@ -37,6 +37,7 @@ def csv_records(result: CompareResult) -> list[dict[str, Any]]:
             "height": row.size[0],
             "width": row.size[1],
             "copies_included": row.copies_included,
+            "concurrency": row.concurrency,
             "speedup": result.speedup(row),
             "passed": row.passed,
             "violations": "; ".join(str(v) for v in row.violations),
@@ -80,8 +81,11 @@ def to_markdown(result: CompareResult) -> str:
     arch = result.model.get("architecture", "model")
     weights = result.model.get("weights", "")
     env = result.environment
+    heading = f"## resnet-bench compare: {arch} ({weights})"
+    if result.served is not None:
+        heading = f"## resnet-bench triton: {result.served['model']} at {result.served['url']} ({arch}, {weights})"
     lines = [
-        f"## resnet-bench compare: {arch} ({weights})",
+        heading,
         "",
         f"**{verdict}** · device `{result.device}`"
         + (f" ({env['device_name']})" if env.get("device_name") else "")
@@ -107,7 +111,19 @@ def to_markdown(result: CompareResult) -> str:
     cols.insert(cols.index("p50 ms") + 1, "p90 ms")
     cols.insert(cols.index("top-1") + 1, "top-5")
     lines.append("| " + " | ".join(cols) + " |")
-    right = {"batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup", "rel L2", "cosine", "top-1", "top-5"}
+    right = {
+        "batch",
+        "concurrency",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "img/s",
+        "speedup",
+        "rel L2",
+        "cosine",
+        "top-1",
+        "top-5",
+    }
     lines.append("|" + "|".join("---:" if c in right else "---" for c in cols) + "|")
     for row in result.rows:
         cells = row_cells(result, row)

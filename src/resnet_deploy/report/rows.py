@@ -22,6 +22,7 @@ CSV_FIELDS = (
     "height",
     "width",
     "copies_included",
+    "concurrency",
     *LATENCY_FIELDS,
     "iterations",
     "warmup",
@@ -60,6 +61,7 @@ def row_cells(result: CompareResult, row: Row) -> dict[str, str]:
         "batch": str(row.batch),
         "size": size_text(row),
         "copies": "yes" if row.copies_included else "no",
+        "concurrency": "-" if row.concurrency is None else str(row.concurrency),
         "p50 ms": fmt(lat.p50_ms if lat else None, ".2f"),
         "p99 ms": fmt(lat.p99_ms if lat else None, ".2f"),
         "img/s": fmt(lat.images_per_s if lat else None, ".1f"),
@@ -75,6 +77,8 @@ def columns(result: CompareResult) -> list[str]:
     cols = ["artifact", "runtime", "precision", "device", "batch", "size"]
     if result.on_cuda:
         cols.append("copies")
+    if any(r.concurrency is not None for r in result.rows):
+        cols.append("concurrency")
     return [*cols, "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "rel L2", "top-1", "result"]
 
 
@@ -90,9 +94,7 @@ def notes(result: CompareResult) -> list[str]:
             else ""
         )
         + f" (distinct reference classes: {result.reference_distinct_classes})",
-        f"latency: {result.warmup} warm-up + {result.iters} timed iterations on random inputs, "
-        f"{result.threads} CPU threads; img/s = batch / p50; speedup = PyTorch eager p50 / p50"
-        + ("" if any(r.runtime == "torch-eager" for r in result.rows) else " (no torch-eager row in --runtimes: -)"),
+        latency_note(result),
     ]
     for row in result.rows:
         if row.error:
@@ -105,6 +107,22 @@ def notes(result: CompareResult) -> list[str]:
             )
     out += [f"skipped: {s}" for s in result.skipped]
     return out
+
+
+def latency_note(result: CompareResult) -> str:
+    """How the latency columns were measured: in-process iterations (compare), or a served model's load test."""
+    served = result.served
+    if served is not None:
+        return (
+            f"latency: {served['protocol']} requests to {served['model']} at {served['url']}, per concurrency level "
+            f"at most {served['requests']} requests or {served['seconds']:g} s, after one warm-up request per "
+            "worker; p50/p99 per request; img/s = images answered / wall time (throughput)"
+        )
+    return (
+        f"latency: {result.warmup} warm-up + {result.iters} timed iterations on random inputs, "
+        f"{result.threads} CPU threads; img/s = batch / p50; speedup = PyTorch eager p50 / p50"
+        + ("" if any(r.runtime == "torch-eager" for r in result.rows) else " (no torch-eager row in --runtimes: -)")
+    )
 
 
 def floor_lines(result: CompareResult) -> list[str]:

@@ -16,10 +16,13 @@ def print_table(result: CompareResult, console: Any = None) -> None:
     """The table on `console` (default: stderr's); on a pipe or a CI log, at full width."""
     console = console or default_console
     title = f"{result.model.get('architecture', 'model')} · {result.device} · {result.threads} threads"
+    if result.served is not None:
+        served = result.served
+        title = f"{result.model.get('architecture', 'model')} · triton {served['url']} ({served['protocol']})"
     table = Table(title=title, title_justify="left", show_edge=False)
     cols = columns(result)
     for col in cols:
-        numeric = col in ("batch", "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "rel L2", "top-1")
+        numeric = col in ("batch", "concurrency", "p50 ms", "p99 ms", "img/s", "speedup", "cosine", "rel L2", "top-1")
         table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
     for row in result.rows:
         cells = row_cells(result, row)
