@@ -29,7 +29,7 @@ from resnet_deploy.devices import default_threads
 from resnet_deploy.errors import UsageError
 from resnet_deploy.parity import DEFAULT_TOLERANCES, compare, degenerate_warning, distinct_predictions
 from resnet_deploy.pipeline import Pipeline
-from resnet_deploy.pipeline.default_set import DEFAULT_IMAGES
+from resnet_deploy.pipeline.default_set import default_images
 from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
 from resnet_deploy.provenance import environment, tool_versions
 from resnet_deploy.results import CompareResult, Row, one_line
@@ -81,8 +81,8 @@ class TritonOptions:
             raise UsageError(f"unknown --precision '{self.precision}'", f"choose {', '.join(DEFAULT_TOLERANCES)}")
         if self.images is not None and not Path(self.images).is_dir():
             raise UsageError(f"--images {self.images} is not a folder", "pass a folder of images")
-        if self.images is None and not DEFAULT_IMAGES.is_dir():
-            raise UsageError("no parity images: no --images and no ./calibration folder here", "pass --images DIR")
+        if self.images is None and not default_images().is_dir():
+            raise UsageError("no parity images: no --images, no ./calibration folder here", "pass --images DIR")
 
 
 def describe(options: TritonOptions) -> ServedModel:
@@ -157,7 +157,7 @@ def _preprocess_warning(pipe: Pipeline, served: ServedModel) -> list[str]:
 
 
 def _parity_images(pipe: Pipeline, options: TritonOptions, warned: list[str]) -> tuple[np.ndarray, str]:
-    folder = Path(options.images) if options.images is not None else DEFAULT_IMAGES
+    folder = Path(options.images) if options.images is not None else default_images()
     images = load_folder(folder, pipe.preprocess, options.max_images, "parity image")
     warned += [f"skipped parity image {path.name}: {why}" for path, why in images.skipped]
     if images.ignored:
