@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file as load_safetensors
 
 from resnet_deploy.console import listing, plural
 from resnet_deploy.errors import UsageError, first_line
@@ -67,7 +65,12 @@ _SAFETENSORS_ITEMSIZE |= {"BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32"
 def read_safetensors(path: Path) -> dict[str, Any]:
     """A `.safetensors` file as a state_dict, read by the safetensors package (the audited parser: nothing is
     unpickled). A file it refuses is said in the words of what is wrong with it: cut off (a download that
-    stopped), or a header at odds with itself (a writer's bug), which call for different fixes."""
+    stopped), or a header at odds with itself (a writer's bug), which call for different fixes. The package is
+    imported only when such a file is read: the lent GPU machine's image has torch but no safetensors, and runs
+    everything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file as load_safetensors
+
     try:
         return load_safetensors(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -17,7 +17,8 @@ import onnx
 
 from resnet_deploy.errors import UsageError
 from resnet_deploy.int8.cache import CalibrationCache
-from resnet_deploy.int8.calibrate import calibrate, print_summary, quiet_ort, range_summary
+from resnet_deploy.int8.calibrate import calibrate, input_batch_size, print_summary, quiet_ort, range_summary
+from resnet_deploy.int8.correct import classifier, correct_biases, narrow_first_conv
 from resnet_deploy.int8.place_qdq import place_residual_qdq
 from resnet_deploy.int8.recipe import Recipe, ort_method
 from resnet_deploy.preprocess import ImageSet
@@ -59,11 +60,24 @@ def quantize(
         ort_cache = Path(work) / "ranges.json"
         cache.write_ort_cache(ranges, ort_cache)
         _quantize_static(source, target, rec, method, ort_cache)
-    if rec.target == "tensorrt":
-        model = onnx.load(str(target))
-        place_residual_qdq(model, ranges)
-        onnx.save(model, str(target))
-    return {"seconds": round(seconds, 2), "cache_reused": reused, "ranges": summary}
+        corrected = _corrections(source, target, rec, ranges, images, crop)
+    return {"seconds": round(seconds, 2), "cache_reused": reused, "ranges": summary, **corrected}
+
+
+def _corrections(source: Path, target: Path, rec: Recipe, ranges: Any, images: ImageSet, crop: int) -> dict[str, Any]:
+    """The recipe's edits of what `quantize_static` wrote: TensorRT's residual placement, the 7-bit first conv,
+    bias correction (against `source`, the FP32 model that was quantized). Returns what was done."""
+    model, fp32 = onnx.load(str(target)), onnx.load(str(source))
+    done: dict[str, Any] = {}
+    if rec.residual_placement:
+        done["residual_edits"] = place_residual_qdq(model, ranges)
+    if rec.narrow_first_conv:
+        done["narrowed_first_conv"] = narrow_first_conv(model, fp32)
+    if rec.bias_correction:
+        _, batch = input_batch_size(source, crop)
+        done["bias_corrected_layers"] = correct_biases(fp32, model, images.tensors, batch)
+    onnx.save(model, str(target))
+    return done
 
 
 def _linked(fp32: Path, work: Path) -> Path:
@@ -102,6 +116,7 @@ def _quantize_static(source: Path, target: Path, rec: Recipe, method: str, range
             activation_type=getattr(QuantType, rec.activation_type),
             weight_type=getattr(QuantType, rec.weight_type),
             calibrate_method=ort_method(method),
+            nodes_to_exclude=classifier(source) if rec.float_classifier else [],
             extra_options=dict(rec.extra_options),
             calibration_cache_path=str(ranges_file),
         )

@@ -40,6 +40,7 @@ def build_int8(
     fp32 = pipe.onnx(opset)
     fp32_sha, calib_hash = pipe.ws.sha256(fp32.path), images.fingerprint()
     target, method = request.target, request.method
+    rec = recipe(target)
     key, stem = f"onnx-int8-{target}", f"{pipe.ws.name}.int8-{target}"
     cache = CalibrationCache(
         pipe.ws.path(f"{stem}.calib.json"),
@@ -50,6 +51,7 @@ def build_int8(
             "preprocess": pipe.preprocess.to_dict(),
             "method": method,
             "target": target,
+            "recipe": rec.to_dict(),  # which tensors are calibrated
             "onnxruntime": ort.__version__,
         },
     )
@@ -60,9 +62,9 @@ def build_int8(
         method=method,
         source_sha256=fp32_sha,
         calibration_sha256=calib_hash,
+        recipe=rec.to_dict(),
         onnxruntime=ort.__version__,
     )
-    rec = recipe(target)
 
     def write(tmp: Path) -> dict[str, Any]:
         done = quantize(fp32.path, tmp, images, method, rec, cache, pipe.preprocess.crop)
@@ -83,6 +85,7 @@ def _calibration_record(
         "method": request.method,
         "target": request.target,
         "recipe": recipe(request.target).to_dict(),
+        **{k: v for k, v in done.items() if k not in ("seconds", "cache_reused", "ranges")},
         "seconds": done["seconds"],
         "cache": str(cache.path.name),
         "cache_reused": done["cache_reused"],
