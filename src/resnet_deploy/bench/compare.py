@@ -39,7 +39,7 @@ from resnet_deploy.devices import default_threads
 from resnet_deploy.parity import degenerate_warning, distinct_predictions
 from resnet_deploy.pipeline import Pipeline
 from resnet_deploy.pipeline.default_set import default_images
-from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
+from resnet_deploy.preprocess import FolderScan, Preprocess, describe_ignored, load_folder, resize_batch
 from resnet_deploy.provenance import environment, tool_versions
 from resnet_deploy.report import write_reports
 from resnet_deploy.results import CompareResult, Row, noise_warning
@@ -96,12 +96,21 @@ def _parity_images(pipe: Pipeline, options: CompareOptions, warned: list[str]) -
         crop = pipe.preprocess.crop
         rng = np.random.default_rng(0)
         return rng.standard_normal((16, 3, crop, crop), dtype=np.float32), None
-    images = load_folder(Path(folder), pipe.preprocess, options.max_images, "parity image", options.images_scan)
-    for path, why in images.skipped:
-        warned.append(f"skipped parity image {path.name}: {why}")
+    return read_parity_images(Path(folder), pipe.preprocess, options.max_images, warned, options.images_scan), str(
+        folder
+    )
+
+
+def read_parity_images(
+    folder: Path, preprocess: Preprocess, max_images: int | None, warned: list[str], scan: FolderScan | None = None
+) -> np.ndarray:
+    """The parity images of `folder` as the reference and every row (or served model) get them; what was
+    skipped or ignored is added to `warned`, for the report."""
+    images = load_folder(folder, preprocess, max_images, "parity image", scan)
+    warned += [f"skipped parity image {path.name}: {why}" for path, why in images.skipped]
     if images.ignored:
         warned.append(f"parity images: {describe_ignored(images.ignored)}")
-    return images.tensors, str(folder)
+    return images.tensors
 
 
 def _result(

@@ -113,27 +113,38 @@ class InputArgs(common.OptionGroup):
 
 
 @dataclass
-class ReportArgs(common.OptionGroup):
-    """The report files a run writes."""
+class _TableReports(common.OptionGroup):
+    """The row reports both commands write (JSON, Markdown, CSV); each adds its own."""
 
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")] = None
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")
     ] = None
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write every row as CSV.")] = None
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of latency and speedup per runtime.")] = None
-    junit: Annotated[
-        Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per artifact x runtime x shape.")
-    ] = None
 
     @property
     def to_stdout(self) -> bool:
         return self.json_out is not None and str(self.json_out) == "-"
 
+    def paths(self) -> dict[str, Path | None]:
+        return {"--json": self.json_out, "--markdown": self.markdown, "--csv": self.csv_out}
+
     def check(self) -> None:
         """Every report can be written where asked: checked before the minutes of the run."""
-        paths = {"--json": self.json_out, "--markdown": self.markdown, "--csv": self.csv_out, "--plot": self.plot}
-        report.check_report_paths({**paths, "--junit": self.junit})
+        report.check_report_paths(self.paths())
+
+
+@dataclass
+class ReportArgs(_TableReports):
+    """The report files a run writes."""
+
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of latency and speedup per runtime.")] = None
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per artifact x runtime x shape.")
+    ] = None
+
+    def paths(self) -> dict[str, Path | None]:
+        return {**super().paths(), "--plot": self.plot, "--junit": self.junit}
 
 
 @dataclass
@@ -347,25 +358,15 @@ class LoadArgs(common.OptionGroup):
 
 
 @dataclass
-class TritonReportArgs(common.OptionGroup):
+class TritonReportArgs(_TableReports):
     """The report files a served-model run writes."""
 
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write every row as JSON ('-' = stdout).")] = None
-    markdown: Annotated[
-        Path | None, typer.Option("--markdown", help="Write a Markdown report (fits a CI summary).")
-    ] = None
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write every row as CSV.")] = None
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per concurrency level.")
     ] = None
 
-    @property
-    def to_stdout(self) -> bool:
-        return self.json_out is not None and str(self.json_out) == "-"
-
-    def check(self) -> None:
-        paths = {"--json": self.json_out, "--markdown": self.markdown, "--csv": self.csv_out, "--junit": self.junit}
-        report.check_report_paths(paths)
+    def paths(self) -> dict[str, Path | None]:
+        return {**super().paths(), "--junit": self.junit}
 
 
 @dataclass

@@ -22,6 +22,7 @@ import numpy as np
 
 from resnet_deploy import console
 from resnet_deploy.artifact import Artifact
+from resnet_deploy.bench.compare import read_parity_images
 from resnet_deploy.bench.latency import random_inputs, summarize
 from resnet_deploy.bench.measure import require_same_classes
 from resnet_deploy.bench.options import DEFAULT_MAX_IMAGES
@@ -30,7 +31,7 @@ from resnet_deploy.errors import UsageError
 from resnet_deploy.parity import DEFAULT_TOLERANCES, compare, degenerate_warning, distinct_predictions
 from resnet_deploy.pipeline import Pipeline
 from resnet_deploy.pipeline.default_set import default_images
-from resnet_deploy.preprocess import describe_ignored, load_folder, resize_batch
+from resnet_deploy.preprocess import resize_batch
 from resnet_deploy.provenance import environment, tool_versions
 from resnet_deploy.results import CompareResult, Row, one_line
 from resnet_deploy.serve.client import PROTOCOLS, Connection, ServedModel, load_level, parity_logits, parse_url
@@ -158,11 +159,7 @@ def _preprocess_warning(pipe: Pipeline, served: ServedModel) -> list[str]:
 
 def _parity_images(pipe: Pipeline, options: TritonOptions, warned: list[str]) -> tuple[np.ndarray, str]:
     folder = Path(options.images) if options.images is not None else default_images()
-    images = load_folder(folder, pipe.preprocess, options.max_images, "parity image")
-    warned += [f"skipped parity image {path.name}: {why}" for path, why in images.skipped]
-    if images.ignored:
-        warned.append(f"parity images: {describe_ignored(images.ignored)}")
-    return images.tensors, str(folder)
+    return read_parity_images(folder, pipe.preprocess, options.max_images, warned), str(folder)
 
 
 def _result(
