@@ -7,8 +7,12 @@ is `models.py`'s business; it runs these checks too, where the state_dict is at 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,8 +28,6 @@ STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
 def read_checkpoint(path: Path, trust: bool) -> Any:
-    import pickle
-    import re
 
     if not path.exists():
         raise UsageError(
@@ -128,7 +130,6 @@ def _looks_like_safetensors(path: Path) -> bool:
 
 def _looks_like_torch_save(path: Path) -> bool:
     """torch.save writes a zip archive (or, in the legacy format, a pickle starting with 0x80)."""
-    import zipfile
 
     if zipfile.is_zipfile(path):
         return True
@@ -235,7 +236,6 @@ def tensors_sha256(state: Mapping[str, Any]) -> str:
     """The sha256 of a loaded model's tensors (names, dtypes, shapes, values): what its artifacts are made
     from. Not the file's: the same weights saved plainly, in a Lightning checkpoint or with other optimizer
     state are one model, and its exports stay valid across them."""
-    import hashlib
 
     h = hashlib.sha256()
     for name in sorted(state):

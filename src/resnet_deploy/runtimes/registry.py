@@ -7,6 +7,7 @@ asked for, and then says what to install. Why nothing can run an artifact is sai
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import importlib.util
 import inspect
@@ -118,7 +119,6 @@ def _ort_tensorrt_reason(device: Device) -> str | None:
     reason = _ort_reason("TensorrtExecutionProvider")(device)
     if reason:
         return reason
-    import ctypes
 
     if importlib.util.find_spec("tensorrt") is not None:
         try:

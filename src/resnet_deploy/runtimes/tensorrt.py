@@ -16,6 +16,7 @@ the allocator keeps the tensors alive until the engine is done with them).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from typing import Any
 
@@ -144,8 +145,6 @@ class TensorRTRuntime(Runtime):
         self.num_classes = out_dims[-1] if out_dims else 0
 
     def _on_device(self) -> Any:
-        import contextlib
-
         if self.buffers == "torch":
             import torch
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -120,7 +121,6 @@ def _message(text: str) -> str:
 
 def _transport_error(exc: BaseException, url: str, protocol: str, check: str) -> DeployError | None:
     """What the HTTP transport (aiohttp) or the socket layer raised: no server, no such host, no answer."""
-    import socket
 
     text = first_line(exc, 300, named=True)
     dns = isinstance(exc, socket.gaierror) or isinstance(getattr(exc, "os_error", None), socket.gaierror)
