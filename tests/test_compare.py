@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from resnet_deploy.bench.compare import run_compare
 from resnet_deploy.bench.options import CompareOptions
 from resnet_deploy.cli.bench import app
+from resnet_deploy.devices import cpu_has_bf16
 from resnet_deploy.errors import UsageError
 from resnet_deploy.int8.dataset import CalibrationRequest
 from resnet_deploy.parity import degenerate_warning
@@ -94,13 +95,14 @@ def test_every_available_runtime_is_within_tolerance(reports: dict) -> None:
     formats = {row["format"] for row in data["rows"]}
     expected = {spec.name for fmt in formats for spec in runtimes_for(fmt, "cpu")}
     assert {"torch-eager", "torchscript", "torch-export", "onnxruntime-cpu"} <= expected
-    assert {row["runtime"] for row in data["rows"]} == expected
+    bf16 = "openvino-cpu" in expected and cpu_has_bf16()  # OpenVINO's bf16 row of the FP32 file, on such CPUs
+    assert {row["runtime"] for row in data["rows"]} == expected | ({"openvino-cpu-bf16"} if bf16 else set())
     for row in data["rows"]:
         assert row["error"] is None, row
         assert row["passed"], (row["artifact_key"], row["runtime"], row["batch"], row["size"], row["violations"])
         assert row["parity"]["count"] == data["images"]
     precisions = {row["precision"] for row in data["rows"]}
-    assert precisions == {"fp32"} | _optional_precisions()
+    assert precisions == {"fp32"} | _optional_precisions() | ({"bf16"} if bf16 else set())
 
 
 def test_rows_cover_every_combination(reports: dict) -> None:
@@ -178,7 +180,9 @@ def test_artifact_from_anywhere_each_format(trained, workspace, tmp_path) -> Non
     for r in rows:
         runtimes.setdefault(r["artifact_key"], set()).add(r["runtime"])
     assert set(runtimes) == {"pytorch", "file:mine.onnx", "file:mine.ts", "file:mine.pt2"}  # nothing was built
-    onnx_runtimes = {"onnxruntime-cpu"} | ({"openvino-cpu"} if importlib.util.find_spec("openvino") else set())
+    onnx_runtimes = {"onnxruntime-cpu"}
+    if importlib.util.find_spec("openvino"):
+        onnx_runtimes |= {"openvino-cpu", "openvino-cpu-bf16"} if cpu_has_bf16() else {"openvino-cpu"}
     assert runtimes["file:mine.onnx"] == onnx_runtimes
     assert runtimes["file:mine.ts"] == {"torchscript"}
     assert runtimes["file:mine.pt2"] == {"torch-export"}

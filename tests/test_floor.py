@@ -33,7 +33,7 @@ def test_cpu_ceilings_are_measured_and_say_what_they_left_out() -> None:
     ceil = measure_ceilings("cpu", n=512, repeats=3)
     assert ceil.tflops["fp32"] > 0 and ceil.copy_gb_s > 0
     assert set(ceil.tflops) == {"fp32"}
-    assert set(ceil.not_measured) == {"tf32", "fp16", "int8"}
+    assert set(ceil.not_measured) == {"tf32", "bf16", "fp16", "int8"}
     assert ceil.device_name and "512x512x512" in ceil.method
 
 

@@ -113,7 +113,7 @@ min_top1_agreement = 0.5
 
 def test_example_tolerance_file_is_valid() -> None:
     cfg = tolerances.load_tolerances(EXAMPLE)
-    assert set(cfg.precisions) == {"fp32", "tf32", "fp16", "int8"}
+    assert set(cfg.precisions) == {"fp32", "tf32", "bf16", "fp16", "int8"}
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_example_tolerance_file_is_valid() -> None:
         ("[fp64]\nmin_cosine = 0.9", "unknown table [fp64]"),
         ("fp32 = 0.9", "[fp32] must be a table"),
         ("min_cosine = 0.99", "min_cosine = 0.99 is outside any table"),
-        ('[artifact."x.onnx"]\nprecision = "bf16"', "is not one of fp32, tf32, fp16, int8"),
+        ('[artifact."x.onnx"]\nprecision = "fp8"', "is not one of fp32, tf32, bf16, fp16, int8"),
         ("[artifact]\nmin_cosine = 0.9", "[artifact] holds min_cosine = 0.9; per-artifact bounds go in tables"),
     ],
 )

@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from resnet_deploy import explain
 from resnet_deploy.cli.bench import app
+from resnet_deploy.devices import cpu_has_bf16
+from resnet_deploy.errors import UsageError
 from resnet_deploy.int8.dataset import CalibrationRequest
 from resnet_deploy.parity import DEFAULT_TOLERANCES, check, compare
 from resnet_deploy.preprocess import load_folder
@@ -21,6 +23,8 @@ from resnet_deploy.runtimes import create, registry, runtimes_for
 from resnet_deploy.verify import reference_logits
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
+
+KEYS = {"onnx-fp32": "fp32", "onnx-fp16": "fp16", "onnx-int8-tensorrt": "int8", "onnx-int8-cpu": "int8"}
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +75,31 @@ def test_compare_rows_and_the_gate_on_openvino(trained, workspace, tmp_path) -> 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
-    assert {r["artifact_key"] for r in rows} == {"onnx-fp32", "onnx-fp16", "onnx-int8-tensorrt", "onnx-int8-cpu"}
-    assert all(r["runtime"] == "openvino-cpu" and r["passed"] and r["latency"]["threads"] == 2 for r in rows)
+    pairs = {(r["artifact_key"], r["runtime"], r["precision"]) for r in rows}
+    expected = {(k, "openvino-cpu", p) for k, p in KEYS.items()}
+    expected |= {("onnx-fp32", "openvino-cpu-bf16", "bf16")} if cpu_has_bf16() else set()
+    assert pairs == expected
+    assert all(r["passed"] and r["latency"]["threads"] == 2 for r in rows)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 units (AMX or AVX512_BF16)")
+def test_bf16_is_an_fp32_file_computed_in_bf16_and_judged_as_bf16(trained, workspace) -> None:
+    """OpenVINO's own default on such CPUs, offered as what it is: the row says bf16 and is held to bf16's
+    bounds, which it passes on the held-out crops, while it misses FP32's (it is not an FP32 result)."""
+    pipe = trained.pipeline(workspace)
+    images = load_folder(trained.heldout_dir, trained.preprocess).tensors
+    reference = reference_logits(pipe.model, images)
+    with create("openvino-cpu", pipe.artifact("onnx-fp32"), "cpu", threads=2, precision="bf16") as runtime:
+        assert (runtime.name, runtime.precision) == ("openvino-cpu-bf16", "bf16")
+        metrics = compare(reference, runtime.run(images))
+    assert check(metrics, DEFAULT_TOLERANCES["bf16"]) == [], metrics
+    assert check(metrics, DEFAULT_TOLERANCES["fp32"]), metrics  # f32's bound would catch it: it is another precision
+
+
+def test_bf16_of_a_file_that_is_not_fp32_is_refused(trained, workspace) -> None:
+    pipe = trained.pipeline(workspace)
+    with pytest.raises(UsageError, match=r"runs FP32 files in bf16; .* is int8"):
+        create("openvino-cpu", pipe.artifact("onnx-int8-cpu"), "cpu", precision="bf16")
 
 
 def test_a_static_file_at_another_shape_is_one_line(trained, tmp_path) -> None:

@@ -151,6 +151,9 @@ def check(metrics: ParityMetrics, tolerance: Tolerance) -> list[Violation]:
 #:         input break these by orders of magnitude more.
 #:   TF32 (CUDA eager only): FP16's bounds. TF32 rounds convolution operands to the same 10-bit mantissa
 #:         as FP16 but keeps FP32's range and accumulation, so it cannot be worse than FP16 here.
+#:   BF16 (OpenVINO on CPUs with AMX/AVX512_BF16, an FP32 file computed in bf16: 8 mantissa bits to FP16's
+#:         11): rel L2 5e-2 (10x the worst measured, 4.8e-3 on resnet50; 1.1e-3 on the trained model), cosine
+#:         0.9995 (40x on 1 - cosine: 1.2e-5 measured).
 #: Top-1 bounds (FP16 99%, INT8 95%) sit below issue #3's targets for the trained model (99.5%, 97%):
 #: on a handful of images one flipped image already costs several percent, so gate INT8 top-1 on
 #: 100+ parity images.
@@ -158,6 +161,7 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_rel_l2=3e-4, min_cosine=0.99999, min_top1_agreement=0.99),
     "fp16": Tolerance(max_rel_l2=1e-2, min_cosine=0.9999, min_top1_agreement=0.99),
     "tf32": Tolerance(max_rel_l2=1e-2, min_cosine=0.9999, min_top1_agreement=0.99),
+    "bf16": Tolerance(max_rel_l2=5e-2, min_cosine=0.9995, min_top1_agreement=0.99),
     "int8": Tolerance(min_cosine=0.99, min_top1_agreement=0.95),
 }
 

@@ -29,7 +29,7 @@ from typing import Any
 from resnet_deploy.errors import UsageError
 from resnet_deploy.parity import DEFAULT_TOLERANCES, Tolerance
 
-PRECISIONS = ("fp32", "tf32", "fp16", "int8")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "int8")
 #: Tolerance fields and the range a bound may take (cosine can be negative, fractions are 0..1).
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "max_rel_l2": (0.0, math.inf),

@@ -36,9 +36,9 @@ from resnet_deploy.provenance import cpu_name
 from resnet_deploy.runtimes.torch import cuda_math
 
 #: The matrix rate that bounds each precision's arithmetic.
-RATE_FOR_PRECISION = {"fp32": "fp32", "tf32": "tf32", "fp16": "fp16", "int8": "int8"}
+RATE_FOR_PRECISION = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "fp16", "int8": "int8"}
 #: Bytes per weight the deployed model must read at each precision.
-WEIGHT_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "int8": 1}
+WEIGHT_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1}  # bf16: converted when compiled
 #: (runtime, precision) pairs whose arithmetic is another precision's, and why
 EMULATED = {
     ("onnxruntime-cuda", "int8"): (
@@ -165,7 +165,7 @@ def measure_ceilings(device: str | Device = "cpu", n: int | None = None, repeats
             missing["int8"] = f"torch._int_mm failed: {first_line(exc, 120)}"
         elements = (2 << 30) // 4
     else:
-        missing.update({p: "not measured on the CPU" for p in ("tf32", "fp16", "int8")})
+        missing.update({p: "not measured on the CPU" for p in ("tf32", "bf16", "fp16", "int8")})
         elements = (256 << 20) // 4
     src = torch.randn(elements, device=dev, generator=gen)
     dst = torch.empty_like(src)

@@ -9,6 +9,7 @@ from typing import Any
 
 from resnet_deploy.artifact import Artifact
 from resnet_deploy.bench.options import CompareOptions
+from resnet_deploy.devices import cpu_has_bf16
 from resnet_deploy.errors import UsageError
 from resnet_deploy.pipeline import Pipeline
 from resnet_deploy.pipeline.default_set import build_default_set, default_keys, fit_range
@@ -38,7 +39,7 @@ class Job:
 
 
 _FORMAT_ORDER = ("pytorch", "torchscript", "program", "onnx", "engine")
-_PRECISION_ORDER = ("fp32", "tf32", "fp16", "int8")
+_PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16", "int8")
 
 
 def _reading_order(art: Artifact) -> tuple[int, int]:
@@ -72,6 +73,8 @@ def jobs(pipe: Pipeline, options: CompareOptions, skipped: list[str]) -> list[Jo
             planned.append(Job(art, spec, {}, unusable))
             if spec.name == REFERENCE_RUNTIME and device.is_cuda:
                 planned.extend(Job(art, spec, dict(variant)) for variant in CUDA_EAGER_VARIANTS)
+            if spec.name == "openvino-cpu" and art.precision == "fp32" and cpu_has_bf16():
+                planned.append(Job(art, spec, {"precision": "bf16"}, unusable))  # OpenVINO's default there
     used = {j.spec.name for j in planned}
     for name in names or []:
         if name not in used:
