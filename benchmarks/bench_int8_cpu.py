@@ -11,7 +11,8 @@ Each runs on ONNX Runtime and OpenVINO (NNCF's on OpenVINO only) against PyTorch
 top-1 agreement, mean and min cosine, and batch-1 p50.
 
 Part 2, speed: resnet50 at 224x224 (seeded random weights: timing does not depend on the values; calibrated on
-the 11 bundled photos), batch 1, FP32 on every CPU runtime (eager, TorchScript, ONNX Runtime, OpenVINO), INT8
+the 11 bundled photos), batch 1, FP32 on every CPU runtime (eager, TorchScript, ONNX Runtime, OpenVINO; and
+OpenVINO's bf16, its default on CPUs with bf16 units, as a row of its own), INT8
 from both recipes on ONNX Runtime and OpenVINO and NNCF's on OpenVINO. Rounds alternate the order so drift
 hits all rows; each row's number is the median over rounds of each round's p50. It prints the two ratios the
 README quotes: the fastest INT8 row against OpenVINO + NNCF, the fastest FP32 row against ONNX Runtime FP32.
@@ -42,6 +43,7 @@ sys.path.insert(0, str(REPO))  # tests.trained: the trained model the test suite
 
 from resnet_deploy.artifact import Artifact  # noqa: E402
 from resnet_deploy.bench.latency import measure  # noqa: E402
+from resnet_deploy.devices import cpu_has_bf16  # noqa: E402
 from resnet_deploy.int8.dataset import CalibrationRequest  # noqa: E402
 from resnet_deploy.parity import compare  # noqa: E402
 from resnet_deploy.pipeline import ModelOptions, Pipeline, ShapeRequest  # noqa: E402
@@ -180,6 +182,11 @@ def resnet50_runtimes(args: argparse.Namespace, work: Path) -> dict[str, Callabl
         "FP32 torchscript": lambda: create("torchscript", pipe.torchscript(), "cpu", threads=t),
         "FP32 onnxruntime": lambda: create("onnxruntime-cpu", fp32, "cpu", threads=t),
         "FP32 openvino": lambda: create("openvino-cpu", fp32, "cpu", threads=t),
+        **(
+            {"BF16 openvino (the FP32 file)": lambda: create("openvino-cpu", fp32, "cpu", threads=t, precision="bf16")}
+            if cpu_has_bf16()
+            else {}
+        ),
         "INT8 cpu recipe, onnxruntime": lambda: create("onnxruntime-cpu", cpu, "cpu", threads=t),
         "INT8 cpu recipe, openvino": lambda: create("openvino-cpu", cpu, "cpu", threads=t),
         "INT8 tensorrt recipe, onnxruntime": lambda: create("onnxruntime-cpu", trt, "cpu", threads=t),
@@ -226,6 +233,8 @@ def print_tables(accuracy: list[dict[str, Any]], speed: dict[str, Any] | None) -
         print(f"  {name:34s} {ms:8.2f} ms  {speed['speedup_vs_onnxruntime_fp32'][name]:5.2f}x ONNX Runtime FP32")
     f32, i8 = speed["fastest_fp32"], speed["fastest_int8"]
     print(f"fastest FP32 row: {f32['row']}, {f32['x_onnxruntime_fp32']:.2f}x ONNX Runtime FP32")
+    for name in (n for n in speed["p50_ms"] if n.startswith("BF16")):
+        print(f"{name}: {speed['speedup_vs_onnxruntime_fp32'][name]:.2f}x ONNX Runtime FP32 (bf16, not FP32)")
     print(f"fastest INT8 row: {i8['row']}, {i8['x_openvino_nncf']:.2f}x OpenVINO + NNCF INT8")
 
 
