@@ -66,6 +66,19 @@ def torch_version() -> str:
     return str(torch.__version__)
 
 
+def compiled_for(device: str | Device) -> dict[str, str | None]:
+    """What compiled code made here depends on: torch's version, the device kind and, on CUDA, the GPU's name
+    and compute capability. An AOTInductor package records it when compiled and compares it when loaded."""
+    device = Device.parse(device)
+    gpu = gpu_info(device.index) if device.is_cuda else None
+    return {
+        "torch_version": torch_version(),
+        "device": device.kind,
+        "gpu_name": (gpu or {}).get("gpu_name"),
+        "compute_capability": (gpu or {}).get("compute_capability"),
+    }
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
