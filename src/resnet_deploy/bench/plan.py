@@ -37,7 +37,7 @@ class Job:
     unusable: str | None = None
 
 
-_FORMAT_ORDER = ("pytorch", "torchscript", "program", "onnx", "engine")
+_FORMAT_ORDER = ("pytorch", "torchscript", "program", "aoti", "onnx", "engine")
 _PRECISION_ORDER = ("fp32", "tf32", "fp16", "int8")
 
 
@@ -65,7 +65,7 @@ def jobs(pipe: Pipeline, options: CompareOptions, skipped: list[str]) -> list[Jo
         if not specs and (names is None or any(art.format in registry()[n].formats for n in names)):
             skipped.append(f"{art.label}: {why_none(art.format, device)}")
         for spec in specs:
-            refused = spec.refuses(art)
+            refused = spec.refuses(art, device)
             if refused:
                 skipped.append(f"{art.label} on {spec.name}: {refused}")
                 continue
