@@ -190,6 +190,8 @@ def test_a_cuda_fp16_package_matches_pytorch_on_the_gpu(trained, tmp_path, heldo
     pipe = trained.pipeline(tmp_path, dynamic=False)
     artifact = pipe.aoti("cuda", fp16=True)
     assert artifact.key == "aoti-cuda-fp16" and pipe.ws.artifacts[artifact.key]["aoti"]["compute_capability"]
-    with create("torch-aoti", artifact, "cuda") as runtime:
-        metrics = compare(reference_logits(pipe.model, heldout), run_batched(runtime, heldout, 1))
-    assert metrics.top1_agreement >= 0.98 and metrics.cosine > 0.999
+    reference = reference_logits(pipe.model, heldout)
+    for graphs in (False, True):  # and replayed as a CUDA graph (--cuda-graphs)
+        with create("torch-aoti", artifact, "cuda", cuda_graphs=graphs) as runtime:
+            metrics = compare(reference, run_batched(runtime, heldout, 1))
+        assert metrics.top1_agreement >= 0.98 and metrics.cosine > 0.999, (graphs, metrics)

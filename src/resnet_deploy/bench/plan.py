@@ -16,6 +16,11 @@ from resnet_deploy.results import REFERENCE_RUNTIME
 from resnet_deploy.runtimes import RuntimeSpec, registry, runtimes_for, why_none
 from resnet_deploy.shapes import format_shape
 
+#: the runtimes `--cuda-graphs` also runs as captured CUDA graphs (one per batch and size: fixed shapes)
+GRAPH_RUNTIMES = ("torch-eager", "torchscript", "torch-export", "torch-aoti")
+#: ONNX Runtime CUDA rows added beside its default (NCHW) kernels: its NHWC convolutions (`prefer_nhwc`),
+#: which tensor cores want; which one is faster for FP16 and FP32 is what the rows measure
+CUDA_ORT_VARIANTS: tuple[dict[str, Any], ...] = ({"prefer_nhwc": True},)
 #: eager rows added on CUDA beside IEEE FP32: TF32 (PyTorch's own default for convolutions), FP16, and
 #: FP16 in channels-last memory order (NHWC is what tensor-core convolutions want)
 CUDA_EAGER_VARIANTS: tuple[dict[str, Any], ...] = (
@@ -69,9 +74,7 @@ def jobs(pipe: Pipeline, options: CompareOptions, skipped: list[str]) -> list[Jo
             if refused:
                 skipped.append(f"{art.label} on {spec.name}: {refused}")
                 continue
-            planned.append(Job(art, spec, {}, unusable))
-            if spec.name == REFERENCE_RUNTIME and device.is_cuda:
-                planned.extend(Job(art, spec, dict(variant)) for variant in CUDA_EAGER_VARIANTS)
+            planned += _variants(Job(art, spec, {}, unusable), options)
     used = {j.spec.name for j in planned}
     for name in names or []:
         if name not in used:
@@ -81,6 +84,21 @@ def jobs(pipe: Pipeline, options: CompareOptions, skipped: list[str]) -> list[Jo
                 "export one first (resnet-export), pass --artifact FILE, or drop it from --runtimes",
             )
     return planned
+
+
+def _variants(job: Job, options: CompareOptions) -> list[Job]:
+    """The job and, on CUDA, its variants: eager's TF32/FP16/channels-last, ONNX Runtime CUDA's NHWC kernels, and
+    with --cuda-graphs each torch runtime's rows again as replayed graphs."""
+    if not options.device.is_cuda:
+        return [job]
+    name = job.spec.name
+    extra = (
+        CUDA_EAGER_VARIANTS if name == REFERENCE_RUNTIME else CUDA_ORT_VARIANTS if name == "onnxruntime-cuda" else ()
+    )
+    jobs = [job, *(Job(job.artifact, job.spec, dict(v), job.unusable) for v in extra)]
+    if options.cuda_graphs and name in GRAPH_RUNTIMES:
+        jobs += [Job(j.artifact, j.spec, {**j.options, "cuda_graphs": True}, j.unusable) for j in jobs]
+    return jobs
 
 
 def opt_shape_notes(artifacts: list[Artifact], shapes: list[tuple[int, int, int, int]]) -> list[str]:

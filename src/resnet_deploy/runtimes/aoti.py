@@ -50,12 +50,14 @@ def why_refused(artifact: Artifact, device: str | Device) -> str | None:
     return None
 
 
-def load_package(path: Path | str, device: str | Device) -> Any:
-    """The package's compiled model on `device`, callable on tensors (the one loader: runtime and --explain)."""
+def load_package(path: Path | str, device: str | Device, single_threaded: bool = False) -> Any:
+    """The package's compiled model on `device`, callable on tensors. `single_threaded`: without the runner's
+    own thread synchronisation, which torch documents as what conflicts with capturing it in a CUDA graph."""
     import torch._inductor  # seconds to import: only when a package is loaded
 
     device = Device.parse(device)
-    return torch._inductor.aoti_load_package(str(path), device_index=device.index if device.is_cuda else -1)
+    index = device.index if device.is_cuda else -1
+    return torch._inductor.aoti_load_package(str(path), run_single_threaded=single_threaded, device_index=index)
 
 
 class AotiRuntime(_TorchFileRuntime):
@@ -65,17 +67,19 @@ class AotiRuntime(_TorchFileRuntime):
     what = "AOTInductor package"
     fix = REEXPORT
 
-    def __init__(self, artifact: Artifact, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
+    def __init__(
+        self, artifact: Artifact, device: str = "cpu", threads: int | None = None, cuda_graphs: bool = False, **_: Any
+    ) -> None:
         refused = why_refused(artifact, device)
         if refused:
             raise UsageError(refused, REEXPORT)
         record = aoti_record(artifact)
         if not record:
             console.warn(f"{artifact.label} has no build record: cannot check which torch and GPU it was made for")
-        super().__init__(artifact, device, threads)
+        super().__init__(artifact, device, threads, cuda_graphs)
         self.precision = str(record.get("precision") or artifact.precision)
         recorded = record.get("input")
         self.input_range = artifact.input_range or (ShapeRange.from_dict(recorded) if recorded else None)
 
     def _load(self, path: str) -> Any:
-        return load_package(path, self.device)
+        return load_package(path, self.device, single_threaded=self.cuda_graphs)
