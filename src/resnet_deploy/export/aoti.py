@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from resnet_deploy.artifact import AOTI_METADATA_KEY
+from resnet_deploy.console import quiet_logger
 from resnet_deploy.devices import Device
 from resnet_deploy.errors import MissingDependencyError, UsageError
 from resnet_deploy.export.onnx import example_input
@@ -153,20 +153,9 @@ def export_aoti(
     start = time.perf_counter()
     with torch.no_grad():
         program = exported_program(module, shape_range, example_input(shape_range).to(device.name))
-    with torch.no_grad(), ieee_fp32(device), inductor_cache(cache_dir), _quiet_compiler():
+    # without a GPU torch's C++ extension helper warns "No CUDA runtime is found" when Inductor first compiles
+    # C++: true of a CPU build and no problem for it, so it is kept from the command's output
+    with torch.no_grad(), ieee_fp32(device), inductor_cache(cache_dir), quiet_logger("torch.utils.cpp_extension"):
         torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
     seconds = time.perf_counter() - start
     return {"aoti": {**record, "inductor": settings, "compile_seconds": round(seconds, 2)}}
-
-
-@contextlib.contextmanager
-def _quiet_compiler() -> Iterator[None]:
-    """Without a GPU, torch's C++ extension helper warns "No CUDA runtime is found" when Inductor first compiles
-    C++: true of a CPU build and no problem with it, so it is kept from the command's output."""
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
