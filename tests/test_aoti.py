@@ -195,3 +195,17 @@ def test_a_cuda_fp16_package_matches_pytorch_on_the_gpu(trained, tmp_path, heldo
         with create("torch-aoti", artifact, "cuda", cuda_graphs=graphs) as runtime:
             metrics = compare(reference, run_batched(runtime, heldout, 1))
         assert metrics.top1_agreement >= 0.98 and metrics.cosine > 0.999, (graphs, metrics)
+
+
+def test_a_cuda_compile_runs_under_ieee_fp32_flags_that_torch_export_can_read() -> None:
+    """Inductor bakes TF32 in or out of its Triton templates at compile time, from flags it reads the legacy way:
+    set so, IEEE FP32, restored after (checked on flags only: it needs no GPU)."""
+    from resnet_deploy.devices import Device
+    from resnet_deploy.export.aoti import ieee_fp32
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    with ieee_fp32(Device.parse("cuda")):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.fp32_precision != "tf32"
+        torch.export.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.randn(1, 3, 8, 8),))  # reads them too
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before

@@ -100,19 +100,19 @@ def deployed_model(model: Any, device: Device, fp16: bool) -> DeployedModel:
 @contextlib.contextmanager
 def ieee_fp32(device: Device) -> Iterator[None]:
     """IEEE FP32 while compiling for CUDA: Inductor's Triton convolution and matmul templates bake TF32 in or out
-    from the process's flags (`torch.backends.cudnn.fp32_precision`, `...cuda.matmul...`) at compile time, and
-    PyTorch's default would make an "fp32" package a TF32 one. Set at the top level, not per operator as
-    `runtimes.torch.cuda_math` does: torch.export and Inductor read the legacy flags, which must then agree."""
+    from the process's flags at compile time, and PyTorch's default (TF32 convolutions) would make an "fp32"
+    package a TF32 one. Set through the legacy `allow_tf32` flags, not per operator as `runtimes.torch.cuda_math`
+    does: Inductor and torch.export read the legacy ones, which raise once conv and RNN were set apart."""
     if not device.is_cuda:
         yield
         return
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = (cudnn.fp32_precision, matmul.fp32_precision)
-    cudnn.fp32_precision = matmul.fp32_precision = "ieee"
+    saved = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
     try:
         yield
     finally:
-        cudnn.fp32_precision, matmul.fp32_precision = saved
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 @contextlib.contextmanager
