@@ -118,25 +118,33 @@ def _copy_workspace(package: Package, target: Path) -> Workspace:
     return Workspace(target, "resnet18")
 
 
-def test_a_package_recorded_for_another_torch_is_refused_in_one_line(package, tmp_path) -> None:
+def _tampered(package: Package, tmp_path: Path, **record: Any) -> Artifact:
+    """The package in a copy of its workspace whose manifest says `record` of it."""
     ws = _copy_workspace(package, tmp_path)
     manifest = json.loads(ws.manifest_path.read_text())
-    manifest["artifacts"][KEY]["aoti"]["torch_version"] = "2.0.0"
+    manifest["artifacts"][KEY]["aoti"].update(record)
     ws.manifest_path.write_text(json.dumps(manifest))
+    return Workspace(tmp_path, "resnet18").artifact(KEY)
+
+
+def test_a_package_recorded_for_another_torch_is_refused_in_one_line(package, tmp_path) -> None:
     with pytest.raises(UsageError) as err:
-        create("torch-aoti", Workspace(tmp_path, "resnet18").artifact(KEY))
+        create("torch-aoti", _tampered(package, tmp_path, torch_version="2.0.0"))
     text = str(err.value)
     assert "\n" not in text and "compiled for torch 2.0.0" in text and torch.__version__ in text
     assert "resnet-export aoti" in text
 
 
+def test_a_package_compiled_for_instructions_this_cpu_lacks_is_refused(package, tmp_path) -> None:
+    """It would die of an illegal instruction inside the library: refused first, naming what is missing."""
+    assert package.entry["aoti"]["cpu_isa"]  # recorded, e.g. 'avx512 avx512_vnni amx_tile'
+    with pytest.raises(UsageError, match=r"compiled for a CPU with sve256 \(this CPU does not have it\)"):
+        create("torch-aoti", _tampered(package, tmp_path, cpu_isa=f"{package.entry['aoti']['cpu_isa']} sve256"))
+
+
 def test_a_package_for_another_device_is_skipped_not_run(package, tmp_path) -> None:
     """A CUDA package in a CPU run (and the reverse) is skipped by compare, saying which device it is for."""
-    ws = _copy_workspace(package, tmp_path)
-    manifest = json.loads(ws.manifest_path.read_text())
-    manifest["artifacts"][KEY]["aoti"]["device"] = "cuda"
-    ws.manifest_path.write_text(json.dumps(manifest))
-    why = registry()["torch-aoti"].refuses(Workspace(tmp_path, "resnet18").artifact(KEY), "cpu")
+    why = registry()["torch-aoti"].refuses(_tampered(package, tmp_path, device="cuda"), "cpu")
     assert why is not None and "compiled for cuda" in why and "--device cuda" in why
 
 

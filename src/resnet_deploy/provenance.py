@@ -79,6 +79,20 @@ def compiled_for(device: str | Device) -> dict[str, str | None]:
     }
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """The instruction-set flags the CPU reports (`avx2`, `avx512f`, `amx_tile`, ...), or None where the OS does
+    not say (no /proc/cpuinfo): code compiled for a CPU with one this CPU lacks would die of an illegal
+    instruction, not raise."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):

@@ -139,11 +139,13 @@ def export_aoti(
     """Compile `model` for `shape_range` on `device` into the AOTInductor package `path` (must end in .pt2);
     returns its record: what it was compiled for, the settings, and how long the compile took."""
     import torch._inductor  # seconds to import: only when compiling, not whenever the pipeline is
+    import torch._inductor.cpu_vec_isa  # the vector instructions the CPU kernels are compiled for
 
     device = check_request(device, fp16)
     settings = compile_settings(device)
     record = {
         **compiled_for(device),
+        **({} if device.is_cuda else {"cpu_isa": str(torch._inductor.cpu_vec_isa.pick_vec_isa())}),
         "precision": "fp16" if fp16 else "fp32",
         "channels_last": device.is_cuda,
         "input": shape_range.to_dict(),

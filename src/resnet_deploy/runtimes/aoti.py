@@ -20,20 +20,27 @@ from resnet_deploy import console
 from resnet_deploy.artifact import Artifact, aoti_record
 from resnet_deploy.devices import Device
 from resnet_deploy.errors import UsageError
-from resnet_deploy.provenance import compiled_for
+from resnet_deploy.provenance import compiled_for, cpu_flags
 from resnet_deploy.runtimes.torch import _TorchFileRuntime
 from resnet_deploy.shapes import ShapeRange
+
+#: Inductor's names of the vector instruction sets its CPU kernels use -> the CPU flag each needs
+ISA_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_vnni": "avx512_vnni", "amx_tile": "amx_tile"}
 
 #: said by every refusal: a package cannot be adapted, only compiled again where it is to run
 REEXPORT = "re-export it here with resnet-export aoti, same options"
 
 
 def mismatches(record: dict[str, Any], here: dict[str, Any]) -> list[str]:
-    """How the machine in `record` differs from `here` (torch version, GPU): what refuses it. The device kind is
+    """How the machine in `record` differs from `here` (torch version, the CPU's instruction sets, the GPU): what
+    refuses it. The device kind is
     the registry's to check (`registry._aoti_device`): a CPU package in a CUDA run is skipped, not failed."""
     out = []
     if record.get("torch_version") and record["torch_version"] != here["torch_version"]:
         out.append(f"torch {record['torch_version']} (this is torch {here['torch_version']})")
+    missing = missing_isa(record.get("cpu_isa")) if here["device"] == "cpu" else []
+    if missing:
+        out.append(f"a CPU with {', '.join(missing)} (this CPU does not have {'it' if len(missing) == 1 else 'them'})")
     if here["device"] == "cuda" and record.get("device") == "cuda":
         for field, what in (("compute_capability", "compute capability"), ("gpu_name", "GPU")):
             if record.get(field) and record[field] != here[field]:
@@ -41,8 +48,18 @@ def mismatches(record: dict[str, Any], here: dict[str, Any]) -> list[str]:
     return out
 
 
+def missing_isa(isa: str | None) -> list[str]:
+    """The instruction sets a CPU package was compiled for ('avx512 avx512_vnni amx_tile') that this CPU does not
+    report: running it would end the process with an illegal instruction. [] where the CPU's flags are unknown."""
+    flags = cpu_flags()
+    if not isa or flags is None:
+        return []
+    return [name for name in isa.lower().split() if ISA_FLAGS.get(name, name) not in flags]
+
+
 def why_refused(artifact: Artifact, device: str | Device) -> str | None:
-    """Why this package cannot run on `device` here, or None: compiled by another torch, or for another GPU."""
+    """Why this package cannot run on `device` here, or None: compiled by another torch, for instructions this CPU
+    lacks, or for another GPU."""
     record = aoti_record(artifact)
     problems = mismatches(record, compiled_for(device))
     if problems:
