@@ -8,7 +8,10 @@ CLI itself in `package`; every other test reads that workspace or a copy of it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,16 @@ def test_fp16_on_the_cpu_is_refused_before_the_model_loads(trained, tmp_path) ->
     text = " ".join(result.output.split())
     assert "--fp16 AOTInductor packages are built for CUDA only" in text and "--device cuda" in text
     assert "load resnet18" not in text and not (tmp_path / "ws").exists()  # nothing loaded, nothing written
+
+
+def test_no_cpp_compiler_is_one_line_and_leaves_nothing_behind(trained, tmp_path) -> None:
+    """A fresh process (Inductor reads CXX when it is imported) whose C++ compiler does not exist."""
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++")}
+    args = [sys.executable, "-m", "resnet_deploy.cli.export", "aoti", *trained.cli_args]
+    done = subprocess.run([*args, "--workspace", str(tmp_path / "ws")], env=env, capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "error: AOTInductor compiles C++ and finds no working C++ compiler here" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "ws").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is visible")

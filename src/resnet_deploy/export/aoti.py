@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,23 @@ def deployed_model(model: Any, device: Device, fp16: bool) -> DeployedModel:
 
 
 @contextlib.contextmanager
+def compiling() -> Iterator[None]:
+    """Around Inductor's C++ work: no working C++ compiler is one line naming the fix, not a traceback; and torch's
+    C++ extension helper's "No CUDA runtime is found" (true of a CPU build, no problem for it) stays off the
+    command's output."""
+    import torch._inductor.exc
+
+    with quiet_logger("torch.utils.cpp_extension"):
+        try:
+            yield
+        except torch._inductor.exc.InvalidCxxCompiler:
+            raise MissingDependencyError(
+                "AOTInductor compiles C++ and finds no working C++ compiler here",
+                "install one, e.g. apt-get install g++, or point CXX at it",
+            ) from None
+
+
+@contextlib.contextmanager
 def ieee_fp32(device: Device) -> Iterator[None]:
     """IEEE FP32 while compiling for CUDA: Inductor's Triton convolution and matmul templates bake TF32 in or out
     from the process's flags at compile time, and PyTorch's default (TF32 convolutions) would make an "fp32"
@@ -117,15 +135,23 @@ def ieee_fp32(device: Device) -> Iterator[None]:
 
 @contextlib.contextmanager
 def inductor_cache(folder: Path | None) -> Iterator[None]:
-    """Inductor's (and Triton's) caches in `folder` for one compile, the process's own afterwards."""
+    """Inductor's (and Triton's) caches in `folder` for one compile, the process's own afterwards. A folder this
+    compile made is removed again when it fails: a failed export leaves nothing behind."""
     if folder is None:
         yield
         return
     from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir  # torch's, only when compiling
 
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with temporary_cache_dir(str(folder)):
-        yield
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with temporary_cache_dir(str(folder)):
+            yield
+    except BaseException:
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def export_aoti(
@@ -143,9 +169,11 @@ def export_aoti(
 
     device = check_request(device, fp16)
     settings = compile_settings(device)
+    with compiling():  # Inductor finds the C++ compiler to probe the CPU's vector instructions
+        isa = {} if device.is_cuda else {"cpu_isa": str(torch._inductor.cpu_vec_isa.pick_vec_isa())}
     record = {
         **compiled_for(device),
-        **({} if device.is_cuda else {"cpu_isa": str(torch._inductor.cpu_vec_isa.pick_vec_isa())}),
+        **isa,
         "precision": "fp16" if fp16 else "fp32",
         "channels_last": device.is_cuda,
         "input": shape_range.to_dict(),
@@ -155,9 +183,7 @@ def export_aoti(
     start = time.perf_counter()
     with torch.no_grad():
         program = exported_program(module, shape_range, example_input(shape_range).to(device.name))
-    # without a GPU torch's C++ extension helper warns "No CUDA runtime is found" when Inductor first compiles
-    # C++: true of a CPU build and no problem for it, so it is kept from the command's output
-    with torch.no_grad(), ieee_fp32(device), inductor_cache(cache_dir), quiet_logger("torch.utils.cpp_extension"):
+    with torch.no_grad(), ieee_fp32(device), inductor_cache(cache_dir), compiling():
         torch._inductor.aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
     seconds = time.perf_counter() - start
     return {"aoti": {**record, "inductor": settings, "compile_seconds": round(seconds, 2)}}
