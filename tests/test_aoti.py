@@ -27,6 +27,7 @@ from resnet_deploy.errors import UsageError
 from resnet_deploy.explain import explain
 from resnet_deploy.parity import compare
 from resnet_deploy.preprocess import load_folder
+from resnet_deploy.provenance import cpu_vector_flags
 from resnet_deploy.runtimes import create, registry, run_batched
 from resnet_deploy.verify import reference_logits
 from resnet_deploy.workspace import Workspace
@@ -81,13 +82,37 @@ def test_the_cli_writes_the_package_and_says_its_compile_time(package) -> None:
     assert not list(package.ws.dir.glob(".*.tmp*"))  # the temp file was moved, not left beside
 
 
+def test_a_second_export_with_the_same_inputs_reuses_the_package(trained, package) -> None:
+    before = package.entry
+    result = _export([*trained.cli_args, "--workspace", package.workspace])  # the workspace's range: static
+    assert result.exit_code == 0, result.output
+    assert "reusing" in result.output and "reused now" in result.output and package.entry == before
+
+
+def test_a_workspace_moved_to_another_cpu_rebuilds_its_package(trained, package, tmp_path) -> None:
+    """The CPU's vector instructions are part of what a CPU package is made from; the rebuild reuses the
+    Inductor cache that came with the workspace."""
+    shutil.copytree(package.ws.dir, tmp_path / "resnet18")
+    ws = Workspace(tmp_path, "resnet18")
+    manifest = json.loads(ws.manifest_path.read_text())
+    assert manifest["artifacts"][KEY]["inputs"]["cpu_flags"] == cpu_vector_flags()
+    manifest["artifacts"][KEY]["inputs"]["cpu_flags"] = ["avx2"]
+    ws.manifest_path.write_text(json.dumps(manifest))
+    result = _export([*trained.cli_args, "--workspace", tmp_path])
+    assert result.exit_code == 0, result.output
+    assert "aoti-cpu is stale (changed: cpu_flags): rebuilding" in " ".join(result.output.split())
+    assert "compile time of resnet18.aoti-cpu.pt2" in result.output and "reused now" not in result.output
+    assert Workspace(tmp_path, "resnet18").artifacts[KEY]["inputs"]["cpu_flags"] == cpu_vector_flags()
+
+
 def test_the_record_says_what_it_was_compiled_for(package) -> None:
     entry = package.entry
     record = entry["aoti"]
     assert entry["format"] == "aoti" and entry["precision"] == "fp32"
     assert record["torch_version"] == torch.__version__ and record["device"] == "cpu"
     assert record["gpu_name"] is None and record["compute_capability"] is None
-    assert record["inductor"] == {"freezing": True} and record["compile_seconds"] > 0
+    assert record["inductor"] == {"freezing": True, "aot_inductor.precompile_headers": False}
+    assert record["compile_seconds"] > 0
     assert record["input"] == {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [1, 3, 64, 64], "dynamic": False}
     assert entry["inputs"]["torch_version"] == torch.__version__  # another torch makes it stale
     assert entry["verification"]["worst_rel_l2"] < 1e-4

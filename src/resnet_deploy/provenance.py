@@ -79,6 +79,17 @@ def compiled_for(device: str | Device) -> dict[str, str | None]:
     }
 
 
+#: Inductor's names of the vector instruction sets its CPU kernels are compiled for -> the CPU flag each needs
+VECTOR_ISA_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_vnni": "avx512_vnni", "amx_tile": "amx_tile"}
+
+
+def cpu_vector_flags() -> list[str]:
+    """Which of those flags this CPU has (what a CPU package compiled here may use): part of what one is made
+    from, so a workspace moved to a CPU with others rebuilds it."""
+    flags = cpu_flags() or frozenset()
+    return sorted(flag for flag in VECTOR_ISA_FLAGS.values() if flag in flags)
+
+
 @functools.cache
 def cpu_flags() -> frozenset[str] | None:
     """The instruction-set flags the CPU reports (`avx2`, `avx512f`, `amx_tile`, ...), or None where the OS does

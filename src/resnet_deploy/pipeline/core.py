@@ -34,7 +34,7 @@ from resnet_deploy.pipeline.opening import open_model
 from resnet_deploy.pipeline.options import DEFAULT_WORKSPACE, ModelOptions, ShapeRequest
 from resnet_deploy.pipeline.step import Step
 from resnet_deploy.preprocess import ImageSet
-from resnet_deploy.provenance import compiled_for, tool_versions, torch_version
+from resnet_deploy.provenance import compiled_for, cpu_vector_flags, tool_versions, torch_version
 from resnet_deploy.shapes import ShapeRange, make_range
 from resnet_deploy.workspace import Workspace
 
@@ -229,6 +229,8 @@ class Pipeline:
         precision = "fp16" if fp16 else "fp32"
         key = aoti_key(dev, fp16)
         made_for = {k: v for k, v in compiled_for(dev).items() if v is not None}
+        if not dev.is_cuda:  # the vector instructions its kernels may use: another CPU may lack them
+            made_for["cpu_flags"] = cpu_vector_flags()
         return self.build(
             Step(
                 key,

@@ -20,12 +20,9 @@ from resnet_deploy import console
 from resnet_deploy.artifact import Artifact, aoti_record
 from resnet_deploy.devices import Device
 from resnet_deploy.errors import UsageError
-from resnet_deploy.provenance import compiled_for, cpu_flags
+from resnet_deploy.provenance import VECTOR_ISA_FLAGS, compiled_for, cpu_flags
 from resnet_deploy.runtimes.torch import _TorchFileRuntime
 from resnet_deploy.shapes import ShapeRange
-
-#: Inductor's names of the vector instruction sets its CPU kernels use -> the CPU flag each needs
-ISA_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_vnni": "avx512_vnni", "amx_tile": "amx_tile"}
 
 #: said by every refusal: a package cannot be adapted, only compiled again where it is to run
 REEXPORT = "re-export it here with resnet-export aoti, same options"
@@ -54,7 +51,7 @@ def missing_isa(isa: str | None) -> list[str]:
     flags = cpu_flags()
     if not isa or flags is None:
         return []
-    return [name for name in isa.lower().split() if ISA_FLAGS.get(name, name) not in flags]
+    return [name for name in isa.lower().split() if VECTOR_ISA_FLAGS.get(name, name) not in flags]
 
 
 def why_refused(artifact: Artifact, device: str | Device) -> str | None:
