@@ -53,6 +53,13 @@ CUDA_CASES = [
     ("onnx-fp32", "onnxruntime-cuda", {}),
     ("onnx-fp16", "onnxruntime-cuda", {}),
     ("onnx-int8-tensorrt", "onnxruntime-cuda", {}),  # Q/DQ on the CUDA provider, every node on the GPU
+    # --cuda-graphs: parity on the replayed graph; ONNX Runtime's NHWC kernels
+    ("pytorch", "torch-eager", {"cuda_graphs": True}),
+    ("pytorch", "torch-eager", {"precision": "fp16", "channels_last": True, "cuda_graphs": True}),
+    ("torchscript", "torchscript", {"cuda_graphs": True}),
+    ("program", "torch-export", {"cuda_graphs": True}),
+    ("onnx-fp32", "onnxruntime-cuda", {"prefer_nhwc": True}),
+    ("onnx-fp16", "onnxruntime-cuda", {"prefer_nhwc": True}),
 ]
 
 

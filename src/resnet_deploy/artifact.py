@@ -7,6 +7,8 @@ name them. So the type lives here, below all of them, with the one way a file fr
 from __future__ import annotations
 
 import functools
+import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,9 @@ SUFFIX_FORMATS = {
     ".plan": "engine",
     ".trt": "engine",
 }
-SUFFIXES_TEXT = ".onnx, .ts/.pt (TorchScript), .pt2 (torch.export) or .engine/.plan (TensorRT)"
+SUFFIXES_TEXT = ".onnx, .ts/.pt (TorchScript), .pt2 (torch.export or AOTInductor) or .engine/.plan (TensorRT)"
+#: the key under which an AOTInductor package carries the record of what it was compiled for (its metadata)
+AOTI_METADATA_KEY = "resnet_deploy"
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Artifact:
         path = Path(path)
         require_file(path)
         fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+        if fmt == "program" and is_aoti_package(path):  # both are .pt2 (torch insists on the suffix)
+            fmt = "aoti"
         if fmt is None:
             raise UsageError(f"cannot tell the format of {path.name}", f"use {SUFFIXES_TEXT}")
         stat = path.stat()
@@ -85,9 +91,44 @@ def require_file(path: Path) -> None:
 def _file_precision(fmt: str, path: str, mtime_ns: int, size: int) -> str:
     """Cached on the file's identity: parsing a ResNet-50 ONNX graph to find its precision takes a while, and
     a file given twice (or checked, then run) is read once. A changed file misses."""
+    if fmt == "aoti":
+        return str((aoti_package_record(Path(path)) or {}).get("precision", "fp32"))
     if fmt != "onnx":
         return "fp32"
     try:
         return onnx_graph.precision(Path(path))
     except UsageError:  # not readable as ONNX: its rows fail to load it, saying why (a failed check, not a skip)
         return "fp32"
+
+
+def is_aoti_package(path: Path) -> bool:
+    """Whether a `.pt2` is an AOTInductor package (compiled code under `<name>/data/aotinductor/`) rather than a
+    torch.export program: the suffix is the same, what runs it is not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/data/aotinductor/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False  # not readable as an archive: the torch.export runtime says why in its rows
+
+
+def aoti_package_record(path: Path) -> dict[str, Any] | None:
+    """The record an AOTInductor package was compiled with (`export/aoti.py` puts it in the package's metadata),
+    read from the archive without loading its compiled code (which may not load here), or None. What a
+    package passed as a file is checked by, where no manifest entry describes it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("wrapper_metadata.json")]
+            metadata = json.loads(archive.read(names[0])) if names else {}
+        record = json.loads(metadata.get(AOTI_METADATA_KEY) or "null")
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def aoti_record(artifact: Artifact) -> dict[str, Any]:
+    """What an AOTInductor package was compiled for (torch version, device kind, GPU, precision, input range): its
+    manifest entry's record, else the one inside the package, else {} (a package from elsewhere)."""
+    recorded = (artifact.entry or {}).get("aoti")
+    if isinstance(recorded, dict):
+        return recorded
+    return (aoti_package_record(artifact.path) if artifact.path is not None else None) or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 
@@ -26,6 +27,19 @@ def step(message: str) -> Iterator[None]:
     with console.status(message + " ..."):
         yield
     console.print(f"[green]✓[/] {message} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str | None = None) -> Iterator[None]:
+    """Errors only from the `logging` logger `name` (None: the root) while the block runs: libraries' advice and
+    notes (ONNX Runtime's quantizer, torch's C++ extension helper) would otherwise interleave with ours."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def info(message: str) -> None:

@@ -13,6 +13,8 @@ The reference's stage outputs come from forward hooks on the model (stem = after
 - torch.export `.pt2`: nodes carry `nn_module_stack`; an FX interpreter records the same boundaries.
 - TorchScript: no hooks on ScriptModules; if the file holds a ResNet's submodules (`conv1` ...
   `layer4`, `fc`), they are run one after another, else only the head can be compared.
+- AOTInductor packages: only the head (Inductor fused the stages into generated kernels; the package computes
+  no stage output to read), said in the method.
 - TensorRT engines: only the head (the engine hides its intermediate tensors).
 
 Errors use `parity.compare` on each stage's flattened activations; the first stage whose relative L2
@@ -38,6 +40,7 @@ from resnet_deploy.devices import CPU, Device
 from resnet_deploy.errors import UsageError
 from resnet_deploy.onnx_graph import Graph
 from resnet_deploy.parity import compare
+from resnet_deploy.runtimes import create, run_batched
 from resnet_deploy.runtimes.onnxruntime import PROVIDERS, open_session, session_device
 from resnet_deploy.runtimes.openvino import compile_onnx
 from resnet_deploy.runtimes.torch import cuda_math, load_program
@@ -379,6 +382,19 @@ def torchscript_stages(path: Path, batch: np.ndarray, device: str = "cpu") -> tu
     return out, "TorchScript submodules run one after another"
 
 
+# -- AOTInductor ------------------------------------------------------------------------------------
+
+
+def aoti_stages(artifact: Artifact, batch: np.ndarray, device: str = "cpu") -> tuple[dict[str, np.ndarray], str]:
+    """Head only: a compiled package's kernels fuse across stage boundaries and it keeps no intermediate tensor,
+    so there is nothing inside to compare. Run through its runtime (which refuses a package made elsewhere),
+    at the batch it takes."""
+    with create("torch-aoti", artifact, device) as runtime:
+        rng = runtime.input_range
+        head = run_batched(runtime, batch, min(len(batch), rng.max[0]) if rng else len(batch))
+    return {"head": head}, "AOTInductor package output only (its compiled kernels expose no stage outputs)"
+
+
 # -- entry point ---------------------------------------------------------------------------------------
 
 
@@ -427,6 +443,7 @@ def explain(
         "onnx": lambda: onnx_stages(Path(artifact.path), batch, _blocks(model), onnx_runtime, device),
         "program": lambda: program_stages(Path(artifact.path), batch, device),
         "torchscript": lambda: torchscript_stages(Path(artifact.path), batch, device),
+        "aoti": lambda: aoti_stages(artifact, batch, device),
     }
     reader = readers.get(artifact.format)
     if reader is None:

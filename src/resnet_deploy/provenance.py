@@ -66,6 +66,44 @@ def torch_version() -> str:
     return str(torch.__version__)
 
 
+def compiled_for(device: str | Device) -> dict[str, str | None]:
+    """What compiled code made here depends on: torch's version, the device kind and, on CUDA, the GPU's name
+    and compute capability. An AOTInductor package records it when compiled and compares it when loaded."""
+    device = Device.parse(device)
+    gpu = gpu_info(device.index) if device.is_cuda else None
+    return {
+        "torch_version": torch_version(),
+        "device": device.kind,
+        "gpu_name": (gpu or {}).get("gpu_name"),
+        "compute_capability": (gpu or {}).get("compute_capability"),
+    }
+
+
+#: Inductor's names of the vector instruction sets its CPU kernels are compiled for -> the CPU flag each needs
+VECTOR_ISA_FLAGS = {"avx2": "avx2", "avx512": "avx512f", "avx512_vnni": "avx512_vnni", "amx_tile": "amx_tile"}
+
+
+def cpu_vector_flags() -> list[str]:
+    """Which of those flags this CPU has (what a CPU package compiled here may use): part of what one is made
+    from, so a workspace moved to a CPU with others rebuilds it."""
+    flags = cpu_flags() or frozenset()
+    return sorted(flag for flag in VECTOR_ISA_FLAGS.values() if flag in flags)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """The instruction-set flags the CPU reports (`avx2`, `avx512f`, `amx_tile`, ...), or None where the OS does
+    not say (no /proc/cpuinfo): code compiled for a CPU with one this CPU lacks would die of an illegal
+    instruction, not raise."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):

@@ -47,6 +47,7 @@ EMULATED = {
         "so its floor is FP32's",
     ),
 }
+EMULATED[("onnxruntime-cuda-nhwc", "int8")] = EMULATED[("onnxruntime-cuda", "int8")]  # its NHWC rows: the same
 
 
 @dataclass(frozen=True)

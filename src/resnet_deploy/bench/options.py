@@ -30,6 +30,8 @@ class CompareOptions:
     warmup: int = DEFAULT_WARMUP
     iters: int = DEFAULT_ITERS
     threads: int | None = None  # None = the cores this process may use
+    #: also run the torch runtimes as captured CUDA graphs (rows `...-graph`); CUDA only
+    cuda_graphs: bool = False
     images: Path | None = None  # parity images; None = ./calibration
     max_images: int | None = DEFAULT_MAX_IMAGES  # evenly spread subset of a large folder
     artifacts: list[Path] = field(default_factory=list)  # extra files from anywhere

@@ -17,6 +17,11 @@ from resnet_deploy.results import REFERENCE_RUNTIME
 from resnet_deploy.runtimes import RuntimeSpec, registry, runtimes_for, why_none
 from resnet_deploy.shapes import format_shape
 
+#: the runtimes `--cuda-graphs` also runs as captured CUDA graphs (one per batch and size: fixed shapes)
+GRAPH_RUNTIMES = ("torch-eager", "torchscript", "torch-export", "torch-aoti")
+#: ONNX Runtime CUDA rows added beside its default (NCHW) kernels: its NHWC convolutions (`prefer_nhwc`),
+#: which tensor cores want; which one is faster for FP16 and FP32 is what the rows measure
+CUDA_ORT_VARIANTS: tuple[dict[str, Any], ...] = ({"prefer_nhwc": True},)
 #: eager rows added on CUDA beside IEEE FP32: TF32 (PyTorch's own default for convolutions), FP16, and
 #: FP16 in channels-last memory order (NHWC is what tensor-core convolutions want)
 CUDA_EAGER_VARIANTS: tuple[dict[str, Any], ...] = (
@@ -38,7 +43,7 @@ class Job:
     unusable: str | None = None
 
 
-_FORMAT_ORDER = ("pytorch", "torchscript", "program", "onnx", "engine")
+_FORMAT_ORDER = ("pytorch", "torchscript", "program", "aoti", "onnx", "engine")
 _PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16", "int8")
 
 
@@ -66,15 +71,11 @@ def jobs(pipe: Pipeline, options: CompareOptions, skipped: list[str]) -> list[Jo
         if not specs and (names is None or any(art.format in registry()[n].formats for n in names)):
             skipped.append(f"{art.label}: {why_none(art.format, device)}")
         for spec in specs:
-            refused = spec.refuses(art)
+            refused = spec.refuses(art, device)
             if refused:
                 skipped.append(f"{art.label} on {spec.name}: {refused}")
                 continue
-            planned.append(Job(art, spec, {}, unusable))
-            if spec.name == REFERENCE_RUNTIME and device.is_cuda:
-                planned.extend(Job(art, spec, dict(variant)) for variant in CUDA_EAGER_VARIANTS)
-            if spec.name == "openvino-cpu" and art.precision == "fp32" and cpu_has_bf16():
-                planned.append(Job(art, spec, {"precision": "bf16"}, unusable))  # OpenVINO's default there
+            planned += _variants(Job(art, spec, {}, unusable), options)
     used = {j.spec.name for j in planned}
     for name in names or []:
         if name not in used:
@@ -84,6 +85,23 @@ def jobs(pipe: Pipeline, options: CompareOptions, skipped: list[str]) -> list[Jo
                 "export one first (resnet-export), pass --artifact FILE, or drop it from --runtimes",
             )
     return planned
+
+
+def _variants(job: Job, options: CompareOptions) -> list[Job]:
+    """The job and its variants: on CUDA eager's TF32/FP16/channels-last, ONNX Runtime CUDA's NHWC kernels, and
+    with --cuda-graphs each torch runtime's rows again as replayed graphs; on a CPU with bf16 units OpenVINO's
+    bf16 run of an FP32 file (its default there)."""
+    name = job.spec.name
+    if not options.device.is_cuda:
+        bf16 = name == "openvino-cpu" and job.artifact.precision == "fp32" and cpu_has_bf16()
+        return [job, Job(job.artifact, job.spec, {"precision": "bf16"}, job.unusable)] if bf16 else [job]
+    extra = (
+        CUDA_EAGER_VARIANTS if name == REFERENCE_RUNTIME else CUDA_ORT_VARIANTS if name == "onnxruntime-cuda" else ()
+    )
+    jobs = [job, *(Job(job.artifact, job.spec, dict(v), job.unusable) for v in extra)]
+    if options.cuda_graphs and name in GRAPH_RUNTIMES:
+        jobs += [Job(j.artifact, j.spec, {**j.options, "cuda_graphs": True}, j.unusable) for j in jobs]
+    return jobs
 
 
 def opt_shape_notes(artifacts: list[Artifact], shapes: list[tuple[int, int, int, int]]) -> list[str]:

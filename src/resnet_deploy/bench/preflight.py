@@ -25,6 +25,11 @@ def validate(options: CompareOptions) -> CompareOptions:
     if options.checked:
         return options
     check_device(options.device)
+    if options.cuda_graphs and not options.device.is_cuda:
+        raise UsageError(
+            f"--cuda-graphs needs a GPU: a CUDA graph replays GPU kernel launches, and --device is {options.device}",
+            "add --device cuda, or drop --cuda-graphs",
+        )
     check_runtime_names(options.runtimes, options.device)
     _check_numbers(options)
     if options.images is not None:

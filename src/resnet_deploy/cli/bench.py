@@ -75,6 +75,15 @@ class BenchArgs(common.OptionGroup):
         int | None,
         typer.Option("--threads", help="CPU threads for every runtime. Default: the cores this process may use."),
     ] = None
+    cuda_graphs: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-graphs",
+            help="Also run the PyTorch runtimes (eager, TorchScript, .pt2, AOTInductor) as CUDA graphs, one "
+            "captured per batch and size: rows named ...-graph. CUDA only.",
+            metavar=FLAG,
+        ),
+    ] = False
 
 
 @dataclass
@@ -242,6 +251,7 @@ def compare_options(bench: BenchArgs, inputs: InputArgs, gating: GateArgs, shape
         warmup=bench.warmup,
         iters=bench.iters,
         threads=bench.threads,
+        cuda_graphs=bench.cuda_graphs,
         images=inputs.images,
         max_images=inputs.max_images,
         artifacts=list(inputs.artifact or []),

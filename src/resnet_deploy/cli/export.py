@@ -1,4 +1,4 @@
-"""`resnet-export`: onnx, torchscript, program (torch.export), trt, and triton (a model repository).
+"""`resnet-export`: onnx, torchscript, program (torch.export), aoti (AOTInductor), trt, and triton (a model repository).
 
 Each command parses its options (the shared groups are `common`'s), opens the pipeline and asks it for the
 artifacts; everything that can be wrong with the options is reported before the model loads.
@@ -17,11 +17,13 @@ from resnet_deploy.cli import common
 from resnet_deploy.console import stdout_console
 from resnet_deploy.engines.profile import parse_bytes, precision_from_flags
 from resnet_deploy.errors import UsageError
+from resnet_deploy.export.aoti import check_request as check_aoti_request
 from resnet_deploy.export.onnx import DEFAULT_OPSET, check_opset
 from resnet_deploy.files import check_output_file
 from resnet_deploy.int8.recipe import TARGETS
 from resnet_deploy.models import ARCHITECTURES, resolve_architecture
 from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE
+from resnet_deploy.pipeline.core import aoti_key
 from resnet_deploy.pipeline.engines import engine_from_onnx
 from resnet_deploy.runtimes.tensorrt_env import sidecar_path
 from resnet_deploy.serve.repository import BACKENDS, ModelPlan, RepositoryRequest, write_repository
@@ -121,6 +123,45 @@ def _export_torch_format(
 
 app.command("torchscript", help="Export TorchScript (traced), verified against PyTorch.")(_export_torch_format)
 app.command("program", help="Export a torch.export program (.pt2), verified against PyTorch.")(_export_torch_format)
+
+
+AotiFp16 = Annotated[
+    bool,
+    typer.Option("--fp16", help="FP16 inside the package (float32 input/output kept); CUDA only.", metavar=common.FLAG),
+]
+AotiDevice = Annotated[
+    str,
+    typer.Option("--device", help="cpu or cuda (cuda:N): what the package is compiled for, and verified on."),
+]
+
+
+@app.command()
+@common.handle_errors
+@common.option_groups
+def aoti(
+    *,
+    model: common.ModelArgs,
+    shapes: common.ShapeArgs,
+    fp16: AotiFp16 = False,
+    device: AotiDevice = "cpu",
+    preprocess: common.PreprocessArgs,
+) -> None:
+    """Compile the torch.export program with AOTInductor into a package (.pt2) for the CPU or a CUDA GPU, verified against PyTorch; prints the compile time.
+
+    BatchNorm folded (freezing); on CUDA channels-last and max-autotune. The package runs only under this torch and on this GPU (torch-aoti refuses others). Static at the crop size by default: pass --dynamic and --min/--max-shape for a range.
+    """  # paragraphs on one line each: typer's help keeps a docstring's line breaks
+    dev = check_aoti_request(device, fp16)  # before the model loads: --fp16 on the CPU, no GPU for cuda
+    pipe = common.open_pipeline(model, preprocess, shapes, dynamic=shapes.dynamic)
+    key = aoti_key(dev, fp16)
+    before = dict(pipe.ws.artifacts.get(key) or {})
+    artifact = pipe.aoti(dev, fp16)
+    common.print_written(pipe, [key])
+    entry = pipe.ws.artifacts[key]
+    seconds = (entry.get("aoti") or {}).get("compile_seconds")
+    reused = before.get("created") == entry.get("created")
+    when = f" (when it was built, {entry.get('created')}: reused now)" if reused else ""
+    took = f"{seconds:.1f} s" if isinstance(seconds, int | float) else "not recorded"
+    stdout_console().print(escape(f"compile time of {artifact.label}: {took}{when}"))
 
 
 @app.command()

@@ -19,6 +19,18 @@ from resnet_deploy.shapes import ShapeRange
 
 def export_program(model: Any, path: Path, shape_range: ShapeRange) -> dict[str, Any]:
     """Write `model` as a torch.export program with symbolic batch/height/width; returns its record."""
+    program = exported_program(model, shape_range)
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    # written from Python: torch's own file writer aborts the process when the disk fills (no exception)
+    Path(path).write_bytes(buffer.getvalue())
+    return {}
+
+
+def exported_program(model: Any, shape_range: ShapeRange, example: Any = None) -> Any:
+    """`model` through torch.export for `shape_range` (an ExportedProgram): what the `.pt2` saves and what
+    AOTInductor compiles, so both take the same sizes. `example`: the input to trace with (default
+    `example_input(shape_range)`, on the CPU); an AOTInductor build for CUDA passes one on the GPU."""
     # Dim.DYNAMIC, not named Dims with bounds: ResNet's strides add guards (width > 32, ...) that
     # torch.export would otherwise report as violated constraints; it derives the valid range itself.
     dims = None
@@ -30,14 +42,10 @@ def export_program(model: Any, path: Path, shape_range: ShapeRange) -> dict[str,
                 f"torch {torch.__version__} fixes the parity of a strided max-pool's input size when exporting; "
                 "the stem max-pool is exported as a stride-1 pool plus a strided slice (same numbers, any size)"
             )
+    example = example_input(shape_range) if example is None else example
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(model, (example_input(shape_range),), dynamic_shapes=dims)
-    buffer = io.BytesIO()
-    torch.export.save(program, buffer)
-    # written from Python: torch's own file writer aborts the process when the disk fills (no exception)
-    Path(path).write_bytes(buffer.getvalue())
-    return {}
+        return torch.export.export(model, (example,), dynamic_shapes=dims)
 
 
 @functools.cache

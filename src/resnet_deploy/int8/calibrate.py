@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +23,9 @@ from resnet_deploy.preprocess import ImageSet
 CHUNK_IMAGES = 8
 
 
-@contextlib.contextmanager
-def quiet_ort() -> Iterator[None]:
+def quiet_ort() -> contextlib.AbstractContextManager[None]:
     """ONNX Runtime's quantizer logs advice through `logging` (root logger); keep the console ours."""
-    root = logging.getLogger()
-    old = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(old)
+    return console.quiet_logger()
 
 
 def input_batch_size(model_path: Path, crop: int) -> tuple[str, int]:

@@ -18,7 +18,9 @@ from rich.markup import escape
 
 from resnet_deploy import console, verify
 from resnet_deploy.artifact import Artifact
+from resnet_deploy.devices import Device
 from resnet_deploy.errors import UsageError
+from resnet_deploy.export.aoti import check_request, compile_settings, export_aoti
 from resnet_deploy.export.fp16 import convert_fp16
 from resnet_deploy.export.onnx import DEFAULT_OPSET, export_onnx
 from resnet_deploy.export.program import export_program
@@ -32,9 +34,17 @@ from resnet_deploy.pipeline.opening import open_model
 from resnet_deploy.pipeline.options import DEFAULT_WORKSPACE, ModelOptions, ShapeRequest
 from resnet_deploy.pipeline.step import Step
 from resnet_deploy.preprocess import ImageSet
-from resnet_deploy.provenance import tool_versions, torch_version
+from resnet_deploy.provenance import compiled_for, cpu_vector_flags, tool_versions, torch_version
 from resnet_deploy.shapes import ShapeRange, make_range
 from resnet_deploy.workspace import Workspace
+
+#: Inductor's cache inside the workspace: the kernels an AOTInductor build compiled, reused by the next one
+INDUCTOR_CACHE = ".inductor-cache"
+
+
+def aoti_key(device: str | Device, fp16: bool = False) -> str:
+    """The manifest key of an AOTInductor package: `aoti-cpu`, `aoti-cuda`, `aoti-cuda-fp16`."""
+    return "-".join(["aoti", Device.parse(device).kind, *(["fp16"] if fp16 else [])])
 
 
 class Pipeline:
@@ -155,13 +165,14 @@ class Pipeline:
         self.ws.record(step.key, target, step.fingerprint, sha256_file(tmp), written=tmp, **fields)
 
     def verified_against_model(
-        self, runtime_name: str, max_rel_l2: float = verify.FP32_REL_L2
+        self, runtime_name: str, max_rel_l2: float = verify.FP32_REL_L2, device: str = "cpu"
     ) -> Callable[[Artifact], dict[str, Any]]:
-        """A `check` for `build`: run the artifact at min/opt/max/odd shapes against PyTorch."""
+        """A `check` for `build`: run the artifact at min/opt/max/odd shapes against PyTorch (on `device`: where
+        an artifact compiled for a GPU runs)."""
 
         def check(artifact: Artifact) -> dict[str, Any]:
             shapes = self.shape_range.verification_shapes()
-            return verify.check_artifact(self.model, runtime_name, artifact, shapes, max_rel_l2)
+            return verify.check_artifact(self.model, runtime_name, artifact, shapes, max_rel_l2, device)
 
         return check
 
@@ -207,6 +218,28 @@ class Pipeline:
                 self.fingerprint(format="program", torch=torch_version()),
                 lambda p: export_program(self.model, p, self.shape_range),
                 self.verified_against_model("torch-export"),
+            )
+        )
+
+    def aoti(self, device: str = "cpu", fp16: bool = False) -> Artifact:
+        """The AOTInductor package (`aoti-cpu`, `aoti-cuda`, `aoti-cuda-fp16`), compiled for this torch and, on
+        CUDA, this GPU (both in what it is made from: another one makes it stale), verified on `device`;
+        Inductor's cache is kept in the workspace, so a rebuild reuses what it compiled."""
+        dev = check_request(device, fp16)
+        precision = "fp16" if fp16 else "fp32"
+        key = aoti_key(dev, fp16)
+        made_for = {k: v for k, v in compiled_for(dev).items() if v is not None}
+        if not dev.is_cuda:  # the vector instructions its kernels may use: another CPU may lack them
+            made_for["cpu_flags"] = cpu_vector_flags()
+        return self.build(
+            Step(
+                key,
+                f"{self.ws.name}.{key}.pt2",
+                "aoti",
+                precision,
+                self.fingerprint(format="aoti", precision=precision, inductor=compile_settings(dev), **made_for),
+                lambda p: export_aoti(self.model, p, self.shape_range, dev, fp16, self.ws.dir / INDUCTOR_CACHE),
+                self.verified_against_model("torch-aoti", verify.FP16_REL_L2 if fp16 else verify.FP32_REL_L2, dev),
             )
         )
 

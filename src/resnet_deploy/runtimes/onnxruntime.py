@@ -37,12 +37,15 @@ class OnnxRuntime(Runtime):
         device: str | Device = "cpu",
         name: str | None = None,
         threads: int | None = None,
+        prefer_nhwc: bool = False,
         **_: Any,
     ) -> None:
         device = Device.parse(device)
         if name is None:
             name = "onnxruntime-cuda" if device.is_cuda else "onnxruntime-cpu"
-        self.name = name
+        if prefer_nhwc and name != "onnxruntime-cuda":
+            raise UsageError(f"prefer_nhwc is an option of onnxruntime-cuda, not {name}", "drop it")
+        self.name = f"{name}-nhwc" if prefer_nhwc else name
         self.provider = PROVIDERS[name]
         self.device = session_device(name, device)
         self.artifact = artifact
@@ -54,7 +57,11 @@ class OnnxRuntime(Runtime):
         if tensorrt and self.precision == "fp32":
             self.precision = "tf32"
         profile = artifact.input_range if tensorrt else None
-        self.session = open_session(str(artifact.path), self.provider, self.device, threads, artifact.label, profile)
+        # NHWC: the CUDA provider's channels-last convolutions (tensor cores' layout), the layout change inside
+        nhwc = {"prefer_nhwc": "1"} if prefer_nhwc else None
+        self.session = open_session(
+            str(artifact.path), self.provider, self.device, threads, artifact.label, profile, nhwc
+        )
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dims = list(inp.shape)  # ints for static dims, names for dynamic ones

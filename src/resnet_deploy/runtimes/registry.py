@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from resnet_deploy.artifact import Artifact, require_file
+from resnet_deploy.artifact import Artifact, aoti_record, require_file
 from resnet_deploy.devices import Device
 from resnet_deploy.errors import MissingDependencyError, UsageError
 from resnet_deploy.runtimes.base import Runtime
@@ -34,8 +34,8 @@ class RuntimeSpec:
     description: str = ""
     #: device -> why it cannot run there beyond a missing module (no GPU, no provider, no libnvinfer), or None
     check: Callable[[Device], str | None] | None = None
-    #: artifact -> why this backend cannot run it although it takes its format, or None
-    artifact_check: Callable[[Artifact], str | None] | None = None
+    #: (artifact, device) -> why this backend cannot run it there although it takes its format, or None
+    artifact_check: Callable[[Artifact, Device], str | None] | None = None
     install_hint: str | None = None  # said when it is unavailable here
 
     def unavailable_reason(self, device: str | Device = "cpu") -> str | None:
@@ -48,10 +48,11 @@ class RuntimeSpec:
                 return f"{self.name} needs the Python package '{mod}'"
         return self.check(device) if self.check else None
 
-    def refuses(self, artifact: Artifact) -> str | None:
-        """Why this backend cannot run `artifact` although it takes its format (an INT8 recipe it has no
-        kernels for), or None. `create` raises it; `compare` skips the pair and says so."""
-        return self.artifact_check(artifact) if self.artifact_check else None
+    def refuses(self, artifact: Artifact, device: str | Device = "cpu") -> str | None:
+        """Why this backend cannot run `artifact` on `device` although it takes its format (an INT8 recipe it has
+        no kernels for, a package compiled for another device), or None. `create` raises it; `compare` skips the
+        pair and says so."""
+        return self.artifact_check(artifact, Device.parse(device)) if self.artifact_check else None
 
     def create(self, artifact: Artifact, device: str | Device = "cpu", **options: Any) -> Runtime:
         """This backend running `artifact` on `device` (`cpu`, `cuda`, `cuda:N`). `options`: `threads` (CPU
@@ -75,7 +76,7 @@ class RuntimeSpec:
                 f"{self.name} runs on {' or '.join(self.devices)}, not {kind}",
                 f"on {kind}, use {', '.join(here)}" if here else f"use device '{self.devices[0]}'",
             )
-        refused = self.refuses(artifact)
+        refused = self.refuses(artifact, device)
         if refused:
             raise UsageError(f"{self.name} cannot run {artifact.label}: {refused}")
         if artifact.path is not None:
@@ -136,12 +137,21 @@ def _tensorrt_reason(device: Device) -> str | None:
     return tensorrt_unavailable_reason()
 
 
-def _cpu_int8_recipe(artifact: Artifact) -> str | None:
+def _cpu_int8_recipe(artifact: Artifact, device: Device) -> str | None:
     """TensorRT takes symmetric int8 Q/DQ only: the CPU recipe's uint8 activations would fail every row (its
     provider may not hand nodes to the CPU here)."""
     inputs = (artifact.entry or {}).get("inputs") or {}
     if artifact.key == "onnx-int8-cpu" or inputs.get("target") == "cpu":
         return "it is the CPU INT8 recipe (uint8 activations), which TensorRT does not take: use onnx-int8-tensorrt"
+    return None
+
+
+def _aoti_device(artifact: Artifact, device: Device) -> str | None:
+    """An AOTInductor package holds code for one device kind: a CPU package in a CUDA run (or the reverse) is
+    skipped there, saying which package would run (torch versions and GPUs are the runtime's to refuse)."""
+    made = aoti_record(artifact).get("device")
+    if made and made != device.kind:
+        return f"it was compiled for {made}: run it with --device {made}, or export one with resnet-export aoti --device {device.kind}"
     return None
 
 
@@ -219,6 +229,18 @@ register(
         ("torch",),
         "torch.export .pt2",
         check=Device.unavailable,
+    )
+)
+register(
+    RuntimeSpec(
+        "torch-aoti",
+        ("aoti",),
+        ("cpu", "cuda"),
+        "resnet_deploy.runtimes.aoti:AotiRuntime",
+        ("torch",),
+        "AOTInductor package",
+        check=Device.unavailable,
+        artifact_check=_aoti_device,
     )
 )
 register(

@@ -97,12 +97,23 @@ class _TorchRuntime(Runtime):
     dtype: Any
     channels_last: bool = False
     tf32: bool = False
+    #: replay one captured CUDA graph per input shape instead of launching every kernel (`--cuda-graphs`)
+    cuda_graphs: bool = False
 
-    def _setup(self, device: str, threads: int | None) -> None:
+    def _setup(self, device: str, threads: int | None, cuda_graphs: bool = False) -> None:
         self.device = Device.parse(device).indexed
         self._torch_device = torch.device(self.device)
         if threads:
             torch.set_num_threads(threads)
+        if cuda_graphs and not self.device.is_cuda:
+            raise UsageError(
+                f"{self.name} with CUDA graphs runs on CUDA only: a graph replays GPU kernel launches",
+                "pass --device cuda, or drop --cuda-graphs",
+            )
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        if cuda_graphs:
+            self.name += "-graph"
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.check_input(batch)
@@ -120,7 +131,7 @@ class _TorchRuntime(Runtime):
                     out = self.module(x)
                 else:
                     with cuda_math(self.tf32):
-                        out = self.module(x)
+                        out = self._replay(x) if self.cuda_graphs else self.module(x)
             except Exception as exc:
                 cause = error_cause(exc)
                 raise UsageError(
@@ -128,6 +139,29 @@ class _TorchRuntime(Runtime):
                     self._rejected_hint(cause, tuple(batch.shape)),
                 ) from None
         return out.float()
+
+    def _replay(self, x: Any) -> Any:
+        """The module's output for `x` from the CUDA graph captured for its shape (captured on first use, after
+        warm-up runs on a side stream so cuDNN's autotuning and lazy initialisation stay out of the graph):
+        `x` is copied into the graph's static input, the graph replayed, its static output copied out (the
+        next replay overwrites it)."""
+        shape = tuple(x.shape)
+        if shape not in self._graphs:
+            static_in = x.clone()
+            side = torch.cuda.Stream(self._torch_device)
+            side.wait_stream(torch.cuda.current_stream(self._torch_device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.module(static_in)
+            torch.cuda.current_stream(self._torch_device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.module(static_in)
+            self._graphs[shape] = (graph, static_in, static_out)
+        graph, static_in, static_out = self._graphs[shape]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
 
     def _rejected_hint(self, cause: str, shape: tuple[int, ...]) -> str:
         """The fix for an input the module refused. Inside the dynamic range the artifact was exported for, it
@@ -151,6 +185,7 @@ class _TorchRuntime(Runtime):
 
     def close(self) -> None:
         self.module = None
+        self._graphs = {}
         super().close()
 
 
@@ -166,6 +201,7 @@ class TorchEagerRuntime(_TorchRuntime):
         precision: str = "fp32",
         channels_last: bool = False,
         threads: int | None = None,
+        cuda_graphs: bool = False,
         **_: Any,
     ) -> None:
         if artifact.model is None:
@@ -175,7 +211,7 @@ class TorchEagerRuntime(_TorchRuntime):
         variant = [precision] if precision != "fp32" else []
         variant += ["channels-last"] if channels_last else []
         self.name = "-".join(["torch-eager", *variant])
-        self._setup(device, threads)
+        self._setup(device, threads, cuda_graphs)
         if variant and not self.device.is_cuda:
             raise UsageError(f"{self.name} is offered on CUDA only", "pass --device cuda")
         self.artifact = artifact
@@ -198,8 +234,10 @@ class _TorchFileRuntime(_TorchRuntime):
     what = "file"
     fix = ""
 
-    def __init__(self, artifact: Artifact, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
-        self._setup(device, threads)
+    def __init__(
+        self, artifact: Artifact, device: str = "cpu", threads: int | None = None, cuda_graphs: bool = False, **_: Any
+    ) -> None:
+        self._setup(device, threads, cuda_graphs)
         self.artifact = artifact
         self.precision = artifact.precision
         self.dtype = torch.float32

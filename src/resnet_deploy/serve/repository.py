@@ -38,7 +38,13 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "engine": "tensorrt_plan", "torchscript
 #: the file name each standard backend loads by default from the version folder
 STANDARD_FILES = {"onnx": "model.onnx", "engine": "model.plan", "torchscript": "model.pt"}
 #: the artifact's name beside a Python-backend model.py (the suffix tells resnet-deploy the format)
-PYTHON_FILES = {"onnx": "model.onnx", "engine": "model.engine", "torchscript": "model.ts", "program": "model.pt2"}
+PYTHON_FILES = {
+    "onnx": "model.onnx",
+    "engine": "model.engine",
+    "torchscript": "model.ts",
+    "program": "model.pt2",
+    "aoti": "model.pt2",
+}
 #: TensorRT's precision mode for an ONNX served through ONNX Runtime's TensorRT accelerator
 TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 #: what each model folder holds about itself; the Python-backend model.py reads it
@@ -47,7 +53,7 @@ RECORD = "resnet_deploy.json"
 MARKER = ".resnet-deploy-repository.json"
 LABELS = "labels.txt"
 #: the resnet-export command that makes each format
-EXPORT_COMMANDS = {"onnx": "onnx", "torchscript": "torchscript", "program": "program", "engine": "trt"}
+EXPORT_COMMANDS = {"onnx": "onnx", "torchscript": "torchscript", "program": "program", "aoti": "aoti", "engine": "trt"}
 VERSION = "1"
 #: the folder holding the resnet_deploy package: a Python-backend model imports the code that wrote it
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -245,7 +251,7 @@ def _python_runtime(fmt: str, gpu: bool) -> str:
     """The resnet-deploy runtime a Python-backend model runs its artifact with, on the instance's device."""
     if fmt == "onnx":
         return "onnxruntime-cuda" if gpu else "onnxruntime-cpu"
-    return {"torchscript": "torchscript", "program": "torch-export", "engine": "tensorrt"}[fmt]
+    return {"torchscript": "torchscript", "program": "torch-export", "aoti": "torch-aoti", "engine": "tensorrt"}[fmt]
 
 
 def _quote(text: str) -> str:
