@@ -171,7 +171,9 @@ def test_one_images_logits_are_compared_as_one_image(pipe, images) -> None:
 
 def test_a_misspelled_runtime_option_is_refused_not_ignored(pipe) -> None:
     """Every backend takes **_ so the CLI can pass one set of options: thread=2 ran on the default threads."""
-    with pytest.raises(UsageError, match=r"onnxruntime-cpu takes no option thread \(its options: name, threads\)"):
+    with pytest.raises(
+        UsageError, match=r"onnxruntime-cpu takes no option thread \(its options: name, prefer_nhwc, threads\)"
+    ):
         create("onnxruntime-cpu", pipe.artifact("onnx-fp32"), thread=2)
     with pytest.raises(UsageError, match=r"torchscript takes no option precision"):
         create("torchscript", pipe.artifact("torchscript"), precision="fp16")

@@ -10,6 +10,7 @@
 #   bash benchmarks/gpu/run.sh other-tests      the rest of the suite -> $OUT/other-tests.log
 #   bash benchmarks/gpu/run.sh build            export resnet50's default set for batch 1..256 into /tmp/ws-resnet50
 #   bash benchmarks/gpu/run.sh conv-algos       ONNX Runtime CUDA FP32's drift at large batches: TF32 or cuDNN's algorithm?
+#   bash benchmarks/gpu/run.sh aoti             AOTInductor packages of resnet50 (FP32, FP16 on CUDA) into /tmp/ws-resnet50
 #   bash benchmarks/gpu/run.sh compare          resnet50 at batch 1,8,64,256 -> $OUT/compare-resnet50.{md,json,png}
 #   bash benchmarks/gpu/run.sh gate             the trained resnet18 gated on the GPU -> $OUT/gate-resnet18.{md,json}
 #
@@ -134,9 +135,20 @@ PY
       resnet-bench compare resnet50 --device "$DEVICE" --batch "1,${BATCHES##*,}" --size 224 --runtimes torch-eager \
         --iters 1 --warmup 1 --workspace /tmp/ws-resnet50
       ;;
+    aoti)
+      # after build (same workspace and range): compile time is printed and recorded; FP16 only on CUDA
+      ensure_installed
+      local range=(--dynamic --min-shape 1x3x224x224 --opt-shape 1x3x224x224 --max-shape "${BATCHES##*,}x3x224x224")
+      "$PY" -m resnet_deploy.cli.export aoti resnet50 --device "$DEVICE" "${range[@]}" --workspace /tmp/ws-resnet50 &&
+        if [ "$DEVICE" != cpu ]; then
+          "$PY" -m resnet_deploy.cli.export aoti resnet50 --device "$DEVICE" --fp16 "${range[@]}" --workspace /tmp/ws-resnet50
+        fi
+      ;;
     compare)
       ensure_installed
-      resnet-bench compare resnet50 --device "$DEVICE" --batch "$BATCHES" --size 224 \
+      local graphs=()
+      [ "$DEVICE" != cpu ] && graphs=(--cuda-graphs)
+      resnet-bench compare resnet50 --device "$DEVICE" --batch "$BATCHES" --size 224 "${graphs[@]}" \
         --iters "$ITERS" --warmup "$WARMUP" --floor --workspace /tmp/ws-resnet50 \
         --json "$OUT/compare-resnet50.json" --markdown "$OUT/compare-resnet50.md" --plot "$OUT/compare-resnet50.png"
       ;;
@@ -159,7 +171,7 @@ PY
   esac
 }
 
-phases="stage install env tests gpu-tests other-tests build conv-algos compare gate"
+phases="stage install env tests gpu-tests other-tests build aoti conv-algos compare gate"
 for phase in "$@"; do  # a typo must not cost a device call: check them all before the first runs
   [[ " $phases " == *" $phase "* ]] || { echo "unknown phase '$phase' (${phases// /, })" >&2; exit 2; }
 done

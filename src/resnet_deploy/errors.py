@@ -7,6 +7,7 @@ anything else escaping is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import signal
 from pathlib import Path
 
 
@@ -80,3 +81,26 @@ def environment_error(exc: BaseException) -> DeployError | None:
             f"permission denied: {where}", "make it readable and its folder writable, or pass another --workspace"
         )
     return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job's timeout, `kill`), raised like Ctrl-C so every temp file and folder is removed on the
+    way out; the exit code is 143, as for a process the signal ended."""
+
+
+#: the signals the CLI's handler saw: kept, because a C extension that checks for signals while it runs may
+#: swallow the exception the handler raised (a Ctrl-C during INT8 calibration was lost that way in CI)
+_SIGNALLED: list[int] = []
+
+
+def interrupt(signum: int, frame: object = None) -> None:
+    """The CLI's SIGINT/SIGTERM handler: remember the signal, then raise as Ctrl-C does (Terminated for SIGTERM)."""
+    _SIGNALLED.append(signum)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Raise now if a signal came and its exception was lost: called before a step records what it wrote, so an
+    interrupted step never leaves an artifact behind."""
+    if _SIGNALLED:
+        raise Terminated if _SIGNALLED[-1] == signal.SIGTERM else KeyboardInterrupt

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from resnet_deploy.console import console, stdout_console
-from resnet_deploy.errors import DeployError, UsageError, environment_error
+from resnet_deploy.errors import DeployError, Terminated, UsageError, environment_error, interrupt
 from resnet_deploy.int8.dataset import CalibrationRequest
 from resnet_deploy.models import ARCHITECTURES, resolve_architecture
 from resnet_deploy.pipeline import DEFAULT_MODEL, DEFAULT_WORKSPACE, ModelOptions, Pipeline, ShapeRequest
@@ -229,18 +229,10 @@ def typed_options(ctx: typer.Context, names: Iterable[str]) -> list[str]:
     return typed
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI job's timeout, `kill`), raised like Ctrl-C so every temp file and folder is removed on the
-    way out; the exit code is 143, as for a process the signal ended."""
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
 def main_wrapper(app: typer.Typer) -> Callable[[], None]:
     def main() -> None:
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)
         app(prog_name=Path(sys.argv[0]).name)
 
     return main

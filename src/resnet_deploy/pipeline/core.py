@@ -19,7 +19,7 @@ from rich.markup import escape
 from resnet_deploy import console, verify
 from resnet_deploy.artifact import Artifact
 from resnet_deploy.devices import Device
-from resnet_deploy.errors import UsageError
+from resnet_deploy.errors import UsageError, check_interrupted
 from resnet_deploy.export.aoti import check_request, compile_settings, export_aoti
 from resnet_deploy.export.fp16 import convert_fp16
 from resnet_deploy.export.onnx import DEFAULT_OPSET, export_onnx
@@ -144,7 +144,9 @@ class Pipeline:
                 except OSError as exc:  # a full disk, say: named by the artifact, not by its temp file
                     exc.filename = str(target)
                     raise
+            check_interrupted()
             details = step.check(Artifact(step.format, tmp, step.precision, self.shape_range, key, name=target.name))
+            check_interrupted()
             self._record(step, target, tmp, written, details)
         self._checked[key] = fingerprint
         return self.artifact(key)
