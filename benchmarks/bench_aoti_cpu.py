@@ -9,7 +9,7 @@ the reported number is the median of the per-round p50s, and every ratio is eage
 
     python benchmarks/bench_aoti_cpu.py [--model resnet50] [--batch 1,8] [--iters 40] [--rounds 3]
 
-Writes benchmarks/results/aoti_cpu.json (with the CPU's model name from lscpu). The AOTInductor compiles
+Writes benchmarks/results/aoti_cpu.json (with the CPU's model name). The AOTInductor compiles
 (about a minute each on two cores) are timed and reported too; Inductor's cache lives in a temp folder, so
 they are cold compiles.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,20 +26,6 @@ from typing import Any
 import numpy as np
 
 RUNTIMES = ("torch-eager", "torchscript", "torch-aoti", "onnxruntime-cpu")
-
-
-def cpu_model() -> str:
-    """The CPU's model name as lscpu says it (what a reader compares machines by)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        out = ""
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    from resnet_deploy.provenance import cpu_name
-
-    return cpu_name()
 
 
 def build(model: Any, shape: tuple[int, int, int, int], folder: Path, threads: int) -> tuple[dict[str, Any], float]:
@@ -122,7 +107,7 @@ def main() -> int:
 
     from resnet_deploy.devices import default_threads
     from resnet_deploy.models import load_model
-    from resnet_deploy.provenance import tool_versions
+    from resnet_deploy.provenance import cpu_name, tool_versions
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
@@ -134,7 +119,7 @@ def main() -> int:
         "threads": threads,
         "iters_per_round": args.iters,
         "rounds": args.rounds,
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "tools": tool_versions(),
         "statistic": "median over rounds of each round's p50; ratio = eager p50 / runtime p50 (above 1: faster)",
         "batches": batches,

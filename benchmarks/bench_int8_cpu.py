@@ -43,26 +43,20 @@ sys.path.insert(0, str(REPO))  # tests.trained: the trained model the test suite
 
 from resnet_deploy.artifact import Artifact  # noqa: E402
 from resnet_deploy.bench.latency import measure  # noqa: E402
-from resnet_deploy.devices import cpu_has_bf16  # noqa: E402
 from resnet_deploy.int8.dataset import CalibrationRequest  # noqa: E402
 from resnet_deploy.parity import compare  # noqa: E402
 from resnet_deploy.pipeline import ModelOptions, Pipeline, ShapeRequest  # noqa: E402
 from resnet_deploy.pipeline.default_set import default_images  # noqa: E402
 from resnet_deploy.preprocess import Preprocess, load_folder  # noqa: E402
+from resnet_deploy.provenance import cpu_flags, cpu_has_bf16, cpu_name  # noqa: E402
 from resnet_deploy.runtimes import Runtime, create  # noqa: E402
 from resnet_deploy.verify import reference_logits  # noqa: E402
 
 
-def cpu_name() -> str:
-    """The CPU's model name (lscpu), which the results are only valid for."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU"
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
-    return f"{names[0] if names else 'unknown CPU'} ({', '.join(isa) or 'no VNNI/AMX'})"
+def cpu_label() -> str:
+    """The CPU's model name and the int8 instructions it has, which the results are only valid for."""
+    isa = sorted({"avx512_vnni", "avx_vnni", "amx_int8"} & (cpu_flags() or frozenset()))
+    return f"{cpu_name()} ({', '.join(isa) or 'no VNNI/AMX'})"
 
 
 # -- the quantizers compared ----------------------------------------------------------------------------------
@@ -256,7 +250,7 @@ def main() -> int:
         speed = None if args.skip_resnet50 else speed_part(args, Path(tmp))
     print_tables(accuracy, speed)
     versions = {"onnxruntime": ort.__version__, "openvino": ov.__version__, "nncf": nncf.__version__}
-    result = {"cpu": cpu_name(), "threads": args.threads, "iters_per_round": args.iters, "rounds": args.rounds,
+    result = {"cpu": cpu_label(), "threads": args.threads, "iters_per_round": args.iters, "rounds": args.rounds,
               "versions": versions, "accuracy": accuracy, "resnet50_batch1": speed}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from resnet_deploy.bench.compare import run_compare
 from resnet_deploy.bench.options import CompareOptions
 from resnet_deploy.cli.bench import app
-from resnet_deploy.devices import cpu_has_bf16
 from resnet_deploy.errors import UsageError
 from resnet_deploy.int8.dataset import CalibrationRequest
 from resnet_deploy.parity import degenerate_warning
+from resnet_deploy.provenance import cpu_has_bf16
 from resnet_deploy.runtimes import runtimes_for
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

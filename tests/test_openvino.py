@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from resnet_deploy import explain
 from resnet_deploy.cli.bench import app
-from resnet_deploy.devices import cpu_has_bf16
 from resnet_deploy.errors import UsageError
 from resnet_deploy.int8.dataset import CalibrationRequest
 from resnet_deploy.parity import DEFAULT_TOLERANCES, check, compare
 from resnet_deploy.preprocess import load_folder
+from resnet_deploy.provenance import cpu_has_bf16
 from resnet_deploy.runtimes import create, registry, runtimes_for
 from resnet_deploy.verify import reference_logits
 

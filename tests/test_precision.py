@@ -66,12 +66,10 @@ def shared(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> Shared:
     return _SHARED["s"]
 
 
-def run_onnx(path: Path, images: np.ndarray, batch: int = 4) -> np.ndarray:
-    runtime = create("onnxruntime-cpu", Artifact("onnx", Path(path)), "cpu", threads=2)
-    try:
-        return np.concatenate([runtime.run(images[i : i + batch]) for i in range(0, len(images), batch)])
-    finally:
-        runtime.close()
+def run_onnx(path: Path, images: np.ndarray, batch: int = 4, runtime: str = "onnxruntime-cpu") -> np.ndarray:
+    """`path`'s logits on `images` from `runtime` (ONNX Runtime, or OpenVINO, which also reads NNCF's .xml)."""
+    with create(runtime, Artifact("onnx", Path(path)), "cpu", threads=2) as opened:
+        return np.concatenate([opened.run(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +132,7 @@ def _nncf_parity(models: Shared, tmp_path: Path) -> ParityMetrics:
     dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(calib))
     ov.save_model(quantized, str(tmp_path / "nncf.xml"))
-    runtime = create("openvino-cpu", Artifact("onnx", tmp_path / "nncf.xml", "int8"), "cpu", threads=2)
-    try:
-        return compare(models.reference, np.concatenate([runtime.run(x[None]) for x in models.heldout]))
-    finally:
-        runtime.close()
+    return compare(models.reference, run_onnx(tmp_path / "nncf.xml", models.heldout, runtime="openvino-cpu"))
 
 
 def test_int8_recipes_keep_the_answers_as_well_as_nncf(models: Shared, tmp_path: Path) -> None:
@@ -149,11 +143,7 @@ def test_int8_recipes_keep_the_answers_as_well_as_nncf(models: Shared, tmp_path:
     print(f"NNCF (OpenVINO): top-1 {bar.top1_agreement:.4f}, cosine {bar.cosine:.6f} (min {bar.min_cosine:.4f})")
     for target in ("tensorrt", "cpu"):
         for name in ("onnxruntime-cpu", "openvino-cpu"):
-            runtime = create(name, models.int8(target), "cpu", threads=2)
-            try:
-                m = compare(models.reference, np.concatenate([runtime.run(x[None]) for x in models.heldout]))
-            finally:
-                runtime.close()
+            m = compare(models.reference, run_onnx(models.int8(target).path, models.heldout, runtime=name))
             print(f"{target} on {name}: top-1 {m.top1_agreement:.4f}, cosine {m.cosine:.6f} (min {m.min_cosine:.4f})")
             assert m.top1_agreement >= bar.top1_agreement, (target, name)
             assert m.cosine >= max(bar.cosine, 0.995), (target, name)

@@ -84,14 +84,3 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512_BF16, from /proc/cpuinfo's flags): where OpenVINO
-    runs an FP32 file in bf16 by default, and `compare` adds that row (`openvino-cpu-bf16`) beside f32's."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return bool({"amx_bf16", "avx512_bf16"} & set(flags))

@@ -104,6 +104,12 @@ def cpu_flags() -> frozenset[str] | None:
     return None
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512_BF16): where OpenVINO runs an FP32 file in bf16 by
+    default, and `compare` adds that row (`openvino-cpu-bf16`) beside f32's."""
+    return bool({"amx_bf16", "avx512_bf16"} & (cpu_flags() or frozenset()))
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):

@@ -9,10 +9,10 @@ from typing import Any
 
 from resnet_deploy.artifact import Artifact
 from resnet_deploy.bench.options import CompareOptions
-from resnet_deploy.devices import cpu_has_bf16
 from resnet_deploy.errors import UsageError
 from resnet_deploy.pipeline import Pipeline
 from resnet_deploy.pipeline.default_set import build_default_set, default_keys, fit_range
+from resnet_deploy.provenance import cpu_has_bf16
 from resnet_deploy.results import REFERENCE_RUNTIME
 from resnet_deploy.runtimes import RuntimeSpec, registry, runtimes_for, why_none
 from resnet_deploy.shapes import format_shape

@@ -163,13 +163,13 @@ def correct_biases(fp32: Any, qdq: Any, images: np.ndarray, batch: int) -> int:
 def narrow_first_conv(qdq: Any, fp32: Any) -> bool:
     """Requantize the first Conv's int8 weights to 7 bits (scale x 2, codes in [-64, 63], from the FP32
     weights) and its int32 bias with them. False when the model has no quantized first Conv."""
-    graph, fp32_graph = Graph(qdq), Graph(fp32)
+    graph, layers, _ = _quantized_layers(fp32, qdq)
     first = next((n for n in fp32.graph.node if n.op_type == "Conv"), None)
-    node = next((n for n in graph.nodes if first is not None and n.name == first.name), None)
-    dq = graph.producer.get(node.input[1]) if node is not None else None
-    if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in graph.initializers:
+    node = next((n for n in layers if first is not None and n.name == first.name), None)
+    if node is None:
         return False
-    weights = fp32_graph.constant(first.input[1]).astype(np.float64)
+    dq = graph.producer[node.input[1]]
+    weights = Graph(fp32).constant(first.input[1]).astype(np.float64)
     codes, scale_tensor = graph.initializers[dq.input[0]], graph.initializers[dq.input[1]]
     scale = numpy_helper.to_array(scale_tensor).astype(np.float64) * 2.0
     narrowed = np.clip(np.round(weights / scale.reshape([-1] + [1] * (weights.ndim - 1))), -64, 63).astype(np.int8)

@@ -17,7 +17,7 @@ from resnet_deploy.int8.calibrate import input_batch_size
 from resnet_deploy.int8.dataset import CalibrationRequest
 from resnet_deploy.int8.qdq_check import require_valid
 from resnet_deploy.int8.quantize import crop_outside_range, quantize
-from resnet_deploy.int8.recipe import recipe
+from resnet_deploy.int8.recipe import Recipe, recipe
 from resnet_deploy.pipeline.step import Step
 from resnet_deploy.preprocess import ImageSet
 
@@ -68,13 +68,18 @@ def build_int8(
 
     def write(tmp: Path) -> dict[str, Any]:
         done = quantize(fp32.path, tmp, images, method, rec, cache, pipe.preprocess.crop)
-        return {"calibration": _calibration_record(request, images, calib_hash, cache, done)}
+        return {"calibration": _calibration_record(request, rec, images, calib_hash, cache, done)}
 
     return pipe.build(Step(key, f"{stem}.onnx", "onnx", "int8", fingerprint, write, _checker(pipe, images, target)))
 
 
 def _calibration_record(
-    request: CalibrationRequest, images: ImageSet, sha256: str, cache: CalibrationCache, done: dict[str, Any]
+    request: CalibrationRequest,
+    rec: Recipe,
+    images: ImageSet,
+    sha256: str,
+    cache: CalibrationCache,
+    done: dict[str, Any],
 ) -> dict[str, Any]:
     """What calibration saw, in the artifact's record."""
     return {
@@ -84,12 +89,9 @@ def _calibration_record(
         "skipped": [[p.as_posix(), reason] for p, reason in images.skipped],
         "method": request.method,
         "target": request.target,
-        "recipe": recipe(request.target).to_dict(),
-        **{k: v for k, v in done.items() if k not in ("seconds", "cache_reused", "ranges")},
-        "seconds": done["seconds"],
+        "recipe": rec.to_dict(),
         "cache": str(cache.path.name),
-        "cache_reused": done["cache_reused"],
-        "ranges": done["ranges"],
+        **done,  # seconds, cache_reused, ranges, and what the recipe's corrections did
     }
 
 

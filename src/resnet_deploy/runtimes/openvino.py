@@ -48,8 +48,11 @@ def compile_onnx(source: str | bytes, threads: int | None, label: str, precision
     """An ONNX file (its path, or the serialized model) compiled for the CPU as every OpenVINO runtime here is:
     f32 precision (bf16 when asked), a fixed thread count, one stream. The runtime and --explain (which adds
     stage outputs to the graph) both come here, so a graph is read alike whether it is benchmarked or diagnosed."""
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
-    config["NUM_STREAMS"] = 1
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": HINTS[precision],
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+    }
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     try:
