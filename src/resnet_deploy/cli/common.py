@@ -232,7 +232,8 @@ def typed_options(ctx: typer.Context, names: Iterable[str]) -> list[str]:
 def main_wrapper(app: typer.Typer) -> Callable[[], None]:
     def main() -> None:
         signal.signal(signal.SIGTERM, interrupt)
-        signal.signal(signal.SIGINT, interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell ignores it (`cmd &`)
+            signal.signal(signal.SIGINT, interrupt)
         app(prog_name=Path(sys.argv[0]).name)
 
     return main
